@@ -1,0 +1,125 @@
+//! The `oxbow` command line: `serve` and `check` for LoopBack 3 app directories.
+//!
+//! App binaries with their own boot plugins (like this repository's default app in `server/`)
+//! call [`run`] with their plugins; the plain `oxbow` binary calls it with none.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use oxbow::BootPlugin;
+
+#[derive(Debug, Parser)]
+#[command(name = "oxbow", version, about = "A configuration-driven model server for LoopBack 3 apps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve an app directory (the folder holding `server/`, or `server/` itself).
+    Serve {
+        dir: Option<PathBuf>,
+        /// Port (overrides `PORT` and config.json; 0 picks a free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Host to bind (overrides `HOST` and config.json).
+        #[arg(long)]
+        host: Option<String>,
+        /// HTTP worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Check an app directory and print every problem, without serving.
+    Check { dir: Option<PathBuf> },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Parses the command line and runs it. `default_dir` is served when no subcommand is given.
+pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(c) => c,
+        None => match &default_dir {
+            Some(_) => Command::Serve { dir: None, port: None, host: None, workers: 0 },
+            None => {
+                eprintln!("usage: oxbow serve DIR | oxbow check DIR (see oxbow --help)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match command {
+        Command::Check { dir } => {
+            let dir = dir.or(default_dir).unwrap_or_else(|| PathBuf::from("."));
+            match oxbow_config::load(&dir) {
+                Ok(plan) => {
+                    for w in &plan.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!("{}: ok ({} models, {} datasources)", dir.display(), plan.models.len(), plan.datasources.len());
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprint!("{problems}");
+                    eprintln!("{} problem(s) found", problems.0.len());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Serve { dir, port, host, workers } => {
+            let dir = dir.or(default_dir).unwrap_or_else(|| PathBuf::from("."));
+            let plan = match oxbow_config::load(&dir) {
+                Ok(p) => p,
+                Err(problems) => {
+                    eprint!("{problems}");
+                    eprintln!("{} problem(s) found; not serving", problems.0.len());
+                    return ExitCode::from(1);
+                }
+            };
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+            let mut listen = oxbow::listen_from_env(&plan);
+            if let Some(p) = port {
+                listen.port = p;
+            }
+            if let Some(h) = host {
+                listen.host = h;
+            }
+            listen.workers = workers;
+            let result = actix_rt_block_on(async move {
+                let booted = oxbow::boot(plan, &plugins).await?;
+                let root = booted.plan.config.rest_api_root.clone();
+                booted
+                    .serve(&listen, |addr| {
+                        let host = match addr.ip() {
+                            ip if ip.is_unspecified() => "localhost".to_owned(),
+                            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                            ip => ip.to_string(),
+                        };
+                        println!("Web server listening at: http://{host}:{}", addr.port());
+                        println!("Browse your REST API at http://{host}:{}{root}", addr.port());
+                    })
+                    .await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn actix_rt_block_on<F: std::future::Future>(f: F) -> F::Output {
+    oxbow::rt::System::new().block_on(f)
+}

@@ -1,0 +1,215 @@
+//! oxbow-config: reads a LoopBack 3 app directory (JSON or YAML files), checks every file
+//! against the JSON Schemas in `schemas/`, and compiles the result into a typed [`AppPlan`].
+//!
+//! **Architecture invariant:** loading collects *every* problem before it fails; each problem
+//! names the file, the JSON pointer inside it, and what was expected. Nothing here serves
+//! requests or touches the network.
+
+mod models;
+mod problem;
+mod read;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+pub use problem::{Problem, Problems};
+
+use oxbow_core::ModelDefinition;
+
+/// A datasource from datasources.json.
+#[derive(Debug, Clone)]
+pub struct DataSourcePlan {
+    pub name: String,
+    /// `memory`, …
+    pub connector: String,
+    /// Every key of the entry (connector settings such as `file`).
+    pub settings: Map<String, Value>,
+    /// The file the entry came from, for messages.
+    pub file: PathBuf,
+}
+
+/// Settings from config.json that oxbow uses.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub rest_api_root: String,
+    pub host: String,
+    pub port: u16,
+    /// `remoting.json.limit` in bytes.
+    pub json_limit: usize,
+    /// `remoting.urlencoded.limit` in bytes.
+    pub urlencoded_limit: usize,
+    /// The whole merged config.json (apps keep their own settings there).
+    pub raw: Map<String, Value>,
+}
+
+/// A checked app directory, ready to boot.
+#[derive(Debug, Clone)]
+pub struct AppPlan {
+    /// The app root (the folder holding `server/`).
+    pub root: PathBuf,
+    /// The `server/` folder.
+    pub server_dir: PathBuf,
+    pub config: AppConfig,
+    pub datasources: Vec<DataSourcePlan>,
+    /// Models listed in model-config.json and attached to a datasource, in that file's order.
+    pub models: Vec<ModelDefinition>,
+    /// middleware.json as read (compiled into a pipeline by the REST layer).
+    pub middleware: Map<String, Value>,
+    /// Non-fatal findings (e.g. JavaScript boot scripts oxbow cannot run).
+    pub warnings: Vec<String>,
+}
+
+/// Finds the server folder: `DIR/server`, or `DIR` itself when it holds the config files.
+pub fn server_dir(dir: &Path) -> Option<PathBuf> {
+    let nested = dir.join("server");
+    if nested.is_dir() {
+        return Some(nested);
+    }
+    let looks_like_server = ["config", "model-config", "datasources"]
+        .iter()
+        .any(|n| read::find_file(dir, n).is_some());
+    looks_like_server.then(|| dir.to_path_buf())
+}
+
+/// Loads and checks an app directory.
+pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
+    let mut problems = Problems::default();
+    let Some(server) = server_dir(dir) else {
+        problems.push(Problem::new(dir, "", "expected an app directory holding `server/` (or a server folder with config.json, model-config.json, datasources.json)"));
+        return Err(problems);
+    };
+    let root = if server.file_name().is_some_and(|n| n == "server") {
+        server.parent().map(Path::to_path_buf).unwrap_or_else(|| server.clone())
+    } else {
+        server.clone()
+    };
+    let schemas = schema::Schemas::compile();
+    let config_file = read::read_artifact(&server, "config", &schemas.config, &mut problems);
+    let ds_file = read::read_artifact(&server, "datasources", &schemas.datasources, &mut problems);
+    let mc_file = read::read_artifact(&server, "model-config", &schemas.model_config, &mut problems);
+    let mw_file = read::read_artifact(&server, "middleware", &schemas.middleware, &mut problems);
+
+    let config = compile_config(&config_file, &mut problems);
+    let datasources = compile_datasources(&ds_file, &mut problems);
+    let mut warnings = Vec::new();
+    let models = models::compile_models(&server, &mc_file, &datasources, &schemas.model, &mut problems, &mut warnings);
+
+    for dir in [server.join("boot")] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut scripts: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".js"))
+                .collect();
+            scripts.sort();
+            for s in scripts {
+                warnings.push(format!(
+                    "{}: JavaScript boot scripts are not run by oxbow; port it to a Rust boot plugin",
+                    dir.join(s).display()
+                ));
+            }
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(AppPlan {
+        root,
+        server_dir: server,
+        config,
+        datasources,
+        models,
+        middleware: mw_file.value.as_object().cloned().unwrap_or_default(),
+        warnings,
+    })
+}
+
+fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
+    let raw = file.value.as_object().cloned().unwrap_or_default();
+    let rest_api_root = raw.get("restApiRoot").and_then(Value::as_str).unwrap_or("/api").to_owned();
+    let host = raw.get("host").and_then(Value::as_str).unwrap_or("0.0.0.0").to_owned();
+    let port = match raw.get("port") {
+        None => 3000,
+        Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
+            Some(p) => p,
+            None => {
+                problems.push(Problem::new(&file.path, "/port", "expected a TCP port number from 0 to 65535"));
+                3000
+            }
+        },
+        Some(Value::String(s)) => match s.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => {
+                problems.push(Problem::new(&file.path, "/port", "expected a TCP port number from 0 to 65535"));
+                3000
+            }
+        },
+        Some(_) => 3000,
+    };
+    let limit = |pointer: &str, problems: &mut Problems| -> usize {
+        let v = file.value.pointer(pointer);
+        match v {
+            None => 100 * 1024,
+            Some(v) => match parse_size(v) {
+                Some(n) => n,
+                None => {
+                    problems.push(Problem::new(&file.path, pointer, "expected a size such as 100kb, 1mb or a number of bytes"));
+                    100 * 1024
+                }
+            },
+        }
+    };
+    let json_limit = limit("/remoting/json/limit", problems);
+    let urlencoded_limit = limit("/remoting/urlencoded/limit", problems);
+    AppConfig { rest_api_root, host, port, json_limit, urlencoded_limit, raw }
+}
+
+/// The `bytes` npm module's sizes: `100kb`, `1.5mb`, `512` (units are powers of 1024).
+pub fn parse_size(v: &Value) -> Option<usize> {
+    match v {
+        Value::Number(n) => n.as_f64().filter(|f| *f >= 0.0).map(|f| f as usize),
+        Value::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let num: f64 = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "" | "b" => 1.0,
+                "kb" => 1024.0,
+                "mb" => 1024.0 * 1024.0,
+                "gb" => 1024.0 * 1024.0 * 1024.0,
+                "tb" => 1024.0f64.powi(4),
+                _ => return None,
+            };
+            Some((num * mult).floor() as usize)
+        }
+        _ => None,
+    }
+}
+
+fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
+    const KNOWN: &[&str] = &["memory"];
+    let mut out = Vec::new();
+    let Some(map) = file.value.as_object() else { return out };
+    for (name, entry) in map {
+        if name == "$schema" {
+            continue;
+        }
+        let Some(settings) = entry.as_object() else { continue };
+        let connector = settings.get("connector").and_then(Value::as_str).unwrap_or("memory");
+        let connector = connector.strip_prefix("loopback-connector-").unwrap_or(connector).to_owned();
+        if !KNOWN.contains(&connector.as_str()) {
+            problems.push(Problem::new(
+                &file.path,
+                &format!("/{}/connector", problem::escape(name)),
+                &format!("expected a connector oxbow provides (one of: {}), found `{connector}`", KNOWN.join(", ")),
+            ));
+            continue;
+        }
+        out.push(DataSourcePlan { name: name.clone(), connector, settings: settings.clone(), file: file.path.clone() });
+    }
+    out
+}

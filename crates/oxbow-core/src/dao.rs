@@ -1,0 +1,449 @@
+//! The model layer: LoopBack's PersistedModel operations (create, find, upserts, replace,
+//! patch, updateAll, delete) with their validation rules, their error messages, and the change
+//! event each successful write publishes.
+//!
+//! **Invariant:** a change event is published only after the connector acknowledged the write,
+//! and only here; a rejected write publishes nothing and changes nothing.
+
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use crate::change::{ChangeFeed, ChangeStream, ChangeType};
+use crate::connector::Connector;
+use crate::error::{Error, Result};
+use crate::filter::{Filter, Test, Where, parse_where};
+use crate::instance::{Defaults, Instance, Record};
+use crate::js;
+use crate::model::{ModelDefinition, PropertyType};
+
+/// A model at run time: its definition, its datasource's connector and its change feed.
+pub struct Model {
+    def: Arc<ModelDefinition>,
+    connector: Arc<dyn Connector>,
+    feed: ChangeFeed,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.def.name).field("connector", &self.connector.name()).finish()
+    }
+}
+
+/// A record as REST shows it: hidden properties removed, optionally only some fields.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub def: &'a ModelDefinition,
+    pub record: &'a Record,
+    pub fields: Option<&'a [String]>,
+}
+
+impl Serialize for RecordView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.record {
+            if self.def.is_hidden(k) {
+                continue;
+            }
+            if let Some(fields) = self.fields {
+                if !fields.iter().any(|f| f == k) {
+                    continue;
+                }
+            }
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl RecordView<'_> {
+    pub fn to_value(&self) -> Value {
+        let map: Map<String, Value> = self
+            .record
+            .iter()
+            .filter(|(k, _)| !self.def.is_hidden(k) && self.fields.is_none_or(|f| f.iter().any(|x| x == *k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Value::Object(map)
+    }
+}
+
+impl Model {
+    pub fn new(def: Arc<ModelDefinition>, connector: Arc<dyn Connector>, feed_capacity: usize) -> Self {
+        let feed = ChangeFeed::new(def.name.clone(), feed_capacity);
+        Self { def, connector, feed }
+    }
+
+    pub fn definition(&self) -> &ModelDefinition {
+        &self.def
+    }
+
+    pub fn name(&self) -> &str {
+        self.def.name.as_str()
+    }
+
+    /// The model's change feed.
+    pub fn changes(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    /// Subscribes to this model's changes (LoopBack's `createChangeStream`).
+    pub fn subscribe(&self) -> ChangeStream {
+        self.feed.subscribe()
+    }
+
+    pub fn view<'a>(&'a self, record: &'a Record) -> RecordView<'a> {
+        RecordView { def: &self.def, record, fields: None }
+    }
+
+    /// Converts an id from a URL or body to the id property's type.
+    pub fn coerce_id(&self, id: &Value) -> Value {
+        match self.def.id_property().ty {
+            PropertyType::Number => match id {
+                Value::String(s) => match js::str_to_number(s) {
+                    Some(n) if n.is_finite() && !s.trim().is_empty() => js::number_value(n),
+                    _ => id.clone(),
+                },
+                _ => id.clone(),
+            },
+            PropertyType::String => match id {
+                Value::String(_) | Value::Null => id.clone(),
+                other => Value::String(js::to_js_string(other)),
+            },
+            _ => id.clone(),
+        }
+    }
+
+    fn publish(&self, kind: ChangeType, record: &Record) {
+        let target = record.get(self.def.id_name()).cloned();
+        self.feed.publish(kind, target, None, Some(self.view(record).to_value()));
+    }
+
+    // ----- reads -----------------------------------------------------------------------------
+
+    pub async fn find(&self, filter: &Filter) -> Result<Vec<Arc<Record>>> {
+        self.connector.find(&self.def, filter).await
+    }
+
+    pub async fn find_one(&self, filter: &Filter) -> Result<Option<Arc<Record>>> {
+        let mut f = filter.clone();
+        f.limit = Some(1);
+        Ok(self.connector.find(&self.def, &f).await?.into_iter().next())
+    }
+
+    pub async fn find_by_id(&self, id: &Value) -> Result<Option<Arc<Record>>> {
+        let id = self.coerce_id(id);
+        self.connector.find_by_id(&self.def, &id).await
+    }
+
+    pub async fn exists(&self, id: &Value) -> Result<bool> {
+        Ok(self.find_by_id(id).await?.is_some())
+    }
+
+    pub async fn count(&self, where_: Option<&Where>) -> Result<u64> {
+        self.connector.count(&self.def, where_).await
+    }
+
+    /// Parses a `where` object for this model.
+    pub fn parse_where(&self, w: &Value) -> Result<Option<Where>> {
+        parse_where(&self.def, w)
+    }
+
+    /// Parses a `filter` object for this model.
+    pub fn parse_filter(&self, f: &Value) -> Result<Filter> {
+        Filter::parse(&self.def, f)
+    }
+
+    // ----- writes ----------------------------------------------------------------------------
+
+    /// `create`: defaults, coercion, validation, then insert.
+    pub async fn create(&self, data: Record) -> Result<Arc<Record>> {
+        let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        inst.validate(&self.def, true)?;
+        let record = self.connector.create(&self.def, inst.data).await?;
+        self.publish(ChangeType::Create, &record);
+        Ok(record)
+    }
+
+    /// `create` with an array body. Every element is checked before any is written, so an
+    /// invalid element leaves the collection unchanged.
+    pub async fn create_many(&self, items: Vec<Record>) -> Result<Vec<Arc<Record>>> {
+        let mut built = Vec::with_capacity(items.len());
+        for data in items {
+            let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+            inst.validate(&self.def, true)?;
+            built.push(inst);
+        }
+        let mut out = Vec::with_capacity(built.len());
+        for inst in built {
+            let record = self.connector.create(&self.def, inst.data).await?;
+            self.publish(ChangeType::Create, &record);
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn body_id(&self, data: &Record) -> Option<Value> {
+        data.get(self.def.id_name()).filter(|v| is_truthy(v)).map(|v| self.coerce_id(v))
+    }
+
+    /// `patchOrCreate` (`PATCH /Model`).
+    pub async fn patch_or_create(&self, data: Record) -> Result<Arc<Record>> {
+        let Some(id) = self.body_id(&data) else {
+            return self.create(data).await;
+        };
+        if self.def.force_id {
+            if self.find_by_id(&id).await?.is_none() {
+                return Err(Error::not_found(format!(
+                    "Could not update attributes. Object with id {} does not exist!",
+                    js::to_js_string(&id)
+                )));
+            }
+            return self.patch_attributes(&id, data, self.def.validate_upsert).await;
+        }
+        match self.patch_attributes(&id, data.clone(), self.def.validate_upsert).await {
+            Err(Error::NotFound { .. }) => self.create_unvalidated_upsert(data).await,
+            other => other,
+        }
+    }
+
+    async fn create_unvalidated_upsert(&self, data: Record) -> Result<Arc<Record>> {
+        let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        if self.def.validate_upsert {
+            inst.validate(&self.def, false)?;
+        }
+        let record = self.connector.create(&self.def, inst.data).await?;
+        self.publish(ChangeType::Create, &record);
+        Ok(record)
+    }
+
+    /// `replaceOrCreate` (`PUT /Model`, `POST /Model/replaceOrCreate`).
+    pub async fn replace_or_create(&self, data: Record) -> Result<Arc<Record>> {
+        let Some(id) = self.body_id(&data) else {
+            return self.create(data).await;
+        };
+        if self.def.force_id || self.find_by_id(&id).await?.is_some() {
+            return self.replace_by_id(&id, data).await;
+        }
+        self.create_unvalidated_upsert(data).await
+    }
+
+    /// `upsertWithWhere`: create when nothing matches, patch the one match, refuse several.
+    pub async fn upsert_with_where(&self, where_: Option<&Where>, data: Record) -> Result<Arc<Record>> {
+        if data.is_empty() {
+            return Err(Error::bad_request("data object cannot be empty!"));
+        }
+        if self.def.validate_upsert {
+            let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
+            inst.validate(&self.def, false)?;
+        }
+        let filter = Filter { where_: where_.cloned(), limit: Some(2), ..Filter::default() };
+        let found = self.connector.find(&self.def, &filter).await?;
+        match found.as_slice() {
+            [] => self.create_unvalidated_upsert(data).await,
+            [one] => {
+                let id = one.get(self.def.id_name()).cloned().unwrap_or(Value::Null);
+                self.patch_attributes(&id, data, self.def.validate_upsert).await
+            }
+            _ => Err(Error::bad_request("There are multiple instances found.Upsert Operation will not be performed!")),
+        }
+    }
+
+    /// `replaceById` (`PUT /Model/:id`): the stored record becomes exactly `data` (plus id and
+    /// defaults).
+    pub async fn replace_by_id(&self, id: &Value, mut data: Record) -> Result<Arc<Record>> {
+        let id = self.coerce_id(id);
+        let id_name = self.def.id_name().to_owned();
+        match data.get(&id_name) {
+            Some(v) if is_truthy(v) => {
+                if *v != id {
+                    return Err(Error::bad_request(format!(
+                        "id property ({id_name}) cannot be updated from {} to {}",
+                        js::to_js_string(&id),
+                        js::to_js_string(v)
+                    )));
+                }
+            }
+            _ => {
+                data.insert(id_name.clone(), id.clone());
+            }
+        }
+        let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        inst.validate(&self.def, false)?;
+        match self.connector.replace_by_id(&self.def, &id, inst.data).await? {
+            Some(record) => {
+                self.publish(ChangeType::Update, &record);
+                Ok(record)
+            }
+            None => Err(Error::not_found(format!(
+                "Could not replace. Object with id {} does not exist!",
+                js::to_js_string(&id)
+            ))),
+        }
+    }
+
+    /// `patchAttributes` (`PATCH /Model/:id`): merge `data` into the stored record.
+    pub async fn patch_attributes(&self, id: &Value, data: Record, validate: bool) -> Result<Arc<Record>> {
+        let id = self.coerce_id(id);
+        let missing = || Error::model_not_found(format!("could not find a model with id {}", js::to_js_string(&id)));
+        let id_name = self.def.id_name();
+        if let Some(new_id) = data.get(id_name) {
+            if !id_equals(new_id, &id) {
+                return Err(Error::bad_request(format!(
+                    "id cannot be updated from {} to {} when forceId is set to true",
+                    js::to_js_string(&id),
+                    js::to_js_string(new_id)
+                )));
+            }
+        }
+        let def = &self.def;
+        let modify = Box::new(move |current: &Record| -> Result<Record> {
+            let inst = Instance::merge(def, current, data)?;
+            if validate {
+                inst.validate(def, false)?;
+            }
+            Ok(inst.data)
+        });
+        match self.connector.modify_by_id(&self.def, &id, modify).await? {
+            Some(record) => {
+                self.publish(ChangeType::Update, &record);
+                Ok(record)
+            }
+            None => Err(missing()),
+        }
+    }
+
+    /// Like [`Model::patch_attributes`] for REST: LoopBack loads the instance first, so a
+    /// missing id is a 404 before the body is looked at.
+    pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Record>> {
+        let id = self.coerce_id(id);
+        if self.find_by_id(&id).await?.is_none() {
+            return Err(Error::model_not_found(format!("could not find a model with id {}", js::to_js_string(&id))));
+        }
+        self.patch_attributes(&id, data, true).await
+    }
+
+    /// `updateAll` (`POST /Model/update`): merges `data` into every match; one change event
+    /// for the whole call, as LoopBack emits it.
+    pub async fn update_all(&self, where_raw: Option<&Value>, data: Record) -> Result<u64> {
+        let where_ = match where_raw {
+            Some(w) => self.parse_where(w)?,
+            None => None,
+        };
+        // Coerce known properties; unknown ones are dropped on strict models (no 422 here).
+        let mut patch = Record::new();
+        let inst = Instance::build(&self.def, data.clone(), Defaults::Skip);
+        let inst = match inst {
+            Ok(i) => i,
+            Err(e) => return Err(e),
+        };
+        for (k, v) in inst.data {
+            if data.contains_key(&k) {
+                patch.insert(k, v);
+            }
+        }
+        let count = self.connector.update_all(&self.def, where_.as_ref(), &patch).await?;
+        let where_json = where_.as_ref().map(where_to_json).or_else(|| Some(Value::Object(Map::new())));
+        let id_name = self.def.id_name();
+        let target = patch
+            .get(id_name)
+            .cloned()
+            .or_else(|| where_json.as_ref().and_then(|w| w.get(id_name)).filter(|v| !v.is_object()).cloned());
+        let kind = if target.is_some() { ChangeType::Update } else { ChangeType::Create };
+        let data = crate::dao::RecordView { def: &self.def, record: &patch, fields: None }.to_value();
+        self.feed.publish(kind, target, where_json, Some(data));
+        Ok(count)
+    }
+
+    /// `deleteById`: `{count}`; the change event is published even when nothing was deleted,
+    /// as LoopBack does.
+    pub async fn delete_by_id(&self, id: &Value) -> Result<u64> {
+        let id = self.coerce_id(id);
+        let count = self.connector.delete_by_id(&self.def, &id).await?;
+        let mut w = Map::new();
+        w.insert(self.def.id_name().to_owned(), id.clone());
+        self.feed.publish(ChangeType::Remove, Some(id), Some(Value::Object(w)), None);
+        Ok(count)
+    }
+
+    /// `destroyAll`: one remove event with the where.
+    pub async fn delete_all(&self, where_: Option<&Where>) -> Result<u64> {
+        let count = self.connector.delete_all(&self.def, where_).await?;
+        let w = where_.map(where_to_json).unwrap_or_else(|| Value::Object(Map::new()));
+        self.feed.publish(ChangeType::Remove, None, Some(w), None);
+        Ok(count)
+    }
+}
+
+fn is_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
+}
+
+/// juggler's `idEquals`: equal, or equal after number/string conversion.
+fn id_equals(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => js::to_js_string(a) == js::to_js_string(b),
+        _ => false,
+    }
+}
+
+/// A parsed `where` back as JSON (coerced values), as LoopBack passes `ctx.where` to events.
+pub fn where_to_json(w: &Where) -> Value {
+    fn cond(test: &Test) -> Value {
+        let op = |name: &str, v: Value| Value::Object(Map::from_iter([(name.to_owned(), v)]));
+        match test {
+            Test::Eq(v) => v.clone(),
+            Test::Neq(v) => op("neq", v.clone()),
+            Test::Gt(v) => op("gt", v.clone()),
+            Test::Gte(v) => op("gte", v.clone()),
+            Test::Lt(v) => op("lt", v.clone()),
+            Test::Lte(v) => op("lte", v.clone()),
+            Test::Between(a, b) => op("between", Value::Array(vec![a.clone(), b.clone()])),
+            Test::Inq(items) => op("inq", Value::Array(items.clone())),
+            Test::Nin(items) => op("nin", Value::Array(items.clone())),
+            Test::Like { re, negated } => op(if *negated { "nlike" } else { "like" }, Value::from(re.as_str())),
+            Test::Regexp(re) => op("regexp", Value::from(re.as_str())),
+            Test::Near | Test::Never => Value::Object(Map::new()),
+        }
+    }
+    let mut out = Map::new();
+    let push = |w: &Where, out: &mut Map<String, Value>| match w {
+        Where::Cond { key, test } => {
+            let v = cond(test);
+            match (out.get_mut(key), v) {
+                (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
+                (_, v) => {
+                    out.insert(key.clone(), v);
+                }
+            }
+        }
+        Where::And(list) => {
+            out.insert("and".into(), Value::Array(list.iter().map(where_to_json).collect()));
+        }
+        Where::Or(list) => {
+            out.insert("or".into(), Value::Array(list.iter().map(where_to_json).collect()));
+        }
+        Where::Nor(list) => {
+            out.insert("nor".into(), Value::Array(list.iter().map(where_to_json).collect()));
+        }
+    };
+    match w {
+        Where::And(list) if list.iter().all(|c| matches!(c, Where::Cond { .. })) => {
+            for c in list {
+                push(c, &mut out);
+            }
+        }
+        other => push(other, &mut out),
+    }
+    Value::Object(out)
+}

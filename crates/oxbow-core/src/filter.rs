@@ -1,0 +1,557 @@
+//! The LoopBack filter language: parsing `{where, order, limit, skip, offset, fields, include}`
+//! into a typed [`Filter`], and evaluating it against records the way LoopBack's memory
+//! connector does.
+//!
+//! Parsing applies juggler's normalisation and coercion (`_normalize`, `_coerce`) with its error
+//! messages; evaluation applies the memory connector's matching rules (loose equality, `like` as
+//! a regular expression, array properties matching when any element matches, dot paths).
+//! Where LoopBack is plainly wrong (a second operator on one property silently dropped, `nor`
+//! ignored, `eq` never matching undeclared properties) the filter does the right thing;
+//! docs/COMPATIBILITY.md lists each case.
+
+use std::cmp::Ordering;
+
+use regex::{Regex, RegexBuilder};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::instance::{Record, to_boolean};
+use crate::js;
+use crate::model::{ModelDefinition, PropertyType, Strict};
+
+/// A normalised query.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub where_: Option<Where>,
+    /// Empty means "by id ascending", the memory connector's default.
+    pub order: Vec<OrderKey>,
+    pub limit: Option<usize>,
+    pub skip: usize,
+    /// Property names to keep (`None`: all).
+    pub fields: Option<Vec<String>>,
+    /// `include` as given; relations resolve it.
+    pub include: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderKey {
+    pub key: String,
+    pub descending: bool,
+}
+
+/// A `where` clause.
+#[derive(Debug, Clone)]
+pub enum Where {
+    And(Vec<Where>),
+    Or(Vec<Where>),
+    Nor(Vec<Where>),
+    Cond { key: String, test: Test },
+}
+
+/// One condition on one property.
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// Loose equality; `null` matches null or missing.
+    Eq(Value),
+    Neq(Value),
+    Gt(Value),
+    Gte(Value),
+    Lt(Value),
+    Lte(Value),
+    Between(Value, Value),
+    Inq(Vec<Value>),
+    Nin(Vec<Value>),
+    /// `like`/`ilike` (`negated` for `nlike`/`nilike`); the pattern is already a regex.
+    Like { re: Regex, negated: bool },
+    Regexp(Regex),
+    /// Geo `near`: matches everything (sorting by distance is not supported).
+    Near,
+    /// An operator the memory connector does not know (`exists`, …): never matches.
+    Never,
+}
+
+const OPERATORS: &[&str] = &[
+    "eq", "gt", "gte", "lt", "lte", "between", "inq", "nin", "neq", "like", "nlike", "ilike", "nilike", "regexp",
+];
+
+impl Filter {
+    /// Parses a `filter` object (already JSON; bracket syntax gives string leaves).
+    pub fn parse(def: &ModelDefinition, v: &Value) -> Result<Self> {
+        let obj = match v {
+            Value::Null => return Ok(Self::default()),
+            Value::Object(o) => o,
+            other => {
+                return Err(Error::bad_request(format!("The query filter {other} is not an object")));
+            }
+        };
+        let mut filter = Self::default();
+        let truthy = |k: &str| obj.get(k).is_some_and(is_truthy);
+        if truthy("limit") || truthy("skip") || truthy("offset") {
+            let limit_raw = obj.get("limit").filter(|v| is_truthy(v));
+            let limit = limit_raw.map_or(Some(100.0), js::to_number);
+            match limit {
+                Some(l) if l > 0.0 && l.fract() == 0.0 && l.is_finite() => filter.limit = Some(l as usize),
+                _ => {
+                    let shown = obj.get("limit").cloned().unwrap_or(Value::Null);
+                    return Err(Error::bad_request(format!("The limit parameter {shown} is not valid")));
+                }
+            }
+            let skip_raw = obj.get("skip").filter(|v| is_truthy(v)).or_else(|| obj.get("offset").filter(|v| is_truthy(v)));
+            let skip = skip_raw.map_or(Some(0.0), js::to_number);
+            match skip {
+                Some(s) if s >= 0.0 && s.fract() == 0.0 && s.is_finite() => filter.skip = s as usize,
+                _ => {
+                    let shown = skip_raw.cloned().unwrap_or(Value::Null);
+                    return Err(Error::bad_request(format!("The offset/skip parameter {shown} is not valid")));
+                }
+            }
+        }
+        if let Some(order) = obj.get("order").filter(|v| is_truthy(v)) {
+            filter.order = parse_order(order)?;
+        }
+        if let Some(fields) = obj.get("fields").filter(|v| is_truthy(v)) {
+            filter.fields = fields_to_list(def, fields);
+        }
+        if let Some(w) = obj.get("where") {
+            filter.where_ = parse_where(def, w)?;
+        }
+        if let Some(inc) = obj.get("include").filter(|v| is_truthy(v)) {
+            filter.include = Some(inc.clone());
+        }
+        Ok(filter)
+    }
+
+    /// Applies the filter to rows (sort, where, skip/limit), as the memory connector orders it.
+    /// `id` is the id property name used when no order is given.
+    pub fn apply<'a, R: AsRef<Record> + Clone + 'a>(&self, rows: impl Iterator<Item = &'a R>, id: &str) -> Vec<R> {
+        let mut out: Vec<R> = rows
+            .filter(|r| self.where_.as_ref().is_none_or(|w| w.matches(r.as_ref())))
+            .cloned()
+            .collect();
+        if !self.order.is_empty() {
+            out.sort_by(|a, b| compare_rows(&self.order, a.as_ref(), b.as_ref()));
+        } else if id.is_empty() {
+            // Callers that iterate in id order already pass rows sorted.
+        }
+        let skip = self.skip.min(out.len());
+        let end = match self.limit {
+            Some(l) => skip.saturating_add(l).min(out.len()),
+            None => out.len(),
+        };
+        out.drain(..skip);
+        out.truncate(end - skip);
+        out
+    }
+
+    /// Keeps only the selected fields of a record, in record order.
+    pub fn project(&self, record: &Record) -> Option<Record> {
+        let fields = self.fields.as_ref()?;
+        Some(record.iter().filter(|(k, _)| fields.iter().any(|f| f == *k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+/// JavaScript truthiness of a JSON value.
+fn is_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+fn parse_order(order: &Value) -> Result<Vec<OrderKey>> {
+    let items: Vec<&Value> = match order {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let mut keys = Vec::new();
+    for item in items {
+        let Value::String(s) = item else {
+            return Err(Error::bad_request(format!("The order {item} is not valid")));
+        };
+        for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let mut parts = token.split_whitespace();
+            let key = parts.next().unwrap_or_default().to_owned();
+            let descending = match parts.next() {
+                None => false,
+                Some(dir) if dir.eq_ignore_ascii_case("ASC") => false,
+                Some(dir) if dir.eq_ignore_ascii_case("DESC") => true,
+                Some(_) => {
+                    return Err(Error::bad_request(format!(
+                        "The order {} has invalid direction",
+                        Value::String(token.to_owned())
+                    )));
+                }
+            };
+            keys.push(OrderKey { key, descending });
+        }
+    }
+    Ok(keys)
+}
+
+/// juggler's `fieldsToArray`: the property names a `fields` value selects.
+fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> {
+    let declared = || def.properties.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let list = match fields {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) if !a.is_empty() => a.iter().map(js::to_js_string).collect(),
+        Value::Object(o) if !o.is_empty() => {
+            let included: Vec<String> = o.iter().filter(|(_, v)| is_truthy(v)).map(|(k, _)| k.clone()).collect();
+            if !included.is_empty() {
+                included
+            } else {
+                let mut all = declared();
+                all.retain(|p| !o.contains_key(p));
+                all
+            }
+        }
+        _ => return None,
+    };
+    if def.strict != Strict::Off {
+        return Some(list.into_iter().filter(|f| def.property(f).is_some()).collect());
+    }
+    Some(list)
+}
+
+/// Parses and coerces a `where` object. Hidden properties are dropped (LoopBack's
+/// `prohibitHiddenPropertiesInQuery`); `None` means "no condition".
+pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
+    match w {
+        Value::Null => Ok(None),
+        Value::Object(o) => {
+            let mut conds = Vec::new();
+            for (key, value) in o {
+                if def.is_hidden(key) {
+                    continue;
+                }
+                match key.as_str() {
+                    "and" | "or" | "nor" => {
+                        let clauses = coerce_array(value).map_err(|e| {
+                            Error::bad_request(format!("The {key} operator has invalid clauses {value}: {e}"))
+                        })?;
+                        let mut parsed = Vec::new();
+                        for clause in &clauses {
+                            if !clause.is_object() {
+                                return Err(Error::bad_request(format!(
+                                    "The where clause {clause} is not an object"
+                                )));
+                            }
+                            parsed.push(parse_where(def, clause)?.unwrap_or(Where::And(Vec::new())));
+                        }
+                        conds.push(match key.as_str() {
+                            "and" => Where::And(parsed),
+                            "or" => Where::Or(parsed),
+                            _ => Where::Nor(parsed),
+                        });
+                    }
+                    _ => conds.extend(parse_condition(def, key, value)?),
+                }
+            }
+            Ok(Some(if conds.len() == 1 { conds.remove(0) } else { Where::And(conds) }))
+        }
+        other => Err(Error::bad_request(format!("The where clause {other} is not an object"))),
+    }
+}
+
+/// Arrays, or objects with keys `0..n` (qs turns long bracket arrays into those).
+fn coerce_array(v: &Value) -> std::result::Result<Vec<Value>, &'static str> {
+    match v {
+        Value::Array(a) => Ok(a.clone()),
+        Value::Object(o) if o.is_empty() => Err("Value is an empty object"),
+        Value::Object(o) => (0..o.len())
+            .map(|i| o.get(&i.to_string()).cloned().ok_or("Value is not an array or object with sequential numeric indices"))
+            .collect(),
+        _ => Err("Value is not an array or object with sequential numeric indices"),
+    }
+}
+
+fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Vec<Where>> {
+    // Declared properties coerce operands to their type; for arrays, to the item type.
+    let ty = def.property(key).map(|p| match &p.ty {
+        PropertyType::Array(Some(item)) => (**item).clone(),
+        other => other.clone(),
+    });
+    let cond = |test| Where::Cond { key: key.to_owned(), test };
+    let Value::Object(ops) = value else {
+        let v = match &ty {
+            Some(ty) => coerce_operand(ty, value)?,
+            None => value.clone(),
+        };
+        return Ok(vec![cond(Test::Eq(v))]);
+    };
+    let dollar: Vec<&String> = ops.keys().filter(|k| k.starts_with('$')).collect();
+    if !dollar.is_empty() {
+        let names: Vec<&str> = dollar.iter().map(|s| s.as_str()).collect();
+        let mut details = Map::new();
+        details.insert("operators".into(), Value::from(names.clone()));
+        return Err(Error::BadRequest {
+            message: format!("Operators \"{}\" are not allowed in query", names.join(", ")),
+            code: Some("OPERATOR_NOT_ALLOWED_IN_QUERY"),
+            details: Some(Value::Object(details)),
+        });
+    }
+    let known: Vec<(&String, &Value)> = ops.iter().filter(|(k, _)| OPERATORS.contains(&k.as_str()) || *k == "near").collect();
+    if known.is_empty() {
+        // An object value with no operator: equality with an object never matches in the
+        // memory connector (`exists` included).
+        return Ok(vec![cond(if ops.is_empty() { Test::Eq(value.clone()) } else { Test::Never })]);
+    }
+    let mut out = Vec::new();
+    let clause = Value::Object(Map::from_iter([(key.to_owned(), value.clone())]));
+    let coerce = |v: &Value| -> Result<Value> {
+        match &ty {
+            Some(ty) => coerce_operand(ty, v),
+            None => Ok(v.clone()),
+        }
+    };
+    for (op, operand) in known {
+        let test = match op.as_str() {
+            "eq" => Test::Eq(coerce(operand)?),
+            "neq" => Test::Neq(coerce(operand)?),
+            "gt" => Test::Gt(coerce(operand)?),
+            "gte" => Test::Gte(coerce(operand)?),
+            "lt" => Test::Lt(coerce(operand)?),
+            "lte" => Test::Lte(coerce(operand)?),
+            "inq" | "nin" | "between" => {
+                let items = coerce_array(operand).map_err(|e| {
+                    Error::bad_request(format!("The {key} property has invalid clause {}: Error: {e}", clause[key]))
+                })?;
+                let items = items.iter().map(|i| if i.is_null() { Ok(Value::Null) } else { coerce(i) }).collect::<Result<Vec<_>>>()?;
+                match op.as_str() {
+                    "inq" => Test::Inq(items),
+                    "nin" => Test::Nin(items),
+                    _ => {
+                        if items.len() != 2 {
+                            return Err(Error::bad_request(format!(
+                                "The {key} property has invalid clause {}: Expected precisely 2 values, received {}",
+                                clause[key],
+                                items.len()
+                            )));
+                        }
+                        let mut it = items.into_iter();
+                        Test::Between(it.next().unwrap_or(Value::Null), it.next().unwrap_or(Value::Null))
+                    }
+                }
+            }
+            "like" | "nlike" | "ilike" | "nilike" => {
+                let Value::String(pattern) = operand else {
+                    return Err(Error::bad_request(format!(
+                        "The {key} property has invalid clause {}: Expected a string or RegExp",
+                        clause[key]
+                    )));
+                };
+                let insensitive = op.starts_with('i') || op.starts_with("ni");
+                let re = compile(&like_to_regex(pattern), insensitive, false)?;
+                Test::Like { re, negated: op.starts_with('n') }
+            }
+            "regexp" => Test::Regexp(parse_regexp(operand)?),
+            "near" => Test::Near,
+            _ => Test::Never,
+        };
+        out.push(cond(test));
+    }
+    Ok(out)
+}
+
+/// Coerces a `where` operand to a declared property's type (juggler `_coerce`).
+fn coerce_operand(ty: &PropertyType, v: &Value) -> Result<Value> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match ty {
+        PropertyType::Number => match js::to_number(v) {
+            Some(n) if n.is_finite() => js::number_value(n),
+            _ => v.clone(),
+        },
+        PropertyType::Boolean => match v {
+            Value::String(s) if s == "true" || s == "1" => Value::Bool(true),
+            Value::String(s) if s == "false" || s == "0" => Value::Bool(false),
+            other => Value::Bool(to_boolean(other)),
+        },
+        PropertyType::Date => match js::to_date(v) {
+            Some(d) => Value::String(js::format_date(&d)),
+            None => return Err(Error::bad_request(format!("Invalid date: {}", js::to_js_string(v)))),
+        },
+        PropertyType::String => match v {
+            Value::String(_) => v.clone(),
+            Value::Object(_) | Value::Array(_) => v.clone(),
+            other => Value::String(js::to_js_string(other)),
+        },
+        _ => v.clone(),
+    })
+}
+
+/// The memory connector turns a `like` pattern into a regex: `%` → `.*`, `_` → `.`, everything
+/// else is regex syntax; the match is unanchored.
+fn like_to_regex(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '\\' => {
+                out.push('\\');
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// juggler's `toRegExp`: `"^abc"` or `"/^abc/i"` (flags `i`, `g`, `m` only).
+fn parse_regexp(v: &Value) -> Result<Regex> {
+    let Value::String(s) = v else {
+        return Err(Error::bad_request("Invalid argument, must be a string, regex literal, or RegExp object"));
+    };
+    // LoopBack's test for flags: a slash followed by at least one character at the end.
+    let has_flags = s.rfind('/').is_some_and(|i| i + 1 < s.len());
+    if !has_flags {
+        return compile(s, false, false);
+    }
+    let flags = &s[s.rfind('/').map_or(0, |i| i + 1)..];
+    let invalid: Vec<String> = flags.chars().filter(|c| !matches!(c, 'i' | 'g' | 'm')).map(String::from).collect();
+    if !invalid.is_empty() {
+        return Err(Error::bad_request(format!("Invalid regex flags: {}", invalid.join(","))));
+    }
+    let end = s.rfind('/').unwrap_or(0);
+    let body = if end >= 1 { &s[1..end] } else { "" };
+    compile(body, flags.contains('i'), flags.contains('m'))
+}
+
+fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(insensitive)
+        .multi_line(multi_line)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))
+}
+
+/// `getValue(obj, "a.b")` of the memory connector.
+fn get_path<'a>(record: &'a Record, key: &str) -> Option<&'a Value> {
+    if let Some(v) = record.get(key) {
+        return Some(v);
+    }
+    if !key.contains('.') {
+        return None;
+    }
+    let mut parts = key.split('.');
+    let mut cur = record.get(parts.next()?)?;
+    for part in parts {
+        cur = match cur {
+            Value::Object(o) => o.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+        if cur.is_null() {
+            return Some(cur);
+        }
+    }
+    Some(cur)
+}
+
+impl Where {
+    /// Whether a record satisfies this clause.
+    pub fn matches(&self, record: &Record) -> bool {
+        match self {
+            Self::And(list) => list.iter().all(|w| w.matches(record)),
+            Self::Or(list) => list.iter().any(|w| w.matches(record)),
+            Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
+            Self::Cond { key, test } => {
+                let value = get_path(record, key);
+                if let Some(Value::Array(items)) = value {
+                    if matches!(test, Test::Neq(_)) && items.is_empty() {
+                        return true;
+                    }
+                    return items.iter().any(|v| test.test(Some(v)));
+                }
+                if test.test(value) {
+                    return true;
+                }
+                // "a.b" where `a` is an array of objects: any element may match.
+                if let Some((head, rest)) = key.split_once('.') {
+                    if let Some(Value::Array(items)) = record.get(head) {
+                        let sub = Self::Cond { key: rest.to_owned(), test: test.clone() };
+                        return items.iter().any(|i| matches!(i, Value::Object(o) if sub.matches(o)));
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Test {
+    fn test(&self, value: Option<&Value>) -> bool {
+        let gt = |v: &Value| js::compare(value, Some(v)).is_some_and(|o| o == Ordering::Greater);
+        let lt = |v: &Value| js::compare(value, Some(v)).is_some_and(|o| o == Ordering::Less);
+        match self {
+            Self::Eq(Value::Null) => value.is_none_or(Value::is_null),
+            Self::Eq(v) => js::loose_eq(Some(v), value),
+            Self::Neq(v) => js::compare(Some(v), value) != Some(Ordering::Equal),
+            Self::Gt(v) => gt(v),
+            Self::Gte(v) => js::compare(value, Some(v)).is_some_and(|o| o != Ordering::Less),
+            Self::Lt(v) => lt(v),
+            Self::Lte(v) => js::compare(value, Some(v)).is_some_and(|o| o != Ordering::Greater),
+            Self::Between(a, b) => {
+                js::compare(value, Some(a)).is_some_and(|o| o != Ordering::Less)
+                    && js::compare(value, Some(b)).is_some_and(|o| o != Ordering::Greater)
+            }
+            Self::Inq(items) => items.iter().any(|i| js::loose_eq(Some(i), value)),
+            Self::Nin(items) => !items.iter().any(|i| js::loose_eq(Some(i), value)),
+            Self::Like { re, negated } => {
+                let s = value.map_or_else(|| "undefined".to_owned(), js::to_js_string);
+                re.is_match(&s) != *negated
+            }
+            Self::Regexp(re) => match value {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+                Some(Value::String(s)) => !s.is_empty() && re.is_match(s),
+                Some(other) => re.is_match(&js::to_js_string(other)),
+            },
+            Self::Near => true,
+            Self::Never => false,
+        }
+    }
+}
+
+/// The memory connector's sort: JavaScript `<`/`>` per key, missing values first ascending.
+fn compare_rows(order: &[OrderKey], a: &Record, b: &Record) -> Ordering {
+    for k in order {
+        let av = get_path(a, &k.key);
+        let bv = get_path(b, &k.key);
+        let ord = match (av, bv) {
+            (Some(_), None) => Ordering::Greater,
+            (None, Some(_)) => Ordering::Less,
+            (None, None) => Ordering::Equal,
+            (Some(x), Some(y)) => js_relational(x, y),
+        };
+        let ord = if k.descending { ord.reverse() } else { ord };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
+}
+
+/// JavaScript `x < y` / `x > y` folded into an ordering (incomparable is `Equal`).
+fn js_relational(x: &Value, y: &Value) -> Ordering {
+    match (x, y) {
+        (Value::String(a), Value::String(b)) => js::cmp_utf16(a, b),
+        _ => match (js::to_number(x), js::to_number(y)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+            _ => js::cmp_utf16(&js::to_js_string(x), &js::to_js_string(y)),
+        },
+    }
+}
+
+/// Sorts by the id property ascending: the order of results without `order`.
+pub fn sort_by_id(rows: &mut [impl AsRef<Record>], id: &str) {
+    let key = [OrderKey { key: id.to_owned(), descending: false }];
+    rows.sort_by(|a, b| compare_rows(&key, a.as_ref(), b.as_ref()));
+}

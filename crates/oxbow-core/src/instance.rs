@@ -1,0 +1,275 @@
+//! Building a model instance from client data: type coercion, defaults, strict mode, and the
+//! LoopBack validations that model JSON can declare (`required`, date types, `forceId`).
+//!
+//! The result is a [`Record`] in canonical key order (declared properties in declaration order,
+//! then unknown properties in arrival order), which is the order LoopBack serialises.
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result, ValidationError, Violation};
+use crate::js;
+use crate::model::{ModelDefinition, PropertyType, Strict};
+
+/// A stored or returned row: property name to JSON value, in canonical order.
+pub type Record = Map<String, Value>;
+
+/// A value that JavaScript would hold but JSON cannot: kept aside for validation messages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Oddity {
+    NaN,
+    InvalidDate,
+}
+
+/// Client data turned into a typed record, with what validation needs to know about it.
+#[derive(Debug)]
+pub struct Instance {
+    pub data: Record,
+    oddities: Vec<(String, Oddity)>,
+    /// Unknown properties a `strict` model refused.
+    unknown: Vec<String>,
+}
+
+/// How defaults apply while building.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defaults {
+    Apply,
+    Skip,
+}
+
+/// Coerces one value to a property type as LoopBack's property setters do.
+fn coerce(ty: &PropertyType, v: Value) -> Result<(Value, Option<Oddity>)> {
+    if v.is_null() {
+        return Ok((v, None));
+    }
+    Ok(match ty {
+        PropertyType::String => match v {
+            Value::String(_) => (v, None),
+            other => (Value::String(js::to_js_string(&other)), None),
+        },
+        PropertyType::Number => match js::to_number(&v) {
+            Some(n) if n.is_finite() => (js::number_value(n), None),
+            // `Infinity` serialises as `null` in JSON, as NaN does.
+            Some(_) => (Value::Null, None),
+            None => (Value::Null, Some(Oddity::NaN)),
+        },
+        PropertyType::Boolean => (Value::Bool(to_boolean(&v)), None),
+        PropertyType::Date => match js::to_date(&v) {
+            Some(d) => (Value::String(js::format_date(&d)), None),
+            None => (Value::Null, Some(Oddity::InvalidDate)),
+        },
+        PropertyType::Array(item) => {
+            let items = match v {
+                Value::Array(items) => items,
+                Value::String(s) => match serde_json::from_str::<Value>(&s) {
+                    Ok(Value::Array(items)) => items,
+                    Ok(other) => {
+                        return Err(Error::bad_request(format!("Items must be an array: {other}")));
+                    }
+                    Err(_) => {
+                        return Err(Error::bad_request(format!(
+                            "could not create List from JSON string: {}",
+                            Value::String(s)
+                        )));
+                    }
+                },
+                other => {
+                    return Err(Error::bad_request(format!("Items must be an array: {other}")));
+                }
+            };
+            let items = match item {
+                Some(item_ty) => items
+                    .into_iter()
+                    .map(|i| coerce(item_ty, i).map(|(v, _)| v))
+                    .collect::<Result<Vec<_>>>()?,
+                None => items,
+            };
+            (Value::Array(items), None)
+        }
+        PropertyType::Object | PropertyType::Any => (v, None),
+    })
+}
+
+/// LoopBack's `BooleanType`: `"true"`/`"1"` and `"false"`/`"0"`, else JavaScript truthiness.
+pub fn to_boolean(v: &Value) -> bool {
+    match v {
+        Value::String(s) => match s.as_str() {
+            "true" | "1" => true,
+            "false" | "0" | "" => false,
+            _ => true,
+        },
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::Null => false,
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+impl Instance {
+    /// Builds an instance from `input` (client data, already an object).
+    pub fn build(def: &ModelDefinition, input: Record, defaults: Defaults) -> Result<Self> {
+        let mut oddities = Vec::new();
+        let mut unknown = Vec::new();
+        let mut input = input;
+        let mut data = Record::with_capacity(def.properties.len() + input.len());
+        for prop in &def.properties {
+            if let Some(v) = input.remove(&prop.name) {
+                let (v, odd) = coerce(&prop.ty, v)?;
+                if let Some(odd) = odd {
+                    oddities.push((prop.name.clone(), odd));
+                }
+                data.insert(prop.name.clone(), v);
+            } else if defaults == Defaults::Apply {
+                if let Some(v) = default_value(prop) {
+                    data.insert(prop.name.clone(), v);
+                }
+            }
+        }
+        for (k, v) in input {
+            match def.strict {
+                Strict::Off => {
+                    data.insert(k, v);
+                }
+                Strict::Filter => {}
+                Strict::Validate => unknown.push(k),
+            }
+        }
+        Ok(Self { data, oddities, unknown })
+    }
+
+    /// Merges a patch into a stored record (the patch's keys win), in canonical order.
+    pub fn merge(def: &ModelDefinition, current: &Record, patch: Record) -> Result<Self> {
+        let mut merged = current.clone();
+        for (k, v) in patch {
+            merged.insert(k, v);
+        }
+        // Re-build without defaults: stored values are already coerced, patch values are not.
+        Self::build(def, merged, Defaults::Skip)
+    }
+
+    /// Runs the validations LoopBack derives from model JSON.
+    ///
+    /// `new_record` adds the `forceId` absence check on the id.
+    pub fn validate(&self, def: &ModelDefinition, new_record: bool) -> Result<()> {
+        let mut violations = Vec::new();
+        for prop in &def.properties {
+            let value = self.data.get(&prop.name);
+            let odd = self.oddity(&prop.name);
+            if prop.required && is_blank(value, odd) {
+                violations.push(violation(&prop.name, "presence", "can't be blank", value, odd));
+            }
+            if prop.ty == PropertyType::Date && odd == Some(Oddity::InvalidDate) {
+                violations.push(violation(&prop.name, "date", "is not a valid date", value, odd));
+            }
+        }
+        if new_record && def.force_id {
+            let id = def.id_name();
+            let value = self.data.get(id);
+            if !is_blank(value, None) {
+                violations.push(violation(id, "absence", "can't be set", value, None));
+            }
+        }
+        for name in &self.unknown {
+            violations.push(violation(name, "unknown-property", "is not defined in the model", None, None));
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(ValidationError { model: def.name.to_string(), violations }))
+        }
+    }
+
+    fn oddity(&self, name: &str) -> Option<Oddity> {
+        self.oddities.iter().find(|(n, _)| n == name).map(|(_, o)| *o)
+    }
+}
+
+/// The value a `default` or `defaultFn` gives a property on create/replace.
+fn default_value(prop: &crate::model::Property) -> Option<Value> {
+    if let Some(f) = &prop.default_fn {
+        if f == "now" {
+            return Some(Value::String(js::format_date(&Utc::now())));
+        }
+    }
+    let d = prop.default.clone()?;
+    if prop.ty == PropertyType::Date && d == Value::from("$now") {
+        return Some(Value::String(js::format_date(&Utc::now())));
+    }
+    coerce(&prop.ty, d).ok().map(|(v, _)| v)
+}
+
+/// LoopBack's `blank()`: undefined, null, `""`, `[]` and NaN.
+fn is_blank(v: Option<&Value>, odd: Option<Oddity>) -> bool {
+    if odd == Some(Oddity::NaN) {
+        return true;
+    }
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn violation(
+    property: &str,
+    code: &'static str,
+    message: &'static str,
+    value: Option<&Value>,
+    odd: Option<Oddity>,
+) -> Violation {
+    let shown_value = match odd {
+        Some(Oddity::NaN) => "NaN".to_owned(),
+        Some(Oddity::InvalidDate) => "Invalid Date".to_owned(),
+        None => show_value(value),
+    };
+    Violation { property: property.to_owned(), code, message, shown_value }
+}
+
+/// How LoopBack's `formatPropertyError` prints a value (strings quoted, long ones truncated,
+/// objects as `util.inspect` shows them).
+fn show_value(v: Option<&Value>) -> String {
+    match v {
+        None => "undefined".to_owned(),
+        Some(Value::String(s)) => Value::String(truncate(s)).to_string(),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => truncate(&inspect(v, 0)),
+        Some(other) => truncate(&js::to_js_string(other)),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 32;
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= MAX {
+        return s.to_owned();
+    }
+    let trailing = chars.iter().rev().take_while(|c| matches!(c, ' ' | '\t' | '}' | ')' | ']')).count();
+    let (tail_len, len) = if trailing > 0 {
+        let t = trailing.min(3);
+        (t, MAX - t)
+    } else {
+        (3, MAX - 3)
+    };
+    let head: String = chars[..len - 4].iter().collect();
+    let tail: String = chars[chars.len() - tail_len..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+/// A close rendering of Node's `util.inspect` for JSON values (top level only for objects).
+fn inspect(v: &Value, depth: usize) -> String {
+    match v {
+        Value::String(s) => format!("'{}'", s.replace('\'', "\\'")),
+        Value::Array(items) if items.is_empty() => "[]".to_owned(),
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(|i| inspect(i, depth + 1)).collect();
+            format!("[ {} ]", inner.join(", "))
+        }
+        Value::Object(map) if map.is_empty() => "{}".to_owned(),
+        Value::Object(_) if depth > 0 => "[Object]".to_owned(),
+        Value::Object(map) => {
+            let inner: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", inspect(v, depth + 1))).collect();
+            format!("{{ {} }}", inner.join(", "))
+        }
+        other => js::to_js_string(other),
+    }
+}

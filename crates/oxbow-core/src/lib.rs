@@ -1,0 +1,26 @@
+//! oxbow-core: models, records, the LoopBack filter language, the [`Connector`] trait, the memory
+//! connector and change feeds.
+//!
+//! **Architecture invariant:** this crate knows nothing about HTTP, files of the app directory,
+//! JSON Schema or YAML. It is given compiled [`ModelDefinition`]s and does the model work.
+
+pub mod change;
+pub mod connector;
+pub mod dao;
+pub mod error;
+pub mod filter;
+pub mod instance;
+pub mod js;
+pub mod memory;
+pub mod model;
+pub mod registry;
+
+pub use change::{ChangeEvent, ChangeFeed, ChangeStream, ChangeType, RecvError};
+pub use connector::{BoxFuture, Connector};
+pub use dao::{Model, RecordView};
+pub use error::{Error, Result, ValidationError, Violation};
+pub use filter::{Filter, Where};
+pub use instance::Record;
+pub use memory::MemoryConnector;
+pub use model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
+pub use registry::Registry;

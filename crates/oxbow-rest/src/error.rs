@@ -1,0 +1,83 @@
+//! The one error table: every failure becomes strong-error-handler's body
+//! `{"error":{"statusCode","name","message","code","details"}}`, 5xx messages masked.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::{Map, Value};
+
+use oxbow_core::Error;
+
+/// An HTTP error as LoopBack shows it.
+#[derive(Debug, Clone)]
+pub struct RestError {
+    pub status: u16,
+    pub name: &'static str,
+    pub message: String,
+    pub code: Option<&'static str>,
+    pub details: Option<Value>,
+}
+
+impl RestError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self { status, name: "Error", message: message.into(), code: None, details: None }
+    }
+
+    pub fn named(status: u16, name: &'static str, message: impl Into<String>) -> Self {
+        Self { status, name, message: message.into(), code: None, details: None }
+    }
+
+    /// The JSON body (production mode: 5xx keep only statusCode and the reason phrase).
+    pub fn body(&self) -> Value {
+        let mut e = Map::new();
+        e.insert("statusCode".into(), Value::from(self.status));
+        if self.status >= 500 {
+            let reason = StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Internal Server Error");
+            e.insert("message".into(), Value::from(reason));
+        } else {
+            e.insert("name".into(), Value::from(self.name));
+            e.insert("message".into(), Value::from(self.message.clone()));
+            if let Some(code) = self.code {
+                e.insert("code".into(), Value::from(code));
+            }
+            if let Some(d) = &self.details {
+                e.insert("details".into(), d.clone());
+            }
+        }
+        let mut root = Map::new();
+        root.insert("error".into(), Value::Object(e));
+        Value::Object(root)
+    }
+
+    /// The response; `head` leaves the body out (and with it Content-Length), as Express does.
+    pub fn response(&self, head: bool) -> HttpResponse {
+        if self.status >= 500 {
+            tracing::error!(status = self.status, message = %self.message, "request failed");
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8")));
+        if head {
+            return resp.finish();
+        }
+        resp.body(self.body().to_string())
+    }
+}
+
+impl From<Error> for RestError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound { message, code } => Self { status: 404, name: "Error", message, code, details: None },
+            Error::BadRequest { message, code, details } => Self { status: 400, name: "Error", message, code, details },
+            Error::Conflict { message } => Self::new(409, message),
+            Error::Validation(v) => Self {
+                status: 422,
+                name: "ValidationError",
+                message: v.message(),
+                code: None,
+                details: Some(v.details()),
+            },
+            Error::Internal(message) => Self::new(500, message),
+        }
+    }
+}

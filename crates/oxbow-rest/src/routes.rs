@@ -1,0 +1,142 @@
+//! LoopBack 3's route table for a PersistedModel, as data: verb, path pattern, operation.
+//!
+//! Matching follows strong-remoting: within a verb, literal segments win over `:id`
+//! (`GET /Cars/count` is count, never `findById("count")`). `HEAD` falls back to `GET` routes
+//! as Express does, except `HEAD /:id` which is `exists`.
+
+use actix_web::http::Method;
+use serde_json::Value;
+
+/// The PersistedModel remote methods exposed over REST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    PatchOrCreate,
+    ReplaceOrCreate,
+    UpsertWithWhere,
+    Exists,
+    ExistsHead,
+    FindById,
+    ReplaceById,
+    Find,
+    FindOne,
+    UpdateAll,
+    DeleteById,
+    Count,
+    PatchAttributes,
+}
+
+impl Op {
+    /// The method reads the request body.
+    pub fn takes_body(self) -> bool {
+        matches!(
+            self,
+            Self::Create | Self::PatchOrCreate | Self::ReplaceOrCreate | Self::UpsertWithWhere | Self::ReplaceById | Self::UpdateAll | Self::PatchAttributes
+        )
+    }
+
+    /// LoopBack's method name (`Customer.find`, `prototype.patchAttributes`).
+    pub fn method_name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::PatchOrCreate => "patchOrCreate",
+            Self::ReplaceOrCreate => "replaceOrCreate",
+            Self::UpsertWithWhere => "upsertWithWhere",
+            Self::Exists | Self::ExistsHead => "exists",
+            Self::FindById => "findById",
+            Self::ReplaceById => "replaceById",
+            Self::Find => "find",
+            Self::FindOne => "findOne",
+            Self::UpdateAll => "updateAll",
+            Self::DeleteById => "deleteById",
+            Self::Count => "count",
+            Self::PatchAttributes => "prototype.patchAttributes",
+        }
+    }
+}
+
+/// One segment of a route pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    Lit(&'static str),
+    Id,
+}
+
+/// The route table: (verb, pattern under the model path, operation), literal routes first.
+pub const TABLE: &[(&str, &[Seg], Op)] = &[
+    ("POST", &[], Op::Create),
+    ("PATCH", &[], Op::PatchOrCreate),
+    ("POST", &[Seg::Lit("replaceOrCreate")], Op::ReplaceOrCreate),
+    ("PUT", &[], Op::ReplaceOrCreate),
+    ("POST", &[Seg::Lit("upsertWithWhere")], Op::UpsertWithWhere),
+    ("GET", &[], Op::Find),
+    ("GET", &[Seg::Lit("findOne")], Op::FindOne),
+    ("POST", &[Seg::Lit("update")], Op::UpdateAll),
+    ("GET", &[Seg::Lit("count")], Op::Count),
+    ("GET", &[Seg::Id, Seg::Lit("exists")], Op::Exists),
+    ("HEAD", &[Seg::Id], Op::ExistsHead),
+    ("GET", &[Seg::Id], Op::FindById),
+    ("POST", &[Seg::Id, Seg::Lit("replace")], Op::ReplaceById),
+    ("PUT", &[Seg::Id], Op::ReplaceById),
+    ("DELETE", &[Seg::Id], Op::DeleteById),
+    ("PATCH", &[Seg::Id], Op::PatchAttributes),
+];
+
+/// A matched route with its `:id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub op: Op,
+    pub id: Option<String>,
+}
+
+fn match_pattern(pattern: &[Seg], path: &[String]) -> Option<Option<String>> {
+    if pattern.len() != path.len() {
+        return None;
+    }
+    let mut id = None;
+    for (p, s) in pattern.iter().zip(path) {
+        match p {
+            Seg::Lit(l) if l == s => {}
+            Seg::Lit(_) => return None,
+            Seg::Id => id = Some(s.clone()),
+        }
+    }
+    Some(id)
+}
+
+fn match_verb(verb: &str, path: &[String]) -> Option<Route> {
+    let candidates = TABLE.iter().filter(|(v, _, _)| *v == verb);
+    // Literal-only patterns first, then patterns with `:id`.
+    let (lits, params): (Vec<_>, Vec<_>) = candidates.partition(|(_, p, _)| !p.contains(&Seg::Id));
+    lits.into_iter()
+        .chain(params)
+        .find_map(|(_, pattern, op)| match_pattern(pattern, path).map(|id| Route { op, id }))
+}
+
+/// Finds the route for a verb and the path segments after the model's URL segment.
+pub fn match_route(method: &Method, path: &[String]) -> Option<Route> {
+    let verb = method.as_str();
+    match_verb(verb, path).or_else(|| if verb == "HEAD" { match_verb("GET", path) } else { None })
+}
+
+/// strong-remoting's "sloppy" coercion of an `any` argument from a path or query string.
+pub fn sloppy_any(s: &str) -> Value {
+    match s {
+        "" => Value::Null,
+        "null" => Value::Null,
+        _ if s.eq_ignore_ascii_case("true") => Value::Bool(true),
+        _ if s.eq_ignore_ascii_case("false") => Value::Bool(false),
+        _ => {
+            let numeric = s.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+                && s.chars().any(|c| c.is_ascii_digit());
+            if numeric {
+                if let Ok(n) = s.parse::<f64>() {
+                    if n.is_finite() && n.abs() <= 9_007_199_254_740_991.0 {
+                        return oxbow_core::js::number_value(n);
+                    }
+                }
+            }
+            Value::String(s.to_owned())
+        }
+    }
+}

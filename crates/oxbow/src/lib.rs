@@ -1,0 +1,212 @@
+//! oxbow: boot a LoopBack 3 app directory and serve it.
+//!
+//! The boot sequence is: load and check the app ([`oxbow_config::load`]) → create one connector
+//! per datasource → build the immutable model [`Registry`] → run the boot plugins in name order
+//! (LoopBack sorts `server/boot/*.js` the same way) → listen. Everything is built before the
+//! HTTP server starts; the server's per-worker factory only clones `Arc`s.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{App, HttpResponse, HttpServer};
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+pub use actix_rt as rt;
+pub use actix_web;
+pub use oxbow_config::{AppPlan, Problems};
+pub use oxbow_core::{self as core, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry};
+
+/// The future a boot plugin returns. Boot runs on the server's main thread, so it need not be
+/// `Send`.
+pub type BootFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// A Rust boot plugin: LoopBack's `server/boot/*.js`, compiled into the app binary.
+pub trait BootPlugin {
+    /// The name it is registered under; plugins run in case-insensitive name order.
+    fn name(&self) -> &str;
+
+    /// Runs after the registry is built and before the server listens. An error stops boot.
+    fn boot<'a>(&'a self, app: &'a mut BootContext) -> BootFuture<'a>;
+}
+
+type RouteFn = Arc<dyn Fn(&mut ServiceConfig) + Send + Sync>;
+
+/// What a boot plugin can reach: the models, and the HTTP routes it may add.
+pub struct BootContext {
+    registry: Arc<Registry>,
+    routes: Vec<RouteFn>,
+    plan: Arc<AppPlan>,
+}
+
+impl BootContext {
+    /// A model by name; an error names the models that exist.
+    pub fn model(&self, name: &str) -> anyhow::Result<Arc<Model>> {
+        self.registry.model(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.registry.models().iter().map(|m| m.name()).collect();
+            anyhow!("no model `{name}`; the app has: {}", known.join(", "))
+        })
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The checked app configuration.
+    pub fn plan(&self) -> &AppPlan {
+        &self.plan
+    }
+
+    /// Adds routes to the app (outside the REST root), e.g. `GET /`.
+    pub fn configure(&mut self, f: impl Fn(&mut ServiceConfig) + Send + Sync + 'static) {
+        self.routes.push(Arc::new(f));
+    }
+
+    /// Mounts LoopBack's `loopback#status` handler at `path`:
+    /// `{"started":"<ISO date>","uptime":<seconds>}`.
+    pub fn mount_status(&mut self, path: &str) {
+        let started = chrono_now_iso();
+        let since = Instant::now();
+        let path = path.to_owned();
+        self.configure(move |cfg| {
+            let started = started.clone();
+            cfg.route(
+                &path,
+                web::get().to(move || {
+                    let started = started.clone();
+                    async move {
+                        let uptime = since.elapsed().as_millis() as f64 / 1000.0;
+                        let body = serde_json::json!({ "started": started, "uptime": uptime });
+                        HttpResponse::Ok().content_type("application/json; charset=utf-8").body(body.to_string())
+                    }
+                }),
+            );
+        });
+    }
+}
+
+fn chrono_now_iso() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ms = now.as_millis() as i64;
+    oxbow_core::js::to_date(&Value::from(ms)).map(|d| oxbow_core::js::format_date(&d)).unwrap_or_default()
+}
+
+/// An app ready to serve: registry built, plugins run.
+pub struct Booted {
+    pub plan: Arc<AppPlan>,
+    pub registry: Arc<Registry>,
+    routes: Vec<RouteFn>,
+}
+
+/// Builds connectors and the registry for a checked app.
+pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
+    let mut models = Vec::new();
+    for ds in &plan.datasources {
+        let defs: Vec<Arc<oxbow_core::ModelDefinition>> =
+            plan.models.iter().filter(|m| m.data_source == ds.name).cloned().map(Arc::new).collect();
+        let connector: Arc<dyn oxbow_core::Connector> = match ds.connector.as_str() {
+            "memory" => {
+                let file = ds.settings.get("file").and_then(Value::as_str).map(|f| resolve_data_file(&plan.root, f));
+                Arc::new(
+                    oxbow_core::MemoryConnector::new(defs.iter().map(|d| d.as_ref()), file)
+                        .with_context(|| format!("datasource `{}`", ds.name))?,
+                )
+            }
+            other => bail!("datasource `{}`: connector `{other}` is not available", ds.name),
+        };
+        for d in defs {
+            models.push((d, connector.clone()));
+        }
+    }
+    // Keep model-config.json order.
+    let order: Vec<&str> = plan.models.iter().map(|m| m.name.as_str()).collect();
+    models.sort_by_key(|(d, _)| order.iter().position(|n| *n == d.name.as_str()));
+    let models = models.into_iter().map(|(d, c)| Arc::new(Model::new(d, c, 1024))).collect();
+    Ok(Arc::new(Registry::new(models)))
+}
+
+/// The memory connector's `file` is relative to the app root (where `node .` runs LoopBack).
+fn resolve_data_file(root: &Path, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() { p.to_owned() } else { root.join(p) }
+}
+
+/// Builds the registry and runs the plugins in name order.
+pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Result<Booted> {
+    let plan = Arc::new(plan);
+    let registry = build_registry(&plan)?;
+    let mut ctx = BootContext { registry: registry.clone(), routes: Vec::new(), plan: plan.clone() };
+    let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
+    ordered.sort_by_key(|p| p.name().to_lowercase());
+    for p in ordered {
+        p.boot(&mut ctx).await.with_context(|| format!("boot plugin `{}` failed", p.name()))?;
+    }
+    Ok(Booted { plan, registry, routes: ctx.routes })
+}
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl Booted {
+    /// The actix app factory's configuration: plugin routes, the REST root, `urlNotFound`.
+    fn rest_api(&self) -> web::Data<oxbow_rest::RestApi> {
+        let cfg = &self.plan.config;
+        web::Data::new(oxbow_rest::RestApi {
+            registry: self.registry.clone(),
+            root: cfg.rest_api_root.trim_end_matches('/').to_owned(),
+            json_limit: cfg.json_limit,
+            form_limit: cfg.urlencoded_limit,
+        })
+    }
+
+    /// Binds and serves until SIGINT/SIGTERM. `on_bound` gets the bound address (port 0 works).
+    pub async fn serve(self, listen: &Listen, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+        let api = self.rest_api();
+        let routes = self.routes.clone();
+        let root = api.root.clone();
+        let mut server = HttpServer::new(move || {
+            let mut app = App::new().app_data(api.clone());
+            for r in &routes {
+                let r = r.clone();
+                app = app.configure(move |cfg| r(cfg));
+            }
+            let scope = if root.is_empty() { "/".to_owned() } else { root.clone() };
+            app.service(web::scope(&scope).default_service(web::to(oxbow_rest::handle)))
+                .default_service(web::to(oxbow_rest::url_not_found))
+        })
+        .shutdown_timeout(5)
+        .backlog(4096);
+        if listen.workers > 0 {
+            server = server.workers(listen.workers);
+        }
+        let server = server
+            .bind((listen.host.as_str(), listen.port))
+            .with_context(|| format!("cannot listen on {}:{}", listen.host, listen.port))?;
+        let addr = server.addrs().first().copied().ok_or_else(|| anyhow!("no address bound"))?;
+        on_bound(addr);
+        server.run().await.context("server stopped with an error")
+    }
+}
+
+/// `HOST` and `PORT` override config.json, as in LoopBack.
+pub fn listen_from_env(plan: &AppPlan) -> Listen {
+    let host = std::env::var("HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| plan.config.host.clone());
+    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(plan.config.port);
+    Listen { host, port, workers: 0 }
+}
+
+/// A small delay helper for plugins that poll.
+pub async fn sleep(d: Duration) {
+    actix_rt::time::sleep(d).await;
+}

@@ -1,0 +1,432 @@
+#!/usr/bin/env node
+// Re-record the differential-testing transcripts in tests/conformance/transcripts/
+// against the REAL LoopBack 3 (the reference install in /work/shared/loopback3/rig).
+//
+//   node scripts/record-transcripts.js [name|name.json|path ...]
+//   scripts/record-transcripts.sh      [name ...]
+//
+// Environment:
+//   LB3_RIG_SRC   read-only reference rig to copy          (default /work/shared/loopback3/rig)
+//   LB3_RIG       an already installed rig to use as is    (default: <repo>/target/lb3rig,
+//                 created from LB3_RIG_SRC + `npm ci` when missing)
+//   RECORD_LOGS   where server logs are written            (default <repo>/target/lb3-record-logs)
+//
+// For every transcript: copy its LB3 app (`lb3App`, default `app`; "rig:<name>" means
+// $LB3_RIG_SRC/apps/<name>) into a fresh temp dir, add the standard server/server.js if
+// missing, start it with `run-app.sh TMPAPP PORT`, play every step with Node's http module
+// (method, path+query and body bytes exactly as written), and write each response back into
+// the transcript file. `{"restart": true}` steps stop the server and start it again on the
+// same temp dir (so a memory datasource `file` survives). Node built-ins only.
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const net = require('net');
+const http = require('http');
+const { spawn, spawnSync } = require('child_process');
+
+const ROOT = path.resolve(__dirname, '..');
+const RIG_SRC = path.resolve(process.env.LB3_RIG_SRC || '/work/shared/loopback3/rig');
+const RIG = path.resolve(process.env.LB3_RIG || path.join(ROOT, 'target', 'lb3rig'));
+const TRANSCRIPTS = path.join(ROOT, 'tests', 'conformance', 'transcripts');
+const LOGS = path.resolve(process.env.RECORD_LOGS || path.join(ROOT, 'target', 'lb3-record-logs'));
+
+const NPM_CI_TIMEOUT_MS = 15 * 60 * 1000;
+const BOOT_TIMEOUT_MS = 60 * 1000;
+const REQUEST_TIMEOUT_MS = 20 * 1000;
+const STOP_TIMEOUT_MS = 5 * 1000;
+// Response headers that depend on the clock or the connection, never recorded.
+const SKIPPED_HEADERS = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding']);
+// Copying an app directory never takes these along (the repo root is an app too).
+const SKIPPED_DIRS = new Set(['node_modules', '.git', 'target']);
+
+// Every server we started, so that no node process outlives the recorder, and every temp app.
+const children = new Set();
+const tempDirs = new Set();
+
+function log(...args) {
+  console.log(...args);
+}
+
+// ---------------------------------------------------------------------------------------------
+// reference install
+
+function makeWritable(p) {
+  const st = fs.lstatSync(p);
+  if (st.isSymbolicLink()) return;
+  fs.chmodSync(p, st.mode | 0o200 | (st.isDirectory() ? 0o100 : 0));
+  if (st.isDirectory()) {
+    for (const e of fs.readdirSync(p)) makeWritable(path.join(p, e));
+  }
+}
+
+function ensureRig() {
+  const installed = () => fs.existsSync(path.join(RIG, 'node_modules', 'loopback', 'package.json'));
+  if (process.env.LB3_RIG) {
+    if (!installed() || !fs.existsSync(path.join(RIG, 'run-app.sh'))) {
+      throw new Error(`LB3_RIG=${RIG} is not an installed rig (run-app.sh + node_modules/loopback)`);
+    }
+    return;
+  }
+  if (!fs.existsSync(path.join(RIG, 'run-app.sh'))) {
+    if (!fs.existsSync(path.join(RIG_SRC, 'run-app.sh'))) {
+      throw new Error(`reference rig not found at ${RIG_SRC} (set LB3_RIG_SRC)`);
+    }
+    log(`copying ${RIG_SRC} -> ${RIG}`);
+    fs.mkdirSync(path.dirname(RIG), { recursive: true });
+    fs.cpSync(RIG_SRC, RIG, {
+      recursive: true,
+      filter: (src) => path.basename(src) !== 'node_modules',
+    });
+    makeWritable(RIG);
+  }
+  if (!installed()) {
+    log(`npm ci in ${RIG} ...`);
+    const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], {
+      cwd: RIG,
+      stdio: 'inherit',
+      timeout: NPM_CI_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
+    if (r.error) throw r.error;
+    if (r.status !== 0 || !installed()) throw new Error(`npm ci failed in ${RIG} (status ${r.status})`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// apps
+
+function resolveApp(spec) {
+  if (typeof spec !== 'string' || spec === '') throw new Error('transcript has no "app"');
+  if (spec.startsWith('rig:')) return path.join(RIG_SRC, 'apps', spec.slice(4));
+  return path.resolve(ROOT, spec);
+}
+
+function copyDir(src, dst) {
+  fs.mkdirSync(dst, { recursive: true });
+  for (const e of fs.readdirSync(src, { withFileTypes: true })) {
+    if (SKIPPED_DIRS.has(e.name)) continue;
+    const s = path.join(src, e.name);
+    const d = path.join(dst, e.name);
+    if (e.isDirectory()) copyDir(s, d);
+    else if (e.isFile()) fs.copyFileSync(s, d);
+    else if (e.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(s), d);
+  }
+}
+
+function prepareApp(spec) {
+  const src = resolveApp(spec);
+  if (!fs.existsSync(path.join(src, 'server'))) throw new Error(`${src} has no server/ directory`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'oxbow-lb3-'));
+  tempDirs.add(tmp);
+  copyDir(src, tmp);
+  makeWritable(tmp);
+  const serverJs = path.join(tmp, 'server', 'server.js');
+  if (!fs.existsSync(serverJs)) {
+    fs.copyFileSync(path.join(RIG_SRC, 'apps', 'shop', 'server', 'server.js'), serverJs);
+    fs.chmodSync(serverJs, 0o644);
+  }
+  return tmp;
+}
+
+// Memory datasources with a `file` setting (paths relative to the app dir = LB3's cwd).
+function datasourceFiles(appDir) {
+  try {
+    const ds = JSON.parse(fs.readFileSync(path.join(appDir, 'server', 'datasources.json'), 'utf8'));
+    return Object.values(ds)
+      .filter((d) => d && typeof d.file === 'string')
+      .map((d) => path.resolve(appDir, d.file));
+  } catch (_) {
+    return [];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// server process
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    const done = (ok) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1000, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A timer that does not keep the recorder alive once everything else is done.
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
+
+async function startServer(appDir, logStream) {
+  const port = await freePort();
+  const env = { ...process.env };
+  delete env.NODE_ENV; // loopback-boot then uses "development", like `node .` on a dev machine
+  const child = spawn('bash', [path.join(RIG, 'run-app.sh'), appDir, String(port)], {
+    cwd: appDir,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // own process group: stopServer kills the whole group
+  });
+  children.add(child);
+  child.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      child.exitInfo = { code, signal };
+      resolve(child.exitInfo);
+    });
+  });
+  child.stdout.on('data', (d) => logStream.write(d));
+  child.stderr.on('data', (d) => logStream.write(d));
+  const bootDeadline = Date.now() + BOOT_TIMEOUT_MS;
+  while (Date.now() < bootDeadline) {
+    if (child.exitInfo) {
+      throw new Error(`LB3 exited during boot (${JSON.stringify(child.exitInfo)}), see ${logStream.path}`);
+    }
+    if (await canConnect(port)) return { child, port };
+    await sleep(100);
+  }
+  await stopServer(child);
+  throw new Error(`LB3 did not accept connections on port ${port} within ${BOOT_TIMEOUT_MS} ms`);
+}
+
+function killGroup(child, signal) {
+  try {
+    process.kill(-child.pid, signal);
+  } catch (_) {
+    try {
+      child.kill(signal);
+    } catch (_) {
+      /* already gone */
+    }
+  }
+}
+
+async function stopServer(child) {
+  if (!child || child.exitInfo) return;
+  killGroup(child, 'SIGTERM');
+  const t = await Promise.race([child.exited, deadline(STOP_TIMEOUT_MS).then(() => 'timeout')]);
+  if (t === 'timeout') {
+    killGroup(child, 'SIGKILL');
+    await Promise.race([child.exited, deadline(STOP_TIMEOUT_MS)]);
+  }
+}
+
+function killAllSync() {
+  for (const c of children) killGroup(c, 'SIGKILL');
+  for (const d of tempDirs) {
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+    } catch (_) {
+      /* best effort */
+    }
+  }
+}
+process.on('exit', killAllSync);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killAllSync();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// playing a step
+
+function play(port, step) {
+  return new Promise((resolve, reject) => {
+    const headers = { ...(step.headers || {}) };
+    const body = step.body === undefined ? null : Buffer.from(String(step.body), 'utf8');
+    const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
+    if (body !== null && !has('content-length') && !has('transfer-encoding')) {
+      headers['Content-Length'] = String(body.length);
+    }
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      method: step.method,
+      path: step.path, // sent verbatim: no re-encoding
+      headers,
+      agent: false, // one connection per step
+      timeout: REQUEST_TIMEOUT_MS,
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`no complete response within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS);
+    req.on('timeout', () => req.destroy(new Error('socket timeout')));
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.on('response', (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      res.on('end', () => {
+        clearTimeout(timer);
+        const h = {};
+        for (let i = 0; i < res.rawHeaders.length; i += 2) {
+          const name = res.rawHeaders[i].toLowerCase();
+          if (SKIPPED_HEADERS.has(name)) continue;
+          h[name] = name in h ? `${h[name]}, ${res.rawHeaders[i + 1]}` : res.rawHeaders[i + 1];
+        }
+        const buf = Buffer.concat(chunks);
+        const response = { status: res.statusCode, headers: h };
+        let text = null;
+        try {
+          text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf);
+        } catch (_) {
+          text = null;
+        }
+        if (text !== null) response.body = text;
+        else response.bodyBase64 = buf.toString('base64');
+        resolve(response);
+      });
+    });
+    if (body !== null) req.end(body);
+    else req.end();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// transcript files
+
+const STEP_KEYS = ['title', 'restart', 'method', 'path', 'headers', 'body', 'mask', 'compare'];
+const TOP_KEYS = ['description', 'app', 'lb3App'];
+
+function orderKeys(obj, first, last) {
+  const out = {};
+  for (const k of first) if (obj[k] !== undefined) out[k] = obj[k];
+  for (const k of Object.keys(obj)) if (!(k in out) && !last.includes(k)) out[k] = obj[k];
+  for (const k of last) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
+}
+
+function normalizeTranscript(t) {
+  const steps = t.steps.map((s) => {
+    const restartFirst = s.restart ? ['restart', 'title'] : STEP_KEYS;
+    return orderKeys(s, restartFirst, ['response']);
+  });
+  return orderKeys({ ...t, steps }, TOP_KEYS, ['steps']);
+}
+
+function validate(t, file) {
+  if (!t || typeof t !== 'object' || !Array.isArray(t.steps)) throw new Error(`${file}: no "steps" array`);
+  t.steps.forEach((s, i) => {
+    const where = `${file} step ${i + 1} (${s.title || 'untitled'})`;
+    if (s.restart) return;
+    if (typeof s.method !== 'string' || typeof s.path !== 'string' || !s.path.startsWith('/')) {
+      throw new Error(`${where}: needs "method" and a "path" starting with /`);
+    }
+    if (s.body !== undefined && typeof s.body !== 'string') throw new Error(`${where}: "body" must be a string`);
+    if (s.compare !== undefined && !['exact', 'status'].includes(s.compare)) {
+      throw new Error(`${where}: "compare" must be "exact" or "status"`);
+    }
+  });
+}
+
+function listTranscripts(args) {
+  if (args.length === 0) {
+    return fs
+      .readdirSync(TRANSCRIPTS)
+      .filter((f) => f.endsWith('.json'))
+      .sort()
+      .map((f) => path.join(TRANSCRIPTS, f));
+  }
+  return args.map((a) => {
+    if (a.includes('/') || a.endsWith('.json')) {
+      const p = path.resolve(a.includes('/') ? process.cwd() : TRANSCRIPTS, a);
+      if (fs.existsSync(p)) return p;
+    }
+    const p = path.join(TRANSCRIPTS, a.endsWith('.json') ? a : `${a}.json`);
+    if (!fs.existsSync(p)) throw new Error(`no transcript ${a} (looked for ${p})`);
+    return p;
+  });
+}
+
+async function recordOne(file) {
+  const name = path.basename(file, '.json');
+  const t = JSON.parse(fs.readFileSync(file, 'utf8'));
+  validate(t, name);
+  const appSpec = t.lb3App || t.app;
+  const appDir = prepareApp(appSpec);
+  fs.mkdirSync(LOGS, { recursive: true });
+  const logPath = path.join(LOGS, `${name}.server.log`);
+  const logStream = fs.createWriteStream(logPath);
+  const started = Date.now();
+  let server = null;
+  let changed = 0;
+  try {
+    server = await startServer(appDir, logStream);
+    for (let i = 0; i < t.steps.length; i++) {
+      const step = t.steps[i];
+      if (step.restart) {
+        logStream.write(`\n----- restart (step ${i + 1}) -----\n`);
+        await stopServer(server.child);
+        server = await startServer(appDir, logStream);
+        continue;
+      }
+      logStream.write(`\n----- step ${i + 1}: ${step.method} ${step.path} -----\n`);
+      const response = await play(server.port, step);
+      if (JSON.stringify(response) !== JSON.stringify(step.response)) changed++;
+      step.response = response;
+    }
+  } finally {
+    if (server) await stopServer(server.child);
+    await new Promise((r) => logStream.end(r));
+    // keep what LB3 persisted (memory `file` datasources) next to the log, for reference
+    for (const f of datasourceFiles(appDir)) {
+      if (fs.existsSync(f)) fs.copyFileSync(f, path.join(LOGS, `${name}.${path.basename(f)}`));
+    }
+    fs.rmSync(appDir, { recursive: true, force: true });
+    tempDirs.delete(appDir);
+  }
+  fs.writeFileSync(file, JSON.stringify(normalizeTranscript(t), null, 2) + '\n');
+  const steps = t.steps.filter((s) => !s.restart).length;
+  log(`${name}: ${steps} steps, ${changed} changed, ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return steps;
+}
+
+async function main() {
+  const t0 = Date.now();
+  const files = listTranscripts(process.argv.slice(2));
+  ensureRig();
+  let total = 0;
+  const failed = [];
+  for (const f of files) {
+    try {
+      total += await recordOne(f);
+    } catch (e) {
+      failed.push(path.basename(f));
+      console.error(`${path.basename(f)}: FAILED (file left unchanged): ${e.stack || e}`);
+    }
+  }
+  log(`${files.length - failed.length}/${files.length} transcripts, ${total} steps recorded in ${((Date.now() - t0) / 1000).toFixed(1)} s; server logs in ${LOGS}`);
+  if (failed.length) {
+    console.error(`failed: ${failed.join(', ')}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((e) => {
+  console.error(e.stack || e);
+  killAllSync();
+  process.exit(1);
+});
