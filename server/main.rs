@@ -10,7 +10,10 @@ fn main() -> std::process::ExitCode {
     let dir = if here.join("server").join("model-config.json").is_file() {
         PathBuf::from(".")
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     };
     oxbow_cli::run(oxbow_default_app::plugins(), Some(dir))
 }

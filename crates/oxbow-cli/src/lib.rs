@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use oxbow::BootPlugin;
 
 #[derive(Debug, Parser)]
-#[command(name = "oxbow", version, about = "A configuration-driven model server for LoopBack 3 apps")]
+#[command(
+    name = "oxbow",
+    version,
+    about = "A configuration-driven model server for LoopBack 3 apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,8 +41,12 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OXBOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Parses the command line and runs it. `default_dir` is served when no subcommand is given.
@@ -48,7 +56,12 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
     let command = match cli.command {
         Some(c) => c,
         None => match &default_dir {
-            Some(_) => Command::Serve { dir: None, port: None, host: None, workers: 0 },
+            Some(_) => Command::Serve {
+                dir: None,
+                port: None,
+                host: None,
+                workers: 0,
+            },
             None => {
                 eprintln!("usage: oxbow serve DIR | oxbow check DIR (see oxbow --help)");
                 return ExitCode::from(2);
@@ -63,7 +76,12 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
                     for w in &plan.warnings {
                         eprintln!("warning: {w}");
                     }
-                    println!("{}: ok ({} models, {} datasources)", dir.display(), plan.models.len(), plan.datasources.len());
+                    println!(
+                        "{}: ok ({} models, {} datasources)",
+                        dir.display(),
+                        plan.models.len(),
+                        plan.datasources.len()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(problems) => {
@@ -73,7 +91,12 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
                 }
             }
         }
-        Command::Serve { dir, port, host, workers } => {
+        Command::Serve {
+            dir,
+            port,
+            host,
+            workers,
+        } => {
             let dir = dir.or(default_dir).unwrap_or_else(|| PathBuf::from("."));
             let plan = match oxbow_config::load(&dir) {
                 Ok(p) => p,
@@ -105,7 +128,10 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
                             ip => ip.to_string(),
                         };
                         println!("Web server listening at: http://{host}:{}", addr.port());
-                        println!("Browse your REST API at http://{host}:{}{root}", addr.port());
+                        println!(
+                            "Browse your REST API at http://{host}:{}{root}",
+                            addr.port()
+                        );
                     })
                     .await
             });

@@ -81,20 +81,35 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         return Err(problems);
     };
     let root = if server.file_name().is_some_and(|n| n == "server") {
-        server.parent().map(Path::to_path_buf).unwrap_or_else(|| server.clone())
+        server
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| server.clone())
     } else {
         server.clone()
     };
     let schemas = schema::Schemas::compile();
     let config_file = read::read_artifact(&server, "config", &schemas.config, &mut problems);
     let ds_file = read::read_artifact(&server, "datasources", &schemas.datasources, &mut problems);
-    let mc_file = read::read_artifact(&server, "model-config", &schemas.model_config, &mut problems);
+    let mc_file = read::read_artifact(
+        &server,
+        "model-config",
+        &schemas.model_config,
+        &mut problems,
+    );
     let mw_file = read::read_artifact(&server, "middleware", &schemas.middleware, &mut problems);
 
     let config = compile_config(&config_file, &mut problems);
     let datasources = compile_datasources(&ds_file, &mut problems);
     let mut warnings = Vec::new();
-    let models = models::compile_models(&server, &mc_file, &datasources, &schemas.model, &mut problems, &mut warnings);
+    let models = models::compile_models(
+        &server,
+        &mc_file,
+        &datasources,
+        &schemas.model,
+        &mut problems,
+        &mut warnings,
+    );
 
     for dir in [server.join("boot")] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -129,21 +144,37 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
 
 fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
     let raw = file.value.as_object().cloned().unwrap_or_default();
-    let rest_api_root = raw.get("restApiRoot").and_then(Value::as_str).unwrap_or("/api").to_owned();
-    let host = raw.get("host").and_then(Value::as_str).unwrap_or("0.0.0.0").to_owned();
+    let rest_api_root = raw
+        .get("restApiRoot")
+        .and_then(Value::as_str)
+        .unwrap_or("/api")
+        .to_owned();
+    let host = raw
+        .get("host")
+        .and_then(Value::as_str)
+        .unwrap_or("0.0.0.0")
+        .to_owned();
     let port = match raw.get("port") {
         None => 3000,
         Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
             Some(p) => p,
             None => {
-                problems.push(Problem::new(&file.path, "/port", "expected a TCP port number from 0 to 65535"));
+                problems.push(Problem::new(
+                    &file.path,
+                    "/port",
+                    "expected a TCP port number from 0 to 65535",
+                ));
                 3000
             }
         },
         Some(Value::String(s)) => match s.parse::<u16>() {
             Ok(p) => p,
             Err(_) => {
-                problems.push(Problem::new(&file.path, "/port", "expected a TCP port number from 0 to 65535"));
+                problems.push(Problem::new(
+                    &file.path,
+                    "/port",
+                    "expected a TCP port number from 0 to 65535",
+                ));
                 3000
             }
         },
@@ -156,7 +187,11 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
             Some(v) => match parse_size(v) {
                 Some(n) => n,
                 None => {
-                    problems.push(Problem::new(&file.path, pointer, "expected a size such as 100kb, 1mb or a number of bytes"));
+                    problems.push(Problem::new(
+                        &file.path,
+                        pointer,
+                        "expected a size such as 100kb, 1mb or a number of bytes",
+                    ));
                     100 * 1024
                 }
             },
@@ -164,7 +199,14 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
     };
     let json_limit = limit("/remoting/json/limit", problems);
     let urlencoded_limit = limit("/remoting/urlencoded/limit", problems);
-    AppConfig { rest_api_root, host, port, json_limit, urlencoded_limit, raw }
+    AppConfig {
+        rest_api_root,
+        host,
+        port,
+        json_limit,
+        urlencoded_limit,
+        raw,
+    }
 }
 
 /// The `bytes` npm module's sizes: `100kb`, `1.5mb`, `512` (units are powers of 1024).
@@ -173,7 +215,9 @@ pub fn parse_size(v: &Value) -> Option<usize> {
         Value::Number(n) => n.as_f64().filter(|f| *f >= 0.0).map(|f| f as usize),
         Value::String(s) => {
             let s = s.trim().to_ascii_lowercase();
-            let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+            let split = s
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
             let num: f64 = num.parse().ok()?;
             let mult = match unit.trim() {
@@ -193,23 +237,41 @@ pub fn parse_size(v: &Value) -> Option<usize> {
 fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
     const KNOWN: &[&str] = &["memory"];
     let mut out = Vec::new();
-    let Some(map) = file.value.as_object() else { return out };
+    let Some(map) = file.value.as_object() else {
+        return out;
+    };
     for (name, entry) in map {
         if name == "$schema" {
             continue;
         }
-        let Some(settings) = entry.as_object() else { continue };
-        let connector = settings.get("connector").and_then(Value::as_str).unwrap_or("memory");
-        let connector = connector.strip_prefix("loopback-connector-").unwrap_or(connector).to_owned();
+        let Some(settings) = entry.as_object() else {
+            continue;
+        };
+        let connector = settings
+            .get("connector")
+            .and_then(Value::as_str)
+            .unwrap_or("memory");
+        let connector = connector
+            .strip_prefix("loopback-connector-")
+            .unwrap_or(connector)
+            .to_owned();
         if !KNOWN.contains(&connector.as_str()) {
             problems.push(Problem::new(
                 &file.path,
                 &format!("/{}/connector", problem::escape(name)),
-                &format!("expected a connector oxbow provides (one of: {}), found `{connector}`", KNOWN.join(", ")),
+                &format!(
+                    "expected a connector oxbow provides (one of: {}), found `{connector}`",
+                    KNOWN.join(", ")
+                ),
             ));
             continue;
         }
-        out.push(DataSourcePlan { name: name.clone(), connector, settings: settings.clone(), file: file.path.clone() });
+        out.push(DataSourcePlan {
+            name: name.clone(),
+            connector,
+            settings: settings.clone(),
+            file: file.path.clone(),
+        });
     }
     out
 }

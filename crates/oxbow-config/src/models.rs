@@ -16,7 +16,19 @@ use crate::read::{Artifact, parse_file};
 use crate::schema::check;
 
 /// LoopBack's built-in models; apps list them in model-config.json from `loopback/common/models`.
-const BUILT_IN: &[&str] = &["User", "AccessToken", "ACL", "RoleMapping", "Role", "Application", "Email", "Change", "Checkpoint", "Scope", "KeyValueModel"];
+const BUILT_IN: &[&str] = &[
+    "User",
+    "AccessToken",
+    "ACL",
+    "RoleMapping",
+    "Role",
+    "Application",
+    "Email",
+    "Change",
+    "Checkpoint",
+    "Scope",
+    "KeyValueModel",
+];
 
 /// A definition file found in a source folder.
 struct Source {
@@ -32,12 +44,19 @@ pub fn compile_models(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Vec<ModelDefinition> {
-    let Some(config) = mc.value.as_object() else { return Vec::new() };
+    let Some(config) = mc.value.as_object() else {
+        return Vec::new();
+    };
     let sources = config
         .get("_meta")
         .and_then(|m| m.get("sources"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_else(|| vec!["./models".to_owned()]);
     let defs = scan_sources(server, &sources, schema, problems);
 
@@ -47,7 +66,9 @@ pub fn compile_models(
             continue;
         }
         let pointer = format!("/{}", escape(name));
-        let Some(entry) = entry.as_object() else { continue };
+        let Some(entry) = entry.as_object() else {
+            continue;
+        };
         let Some(source) = defs.get(name.as_str()) else {
             if BUILT_IN.contains(&name.as_str()) {
                 warnings.push(format!(
@@ -66,7 +87,10 @@ pub fn compile_models(
         let ds = match entry.get("dataSource") {
             Some(Value::String(ds)) => ds.clone(),
             None | Some(Value::Null) | Some(Value::Bool(false)) => {
-                warnings.push(format!("{}: model `{name}` has no dataSource; it is not exposed", mc.path.display()));
+                warnings.push(format!(
+                    "{}: model `{name}` has no dataSource; it is not exposed",
+                    mc.path.display()
+                ));
                 continue;
             }
             Some(_) => continue,
@@ -76,7 +100,10 @@ pub fn compile_models(
             problems.push(Problem::new(
                 &mc.path,
                 &format!("{pointer}/dataSource"),
-                &format!("expected the name of a datasource in datasources.json ({}), found `{ds}`", known.join(", ")),
+                &format!(
+                    "expected the name of a datasource in datasources.json ({}), found `{ds}`",
+                    known.join(", ")
+                ),
             ));
             continue;
         }
@@ -87,7 +114,9 @@ pub fn compile_models(
         };
         // model-config `options` are merged into the settings.
         if let Some(Value::Object(opts)) = entry.get("options") {
-            let target = json.entry("options").or_insert_with(|| Value::Object(Map::new()));
+            let target = json
+                .entry("options")
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(t) = target {
                 for (k, v) in opts {
                     t.insert(k.clone(), v.clone());
@@ -102,7 +131,12 @@ pub fn compile_models(
     out
 }
 
-fn scan_sources(server: &Path, sources: &[String], schema: &jsonschema::Validator, problems: &mut Problems) -> HashMap<String, Source> {
+fn scan_sources(
+    server: &Path,
+    sources: &[String],
+    schema: &jsonschema::Validator,
+    problems: &mut Problems,
+) -> HashMap<String, Source> {
     let mut defs: HashMap<String, Source> = HashMap::new();
     for src in sources {
         // Module paths (`loopback/common/models`) name LoopBack's own models: accepted.
@@ -110,28 +144,37 @@ fn scan_sources(server: &Path, sources: &[String], schema: &jsonschema::Validato
             continue;
         }
         let dir = server.join(src);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 !name.starts_with('_')
-                    && p.extension().is_some_and(|e| e == "json" || e == "yaml" || e == "yml")
+                    && p.extension()
+                        .is_some_and(|e| e == "json" || e == "yaml" || e == "yml")
             })
             .collect();
         files.sort();
         for file in files {
             let before = problems.0.len();
-            let Some(value) = parse_file(&file, problems) else { continue };
+            let Some(value) = parse_file(&file, problems) else {
+                continue;
+            };
             check(schema, &file, &value, problems);
             if problems.0.len() > before {
                 continue;
             }
             let Value::Object(json) = value else { continue };
-            let name = json.get("name").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
-                let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-                class_name(stem)
-            });
+            let name = json
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+                    class_name(stem)
+                });
             defs.entry(name).or_insert(Source { file, json });
         }
     }
@@ -156,14 +199,27 @@ fn class_name(stem: &str) -> String {
 }
 
 /// Merges the definition with its app-defined base models (base properties first).
-fn resolve_base(name: &str, defs: &HashMap<String, Source>, problems: &mut Problems, seen: &mut HashSet<String>) -> Option<Map<String, Value>> {
+fn resolve_base(
+    name: &str,
+    defs: &HashMap<String, Source>,
+    problems: &mut Problems,
+    seen: &mut HashSet<String>,
+) -> Option<Map<String, Value>> {
     let source = defs.get(name)?;
     if !seen.insert(name.to_owned()) {
-        problems.push(Problem::new(&source.file, "/base", &format!("expected a base model chain without cycles, `{name}` extends itself")));
+        problems.push(Problem::new(
+            &source.file,
+            "/base",
+            &format!("expected a base model chain without cycles, `{name}` extends itself"),
+        ));
         return None;
     }
     let json = source.json.clone();
-    let base = json.get("base").and_then(Value::as_str).unwrap_or("PersistedModel").to_owned();
+    let base = json
+        .get("base")
+        .and_then(Value::as_str)
+        .unwrap_or("PersistedModel")
+        .to_owned();
     if !defs.contains_key(&base) {
         return Some(json);
     }
@@ -193,19 +249,29 @@ fn resolve_base(name: &str, defs: &HashMap<String, Source>, problems: &mut Probl
 }
 
 fn setting<'a>(json: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    json.get(key).or_else(|| json.get("options").and_then(|o| o.get(key)))
+    json.get(key)
+        .or_else(|| json.get("options").and_then(|o| o.get(key)))
 }
 
 fn parse_type(v: Option<&Value>) -> PropertyType {
     match v {
         Some(Value::String(s)) => PropertyType::from_name(s),
-        Some(Value::Array(items)) => PropertyType::Array(items.first().map(|i| Box::new(parse_type(Some(i))))),
+        Some(Value::Array(items)) => {
+            PropertyType::Array(items.first().map(|i| Box::new(parse_type(Some(i)))))
+        }
         Some(Value::Object(_)) => PropertyType::Object,
         _ => PropertyType::Any,
     }
 }
 
-fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, public: bool, problems: &mut Problems) -> Option<ModelDefinition> {
+fn compile_one(
+    name: &str,
+    file: &Path,
+    json: &Map<String, Value>,
+    ds: &str,
+    public: bool,
+    problems: &mut Problems,
+) -> Option<ModelDefinition> {
     let mut properties = Vec::new();
     if let Some(Value::Object(props)) = json.get("properties") {
         for (pname, spec) in props {
@@ -222,9 +288,14 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
                 Value::Object(o) => Property {
                     name: pname.clone(),
                     ty: parse_type(o.get("type")),
-                    required: o.get("required").is_some_and(|r| r.as_bool().unwrap_or(r.is_object())),
+                    required: o
+                        .get("required")
+                        .is_some_and(|r| r.as_bool().unwrap_or(r.is_object())),
                     default: o.get("default").cloned(),
-                    default_fn: o.get("defaultFn").and_then(Value::as_str).map(str::to_owned),
+                    default_fn: o
+                        .get("defaultFn")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                     id: match o.get("id") {
                         Some(Value::Bool(true)) => Some(1),
                         Some(Value::Number(n)) => n.as_u64().map(|n| n as u32),
@@ -237,12 +308,18 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
             properties.push(prop);
         }
     }
-    let id_injection = setting(json, "idInjection").and_then(Value::as_bool).unwrap_or(true);
+    let id_injection = setting(json, "idInjection")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let id_index = match properties.iter().position(|p| p.id.is_some()) {
         Some(i) => i,
         None => {
             if !id_injection {
-                problems.push(Problem::new(file, "/properties", "expected an id property (`\"id\": true`) when idInjection is false"));
+                problems.push(Problem::new(
+                    file,
+                    "/properties",
+                    "expected an id property (`\"id\": true`) when idInjection is false",
+                ));
                 return None;
             }
             properties.push(Property {
@@ -262,7 +339,8 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
         Some(Value::Bool(false)) => false,
         Some(Value::Bool(true)) => true,
         _ => generated,
-    } && generated || matches!(setting(json, "forceId"), Some(Value::Bool(true)));
+    } && generated
+        || matches!(setting(json, "forceId"), Some(Value::Bool(true)));
     let strict = match setting(json, "strict") {
         Some(Value::Bool(true)) => Strict::Validate,
         Some(Value::String(s)) if s == "filter" => Strict::Filter,
@@ -271,9 +349,17 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
     };
     let hidden = setting(json, "hidden")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let plural = setting(json, "plural").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| pluralize(name));
+    let plural = setting(json, "plural")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| pluralize(name));
     let http_path = json
         .get("http")
         .and_then(|h| h.get("path"))
@@ -281,8 +367,14 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
         .map(str::to_owned)
         .unwrap_or_else(|| plural.clone());
     let http_path = http_path.trim_matches('/').to_owned();
-    let validate_upsert = setting(json, "validateUpsert").and_then(Value::as_bool).unwrap_or(false);
-    let base = json.get("base").and_then(Value::as_str).unwrap_or("PersistedModel").to_owned();
+    let validate_upsert = setting(json, "validateUpsert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let base = json
+        .get("base")
+        .and_then(Value::as_str)
+        .unwrap_or("PersistedModel")
+        .to_owned();
     Some(ModelDefinition {
         name: ModelName::new(name),
         plural,
@@ -306,19 +398,30 @@ fn compile_one(name: &str, file: &Path, json: &Map<String, Value>, ds: &str, pub
 fn add_foreign_keys(models: &mut [ModelDefinition], _defs: &HashMap<String, Source>) {
     let camel = |s: &str| {
         let mut c = s.chars();
-        c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
     };
     let mut additions: Vec<(String, String)> = Vec::new();
     for m in models.iter() {
-        let Some(Value::Object(rels)) = m.settings.get("relations") else { continue };
+        let Some(Value::Object(rels)) = m.settings.get("relations") else {
+            continue;
+        };
         for (rel_name, rel) in rels {
             let kind = rel.get("type").and_then(Value::as_str).unwrap_or("");
             let target = rel.get("model").and_then(Value::as_str).unwrap_or("");
-            let fk = rel.get("foreignKey").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let fk = rel
+                .get("foreignKey")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
             match kind {
-                "belongsTo" => additions.push((m.name.to_string(), fk.map_or_else(|| format!("{rel_name}Id"), str::to_owned))),
+                "belongsTo" => additions.push((
+                    m.name.to_string(),
+                    fk.map_or_else(|| format!("{rel_name}Id"), str::to_owned),
+                )),
                 "hasMany" | "hasOne" => {
-                    let fk = fk.map_or_else(|| format!("{}Id", camel(m.name.as_str())), str::to_owned);
+                    let fk =
+                        fk.map_or_else(|| format!("{}Id", camel(m.name.as_str())), str::to_owned);
                     match rel.get("through").and_then(Value::as_str) {
                         Some(through) => {
                             additions.push((through.to_owned(), fk));

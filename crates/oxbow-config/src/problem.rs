@@ -15,13 +15,21 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(file: &Path, pointer: &str, message: &str) -> Self {
-        Self { file: file.to_owned(), pointer: pointer.to_owned(), message: message.to_owned() }
+        Self {
+            file: file.to_owned(),
+            pointer: pointer.to_owned(),
+            message: message.to_owned(),
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() { "(root)" } else { &self.pointer };
+        let pointer = if self.pointer.is_empty() {
+            "(root)"
+        } else {
+            &self.pointer
+        };
         write!(f, "{}: {}: {}", self.file.display(), pointer, self.message)
     }
 }

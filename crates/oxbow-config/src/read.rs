@@ -16,7 +16,10 @@ pub struct Artifact {
 
 /// `dir/name.json`, `.yaml` or `.yml`, whichever exists first.
 pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    ["json", "yaml", "yml"].iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file())
+    ["json", "yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.is_file())
 }
 
 /// Parses a JSON or YAML file into JSON; a parse failure is one problem.
@@ -44,7 +47,12 @@ pub fn parse_file(path: &Path, problems: &mut Problems) -> Option<Value> {
                 problems.push(Problem::new(
                     path,
                     "",
-                    &format!("expected valid JSON: {} at line {} column {}", e, e.line(), e.column()),
+                    &format!(
+                        "expected valid JSON: {} at line {} column {}",
+                        e,
+                        e.line(),
+                        e.column()
+                    ),
                 ));
                 None
             }
@@ -53,14 +61,26 @@ pub fn parse_file(path: &Path, problems: &mut Problems) -> Option<Value> {
 }
 
 /// Reads `server/<name>.{json,yaml,yml}` and checks it against `schema`.
-pub fn read_artifact(server: &Path, name: &str, schema: &jsonschema::Validator, problems: &mut Problems) -> Artifact {
+pub fn read_artifact(
+    server: &Path,
+    name: &str,
+    schema: &jsonschema::Validator,
+    problems: &mut Problems,
+) -> Artifact {
     let Some(path) = find_file(server, name) else {
-        return Artifact { path: server.join(format!("{name}.json")), value: Value::Object(Map::new()) };
+        return Artifact {
+            path: server.join(format!("{name}.json")),
+            value: Value::Object(Map::new()),
+        };
     };
     let value = parse_file(&path, problems).unwrap_or(Value::Object(Map::new()));
     let before = problems.0.len();
     check(schema, &path, &value, problems);
     // A file that failed its schema is not compiled further (its problems are reported).
-    let value = if problems.0.len() > before { Value::Object(Map::new()) } else { value };
+    let value = if problems.0.len() > before {
+        Value::Object(Map::new())
+    } else {
+        value
+    };
     Artifact { path, value }
 }

@@ -43,6 +43,10 @@ impl Schemas {
 /// Adds one problem per schema violation of `value`.
 pub fn check(schema: &Validator, file: &Path, value: &Value, problems: &mut Problems) {
     for err in schema.iter_errors(value) {
-        problems.push(Problem::new(file, err.instance_path().as_str(), &err.to_string()));
+        problems.push(Problem::new(
+            file,
+            err.instance_path().as_str(),
+            &err.to_string(),
+        ));
     }
 }

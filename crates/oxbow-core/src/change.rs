@@ -91,14 +91,32 @@ impl ChangeFeed {
     /// A feed whose subscribers each buffer at most `capacity` events.
     pub fn new(model: ModelName, capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Self { model, tx, seq: Mutex::new(0) }
+        Self {
+            model,
+            tx,
+            seq: Mutex::new(0),
+        }
     }
 
     /// Publishes a change to every current subscriber. Never blocks on a subscriber.
-    pub fn publish(&self, kind: ChangeType, target: Option<Value>, where_: Option<Value>, data: Option<Value>) -> u64 {
+    pub fn publish(
+        &self,
+        kind: ChangeType,
+        target: Option<Value>,
+        where_: Option<Value>,
+        data: Option<Value>,
+    ) -> u64 {
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         *seq += 1;
-        let mut event = ChangeEvent { seq: *seq, model: self.model.clone(), kind, target, where_, data, json: String::new() };
+        let mut event = ChangeEvent {
+            seq: *seq,
+            model: self.model.clone(),
+            kind,
+            target,
+            where_,
+            data,
+            json: String::new(),
+        };
         event.json = event.payload().to_string();
         // No subscribers is not an error.
         let _ = self.tx.send(Arc::new(event));
@@ -107,7 +125,9 @@ impl ChangeFeed {
 
     /// A new subscription that sees every event published from now on.
     pub fn subscribe(&self) -> ChangeStream {
-        ChangeStream { rx: self.tx.subscribe() }
+        ChangeStream {
+            rx: self.tx.subscribe(),
+        }
     }
 
     /// How many subscriptions are open.

@@ -28,26 +28,65 @@ pub trait Connector: Send + Sync {
 
     /// Rows matching `filter.where_`, ordered (by id when `filter.order` is empty), with
     /// `skip`/`limit` applied. Field selection and `include` are the model layer's work.
-    fn find<'a>(&'a self, model: &'a ModelDefinition, filter: &'a Filter) -> BoxFuture<'a, Result<Vec<Arc<Record>>>>;
+    fn find<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Record>>>>;
 
-    fn find_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    fn find_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
 
-    fn count<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>) -> BoxFuture<'a, Result<u64>>;
+    fn count<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>>;
 
     /// Inserts a record, generating the id when it is missing. 409 on a duplicate id.
-    fn create<'a>(&'a self, model: &'a ModelDefinition, data: Record) -> BoxFuture<'a, Result<Arc<Record>>>;
+    fn create<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        data: Record,
+    ) -> BoxFuture<'a, Result<Arc<Record>>>;
 
     /// Replaces a stored record whole; `None` when the id does not exist.
-    fn replace_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value, data: Record) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    fn replace_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        data: Record,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
 
     /// Replaces the record with `id` by what `modify` makes of it, atomically; `None` when the
     /// id does not exist. An error from `modify` leaves the record unchanged.
-    fn modify_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value, modify: Modify<'a>) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    fn modify_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        modify: Modify<'a>,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
 
     /// Merges `patch` into every matching record; returns how many matched.
-    fn update_all<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>, patch: &'a Record) -> BoxFuture<'a, Result<u64>>;
+    fn update_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+        patch: &'a Record,
+    ) -> BoxFuture<'a, Result<u64>>;
 
-    fn delete_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value) -> BoxFuture<'a, Result<u64>>;
+    fn delete_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<u64>>;
 
-    fn delete_all<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>) -> BoxFuture<'a, Result<u64>>;
+    fn delete_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>>;
 }

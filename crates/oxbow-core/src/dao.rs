@@ -27,7 +27,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("name", &self.def.name).field("connector", &self.connector.name()).finish()
+        f.debug_struct("Model")
+            .field("name", &self.def.name)
+            .field("connector", &self.connector.name())
+            .finish()
     }
 }
 
@@ -62,7 +65,9 @@ impl RecordView<'_> {
         let map: Map<String, Value> = self
             .record
             .iter()
-            .filter(|(k, _)| !self.def.is_hidden(k) && self.fields.is_none_or(|f| f.iter().any(|x| x == *k)))
+            .filter(|(k, _)| {
+                !self.def.is_hidden(k) && self.fields.is_none_or(|f| f.iter().any(|x| x == *k))
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Value::Object(map)
@@ -70,9 +75,17 @@ impl RecordView<'_> {
 }
 
 impl Model {
-    pub fn new(def: Arc<ModelDefinition>, connector: Arc<dyn Connector>, feed_capacity: usize) -> Self {
+    pub fn new(
+        def: Arc<ModelDefinition>,
+        connector: Arc<dyn Connector>,
+        feed_capacity: usize,
+    ) -> Self {
         let feed = ChangeFeed::new(def.name.clone(), feed_capacity);
-        Self { def, connector, feed }
+        Self {
+            def,
+            connector,
+            feed,
+        }
     }
 
     pub fn definition(&self) -> &ModelDefinition {
@@ -94,7 +107,11 @@ impl Model {
     }
 
     pub fn view<'a>(&'a self, record: &'a Record) -> RecordView<'a> {
-        RecordView { def: &self.def, record, fields: None }
+        RecordView {
+            def: &self.def,
+            record,
+            fields: None,
+        }
     }
 
     /// Converts an id from a URL or body to the id property's type.
@@ -117,7 +134,8 @@ impl Model {
 
     fn publish(&self, kind: ChangeType, record: &Record) {
         let target = record.get(self.def.id_name()).cloned();
-        self.feed.publish(kind, target, None, Some(self.view(record).to_value()));
+        self.feed
+            .publish(kind, target, None, Some(self.view(record).to_value()));
     }
 
     // ----- reads -----------------------------------------------------------------------------
@@ -185,7 +203,9 @@ impl Model {
     }
 
     fn body_id(&self, data: &Record) -> Option<Value> {
-        data.get(self.def.id_name()).filter(|v| is_truthy(v)).map(|v| self.coerce_id(v))
+        data.get(self.def.id_name())
+            .filter(|v| is_truthy(v))
+            .map(|v| self.coerce_id(v))
     }
 
     /// `patchOrCreate` (`PATCH /Model`).
@@ -200,9 +220,17 @@ impl Model {
                     js::to_js_string(&id)
                 )));
             }
-            return self.patch_attributes(&id, data, self.def.validate_upsert).await;
+            return self
+                .patch_attributes(&id, data, self.def.validate_upsert)
+                .await;
         }
-        match self.patch_attributes(&id, data.clone(), self.def.validate_upsert).await {
+        // The connector's updateOrCreate: LoopBack validates the data alone (as a whole new
+        // instance) when validateUpsert is on, then merges or creates.
+        if self.def.validate_upsert {
+            Instance::build(&self.def, data.clone(), Defaults::Apply)?
+                .validate(&self.def, false)?;
+        }
+        match self.patch_attributes(&id, data.clone(), false).await {
             Err(Error::NotFound { .. }) => self.create_unvalidated_upsert(data).await,
             other => other,
         }
@@ -230,7 +258,16 @@ impl Model {
     }
 
     /// `upsertWithWhere`: create when nothing matches, patch the one match, refuse several.
-    pub async fn upsert_with_where(&self, where_: Option<&Where>, data: Record) -> Result<Arc<Record>> {
+    pub async fn upsert_with_where(
+        &self,
+        where_raw: Option<&Value>,
+        data: Record,
+    ) -> Result<Arc<Record>> {
+        let Some(where_raw) = where_raw else {
+            return Err(where_required());
+        };
+        let where_ = self.parse_where(where_raw)?;
+        let where_ = where_.as_ref();
         if data.is_empty() {
             return Err(Error::bad_request("data object cannot be empty!"));
         }
@@ -238,15 +275,22 @@ impl Model {
             let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
             inst.validate(&self.def, false)?;
         }
-        let filter = Filter { where_: where_.cloned(), limit: Some(2), ..Filter::default() };
+        let filter = Filter {
+            where_: where_.cloned(),
+            limit: Some(2),
+            ..Filter::default()
+        };
         let found = self.connector.find(&self.def, &filter).await?;
         match found.as_slice() {
             [] => self.create_unvalidated_upsert(data).await,
             [one] => {
                 let id = one.get(self.def.id_name()).cloned().unwrap_or(Value::Null);
-                self.patch_attributes(&id, data, self.def.validate_upsert).await
+                self.patch_attributes(&id, data, self.def.validate_upsert)
+                    .await
             }
-            _ => Err(Error::bad_request("There are multiple instances found.Upsert Operation will not be performed!")),
+            _ => Err(Error::bad_request(
+                "There are multiple instances found.Upsert Operation will not be performed!",
+            )),
         }
     }
 
@@ -271,7 +315,11 @@ impl Model {
         }
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
         inst.validate(&self.def, false)?;
-        match self.connector.replace_by_id(&self.def, &id, inst.data).await? {
+        match self
+            .connector
+            .replace_by_id(&self.def, &id, inst.data)
+            .await?
+        {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
                 Ok(record)
@@ -284,9 +332,19 @@ impl Model {
     }
 
     /// `patchAttributes` (`PATCH /Model/:id`): merge `data` into the stored record.
-    pub async fn patch_attributes(&self, id: &Value, data: Record, validate: bool) -> Result<Arc<Record>> {
+    pub async fn patch_attributes(
+        &self,
+        id: &Value,
+        data: Record,
+        validate: bool,
+    ) -> Result<Arc<Record>> {
         let id = self.coerce_id(id);
-        let missing = || Error::model_not_found(format!("could not find a model with id {}", js::to_js_string(&id)));
+        let missing = || {
+            Error::model_not_found(format!(
+                "could not find a model with id {}",
+                js::to_js_string(&id)
+            ))
+        };
         let id_name = self.def.id_name();
         if let Some(new_id) = data.get(id_name) {
             if !id_equals(new_id, &id) {
@@ -319,7 +377,10 @@ impl Model {
     pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Record>> {
         let id = self.coerce_id(id);
         if self.find_by_id(&id).await?.is_none() {
-            return Err(Error::model_not_found(format!("could not find a model with id {}", js::to_js_string(&id))));
+            return Err(Error::model_not_found(format!(
+                "could not find a model with id {}",
+                js::to_js_string(&id)
+            )));
         }
         self.patch_attributes(&id, data, true).await
     }
@@ -327,10 +388,12 @@ impl Model {
     /// `updateAll` (`POST /Model/update`): merges `data` into every match; one change event
     /// for the whole call, as LoopBack emits it.
     pub async fn update_all(&self, where_raw: Option<&Value>, data: Record) -> Result<u64> {
-        let where_ = match where_raw {
-            Some(w) => self.parse_where(w)?,
-            None => None,
+        // LoopBack answers 500 (a failed assertion) without `where`; a missing `where` is a
+        // client mistake, and updating every row by accident is worse.
+        let Some(where_raw) = where_raw else {
+            return Err(where_required());
         };
+        let where_ = self.parse_where(where_raw)?;
         // Coerce known properties; unknown ones are dropped on strict models (no 422 here).
         let mut patch = Record::new();
         let inst = Instance::build(&self.def, data.clone(), Defaults::Skip);
@@ -343,15 +406,33 @@ impl Model {
                 patch.insert(k, v);
             }
         }
-        let count = self.connector.update_all(&self.def, where_.as_ref(), &patch).await?;
-        let where_json = where_.as_ref().map(where_to_json).or_else(|| Some(Value::Object(Map::new())));
+        let count = self
+            .connector
+            .update_all(&self.def, where_.as_ref(), &patch)
+            .await?;
+        let where_json = where_
+            .as_ref()
+            .map(where_to_json)
+            .or_else(|| Some(Value::Object(Map::new())));
         let id_name = self.def.id_name();
-        let target = patch
-            .get(id_name)
-            .cloned()
-            .or_else(|| where_json.as_ref().and_then(|w| w.get(id_name)).filter(|v| !v.is_object()).cloned());
-        let kind = if target.is_some() { ChangeType::Update } else { ChangeType::Create };
-        let data = crate::dao::RecordView { def: &self.def, record: &patch, fields: None }.to_value();
+        let target = patch.get(id_name).cloned().or_else(|| {
+            where_json
+                .as_ref()
+                .and_then(|w| w.get(id_name))
+                .filter(|v| !v.is_object())
+                .cloned()
+        });
+        let kind = if target.is_some() {
+            ChangeType::Update
+        } else {
+            ChangeType::Create
+        };
+        let data = crate::dao::RecordView {
+            def: &self.def,
+            record: &patch,
+            fields: None,
+        }
+        .to_value();
         self.feed.publish(kind, target, where_json, Some(data));
         Ok(count)
     }
@@ -363,17 +444,24 @@ impl Model {
         let count = self.connector.delete_by_id(&self.def, &id).await?;
         let mut w = Map::new();
         w.insert(self.def.id_name().to_owned(), id.clone());
-        self.feed.publish(ChangeType::Remove, Some(id), Some(Value::Object(w)), None);
+        self.feed
+            .publish(ChangeType::Remove, Some(id), Some(Value::Object(w)), None);
         Ok(count)
     }
 
     /// `destroyAll`: one remove event with the where.
     pub async fn delete_all(&self, where_: Option<&Where>) -> Result<u64> {
         let count = self.connector.delete_all(&self.def, where_).await?;
-        let w = where_.map(where_to_json).unwrap_or_else(|| Value::Object(Map::new()));
+        let w = where_
+            .map(where_to_json)
+            .unwrap_or_else(|| Value::Object(Map::new()));
         self.feed.publish(ChangeType::Remove, None, Some(w), None);
         Ok(count)
     }
+}
+
+fn where_required() -> Error {
+    Error::bad_request("The where argument is required (use where={} to match every instance)")
 }
 
 fn is_truthy(v: &Value) -> bool {
@@ -392,7 +480,9 @@ fn id_equals(a: &Value, b: &Value) -> bool {
         return true;
     }
     match (a, b) {
-        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => js::to_js_string(a) == js::to_js_string(b),
+        (Value::Number(_), Value::String(_)) | (Value::String(_), Value::Number(_)) => {
+            js::to_js_string(a) == js::to_js_string(b)
+        }
         _ => false,
     }
 }
@@ -411,7 +501,10 @@ pub fn where_to_json(w: &Where) -> Value {
             Test::Between(a, b) => op("between", Value::Array(vec![a.clone(), b.clone()])),
             Test::Inq(items) => op("inq", Value::Array(items.clone())),
             Test::Nin(items) => op("nin", Value::Array(items.clone())),
-            Test::Like { re, negated } => op(if *negated { "nlike" } else { "like" }, Value::from(re.as_str())),
+            Test::Like { re, negated } => op(
+                if *negated { "nlike" } else { "like" },
+                Value::from(re.as_str()),
+            ),
             Test::Regexp(re) => op("regexp", Value::from(re.as_str())),
             Test::Near | Test::Never => Value::Object(Map::new()),
         }
@@ -428,13 +521,22 @@ pub fn where_to_json(w: &Where) -> Value {
             }
         }
         Where::And(list) => {
-            out.insert("and".into(), Value::Array(list.iter().map(where_to_json).collect()));
+            out.insert(
+                "and".into(),
+                Value::Array(list.iter().map(where_to_json).collect()),
+            );
         }
         Where::Or(list) => {
-            out.insert("or".into(), Value::Array(list.iter().map(where_to_json).collect()));
+            out.insert(
+                "or".into(),
+                Value::Array(list.iter().map(where_to_json).collect()),
+            );
         }
         Where::Nor(list) => {
-            out.insert("nor".into(), Value::Array(list.iter().map(where_to_json).collect()));
+            out.insert(
+                "nor".into(),
+                Value::Array(list.iter().map(where_to_json).collect()),
+            );
         }
     };
     match w {

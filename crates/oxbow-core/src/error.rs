@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 pub enum Error {
     /// 404 (`MODEL_NOT_FOUND` when `code` is set).
     #[error("{message}")]
-    NotFound { message: String, code: Option<&'static str> },
+    NotFound {
+        message: String,
+        code: Option<&'static str>,
+    },
     /// 400 with LoopBack's wording.
     #[error("{message}")]
     BadRequest {
@@ -31,15 +34,25 @@ pub enum Error {
 
 impl Error {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest { message: message.into(), code: None, details: None }
+        Self::BadRequest {
+            message: message.into(),
+            code: None,
+            details: None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::NotFound { message: message.into(), code: None }
+        Self::NotFound {
+            message: message.into(),
+            code: None,
+        }
     }
 
     pub fn model_not_found(message: impl Into<String>) -> Self {
-        Self::NotFound { message: message.into(), code: Some("MODEL_NOT_FOUND") }
+        Self::NotFound {
+            message: message.into(),
+            code: Some("MODEL_NOT_FOUND"),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -90,7 +103,11 @@ impl ValidationError {
                     .map(move |v| format!("`{prop}` {} (value: {})", v.message, v.shown_value))
             })
             .collect();
-        format!("The `{}` instance is not valid. Details: {}.", self.model, details.join("; "))
+        format!(
+            "The `{}` instance is not valid. Details: {}.",
+            self.model,
+            details.join("; ")
+        )
     }
 
     /// `details` of the error body: `{context, codes, messages}`.
@@ -98,8 +115,14 @@ impl ValidationError {
         let mut codes = Map::new();
         let mut messages = Map::new();
         for (prop, list) in self.grouped() {
-            codes.insert(prop.to_owned(), list.iter().map(|v| Value::from(v.code)).collect());
-            messages.insert(prop.to_owned(), list.iter().map(|v| Value::from(v.message)).collect());
+            codes.insert(
+                prop.to_owned(),
+                list.iter().map(|v| Value::from(v.code)).collect(),
+            );
+            messages.insert(
+                prop.to_owned(),
+                list.iter().map(|v| Value::from(v.message)).collect(),
+            );
         }
         let mut details = Map::new();
         details.insert("context".into(), Value::from(self.model.clone()));

@@ -62,7 +62,10 @@ pub enum Test {
     Inq(Vec<Value>),
     Nin(Vec<Value>),
     /// `like`/`ilike` (`negated` for `nlike`/`nilike`); the pattern is already a regex.
-    Like { re: Regex, negated: bool },
+    Like {
+        re: Regex,
+        negated: bool,
+    },
     Regexp(Regex),
     /// Geo `near`: matches everything (sorting by distance is not supported).
     Near,
@@ -71,7 +74,8 @@ pub enum Test {
 }
 
 const OPERATORS: &[&str] = &[
-    "eq", "gt", "gte", "lt", "lte", "between", "inq", "nin", "neq", "like", "nlike", "ilike", "nilike", "regexp",
+    "eq", "gt", "gte", "lt", "lte", "between", "inq", "nin", "neq", "like", "nlike", "ilike",
+    "nilike", "regexp",
 ];
 
 impl Filter {
@@ -81,28 +85,42 @@ impl Filter {
             Value::Null => return Ok(Self::default()),
             Value::Object(o) => o,
             other => {
-                return Err(Error::bad_request(format!("The query filter {other} is not an object")));
+                return Err(Error::bad_request(format!(
+                    "The query filter {other} is not an object"
+                )));
             }
         };
+        check_depth(v, 0)?;
         let mut filter = Self::default();
         let truthy = |k: &str| obj.get(k).is_some_and(is_truthy);
         if truthy("limit") || truthy("skip") || truthy("offset") {
             let limit_raw = obj.get("limit").filter(|v| is_truthy(v));
             let limit = limit_raw.map_or(Some(100.0), js::to_number);
             match limit {
-                Some(l) if l > 0.0 && l.fract() == 0.0 && l.is_finite() => filter.limit = Some(l as usize),
+                Some(l) if l > 0.0 && l.fract() == 0.0 && l.is_finite() => {
+                    filter.limit = Some(l as usize)
+                }
                 _ => {
                     let shown = obj.get("limit").cloned().unwrap_or(Value::Null);
-                    return Err(Error::bad_request(format!("The limit parameter {shown} is not valid")));
+                    return Err(Error::bad_request(format!(
+                        "The limit parameter {shown} is not valid"
+                    )));
                 }
             }
-            let skip_raw = obj.get("skip").filter(|v| is_truthy(v)).or_else(|| obj.get("offset").filter(|v| is_truthy(v)));
+            let skip_raw = obj
+                .get("skip")
+                .filter(|v| is_truthy(v))
+                .or_else(|| obj.get("offset").filter(|v| is_truthy(v)));
             let skip = skip_raw.map_or(Some(0.0), js::to_number);
             match skip {
-                Some(s) if s >= 0.0 && s.fract() == 0.0 && s.is_finite() => filter.skip = s as usize,
+                Some(s) if s >= 0.0 && s.fract() == 0.0 && s.is_finite() => {
+                    filter.skip = s as usize
+                }
                 _ => {
                     let shown = skip_raw.cloned().unwrap_or(Value::Null);
-                    return Err(Error::bad_request(format!("The offset/skip parameter {shown} is not valid")));
+                    return Err(Error::bad_request(format!(
+                        "The offset/skip parameter {shown} is not valid"
+                    )));
                 }
             }
         }
@@ -111,11 +129,29 @@ impl Filter {
         }
         if let Some(fields) = obj.get("fields").filter(|v| is_truthy(v)) {
             filter.fields = fields_to_list(def, fields);
+            if filter
+                .fields
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|n| n.contains('.')))
+            {
+                return Err(Error::bad_request(
+                    "Property names containing dot(s) are not supported",
+                ));
+            }
         }
         if let Some(w) = obj.get("where") {
             filter.where_ = parse_where(def, w)?;
         }
         if let Some(inc) = obj.get("include").filter(|v| is_truthy(v)) {
+            let relations = def.settings.get("relations").and_then(Value::as_object);
+            for name in include_names(inc) {
+                if !relations.is_some_and(|r| r.contains_key(&name)) {
+                    return Err(Error::bad_request(format!(
+                        "Relation \"{name}\" is not defined for {} model",
+                        def.name
+                    )));
+                }
+            }
             filter.include = Some(inc.clone());
         }
         Ok(filter)
@@ -123,7 +159,11 @@ impl Filter {
 
     /// Applies the filter to rows (sort, where, skip/limit), as the memory connector orders it.
     /// `id` is the id property name used when no order is given.
-    pub fn apply<'a, R: AsRef<Record> + Clone + 'a>(&self, rows: impl Iterator<Item = &'a R>, id: &str) -> Vec<R> {
+    pub fn apply<'a, R: AsRef<Record> + Clone + 'a>(
+        &self,
+        rows: impl Iterator<Item = &'a R>,
+        id: &str,
+    ) -> Vec<R> {
         let mut out: Vec<R> = rows
             .filter(|r| self.where_.as_ref().is_none_or(|w| w.matches(r.as_ref())))
             .cloned()
@@ -146,7 +186,46 @@ impl Filter {
     /// Keeps only the selected fields of a record, in record order.
     pub fn project(&self, record: &Record) -> Option<Record> {
         let fields = self.fields.as_ref()?;
-        Some(record.iter().filter(|(k, _)| fields.iter().any(|f| f == *k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Some(
+            record
+                .iter()
+                .filter(|(k, _)| fields.iter().any(|f| f == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// The deepest level a REST query may nest (LoopBack's `maxDepthOfQuery`).
+pub const MAX_QUERY_DEPTH: usize = 12;
+
+/// Refuses query objects nested deeper than [`MAX_QUERY_DEPTH`], as LoopBack does.
+pub fn check_depth(v: &Value, level: usize) -> Result<()> {
+    if level > MAX_QUERY_DEPTH {
+        return Err(Error::BadRequest {
+            message: format!("The query object exceeds maximum depth {MAX_QUERY_DEPTH}"),
+            code: Some("QUERY_OBJECT_TOO_DEEP"),
+            details: None,
+        });
+    }
+    match v {
+        Value::Array(a) => a.iter().try_for_each(|x| check_depth(x, level + 1)),
+        Value::Object(o) => o.values().try_for_each(|x| check_depth(x, level + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// The top-level relation names an `include` value names (string, array, object keys,
+/// `{relation: …}`).
+fn include_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(include_names).collect(),
+        Value::Object(o) => match o.get("relation") {
+            Some(Value::String(r)) => vec![r.clone()],
+            _ => o.keys().cloned().collect(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -171,10 +250,10 @@ fn parse_order(order: &Value) -> Result<Vec<OrderKey>> {
         let Value::String(s) = item else {
             return Err(Error::bad_request(format!("The order {item} is not valid")));
         };
-        for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let mut parts = token.split_whitespace();
-            let key = parts.next().unwrap_or_default().to_owned();
-            let descending = match parts.next() {
+        for token in split_commas(s) {
+            let parts = split_ws(token);
+            let key = parts.first().copied().unwrap_or_default().to_owned();
+            let descending = match parts.get(1).copied() {
                 None => false,
                 Some(dir) if dir.eq_ignore_ascii_case("ASC") => false,
                 Some(dir) if dir.eq_ignore_ascii_case("DESC") => true,
@@ -191,14 +270,53 @@ fn parse_order(order: &Value) -> Result<Vec<OrderKey>> {
     Ok(keys)
 }
 
+/// `s.split(/(?:\s*,\s*)+/)` without the empty tokens.
+fn split_commas(s: &str) -> Vec<&str> {
+    s.split(',')
+        .enumerate()
+        .map(|(i, t)| {
+            let n = s.matches(',').count();
+            let t = if i > 0 { t.trim_start() } else { t };
+            if i < n { t.trim_end() } else { t }
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// `s.split(/\s+/)`: runs of whitespace separate, leading/trailing whitespace gives "".
+fn split_ws(s: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = s.split(char::is_whitespace).collect();
+    let first_empty = parts.first().is_some_and(|p| p.is_empty());
+    let last_empty = parts.len() > 1 && parts.last().is_some_and(|p| p.is_empty());
+    let inner: Vec<&str> = parts.drain(..).filter(|p| !p.is_empty()).collect();
+    let mut out = Vec::new();
+    if first_empty {
+        out.push("");
+    }
+    out.extend(inner);
+    if last_empty {
+        out.push("");
+    }
+    out
+}
+
 /// juggler's `fieldsToArray`: the property names a `fields` value selects.
 fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> {
-    let declared = || def.properties.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let declared = || {
+        def.properties
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
     let list = match fields {
         Value::String(s) => vec![s.clone()],
         Value::Array(a) if !a.is_empty() => a.iter().map(js::to_js_string).collect(),
         Value::Object(o) if !o.is_empty() => {
-            let included: Vec<String> = o.iter().filter(|(_, v)| is_truthy(v)).map(|(k, _)| k.clone()).collect();
+            let included: Vec<String> = o
+                .iter()
+                .filter(|(_, v)| is_truthy(v))
+                .map(|(k, _)| k.clone())
+                .collect();
             if !included.is_empty() {
                 included
             } else {
@@ -210,7 +328,11 @@ fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> 
         _ => return None,
     };
     if def.strict != Strict::Off {
-        return Some(list.into_iter().filter(|f| def.property(f).is_some()).collect());
+        return Some(
+            list.into_iter()
+                .filter(|f| def.property(f).is_some())
+                .collect(),
+        );
     }
     Some(list)
 }
@@ -229,7 +351,9 @@ pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
                 match key.as_str() {
                     "and" | "or" | "nor" => {
                         let clauses = coerce_array(value).map_err(|e| {
-                            Error::bad_request(format!("The {key} operator has invalid clauses {value}: {e}"))
+                            Error::bad_request(format!(
+                                "The {key} operator has invalid clauses {value}: {e}"
+                            ))
                         })?;
                         let mut parsed = Vec::new();
                         for clause in &clauses {
@@ -238,7 +362,8 @@ pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
                                     "The where clause {clause} is not an object"
                                 )));
                             }
-                            parsed.push(parse_where(def, clause)?.unwrap_or(Where::And(Vec::new())));
+                            parsed
+                                .push(parse_where(def, clause)?.unwrap_or(Where::And(Vec::new())));
                         }
                         conds.push(match key.as_str() {
                             "and" => Where::And(parsed),
@@ -249,9 +374,15 @@ pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
                     _ => conds.extend(parse_condition(def, key, value)?),
                 }
             }
-            Ok(Some(if conds.len() == 1 { conds.remove(0) } else { Where::And(conds) }))
+            Ok(Some(if conds.len() == 1 {
+                conds.remove(0)
+            } else {
+                Where::And(conds)
+            }))
         }
-        other => Err(Error::bad_request(format!("The where clause {other} is not an object"))),
+        other => Err(Error::bad_request(format!(
+            "The where clause {other} is not an object"
+        ))),
     }
 }
 
@@ -261,7 +392,11 @@ fn coerce_array(v: &Value) -> std::result::Result<Vec<Value>, &'static str> {
         Value::Array(a) => Ok(a.clone()),
         Value::Object(o) if o.is_empty() => Err("Value is an empty object"),
         Value::Object(o) => (0..o.len())
-            .map(|i| o.get(&i.to_string()).cloned().ok_or("Value is not an array or object with sequential numeric indices"))
+            .map(|i| {
+                o.get(&i.to_string())
+                    .cloned()
+                    .ok_or("Value is not an array or object with sequential numeric indices")
+            })
             .collect(),
         _ => Err("Value is not an array or object with sequential numeric indices"),
     }
@@ -273,7 +408,10 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
         PropertyType::Array(Some(item)) => (**item).clone(),
         other => other.clone(),
     });
-    let cond = |test| Where::Cond { key: key.to_owned(), test };
+    let cond = |test| Where::Cond {
+        key: key.to_owned(),
+        test,
+    };
     let Value::Object(ops) = value else {
         let v = match &ty {
             Some(ty) => coerce_operand(ty, value)?,
@@ -286,17 +424,31 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
         let names: Vec<&str> = dollar.iter().map(|s| s.as_str()).collect();
         let mut details = Map::new();
         details.insert("operators".into(), Value::from(names.clone()));
+        details.insert(
+            "where".into(),
+            Value::Object(Map::from_iter([(key.to_owned(), value.clone())])),
+        );
         return Err(Error::BadRequest {
-            message: format!("Operators \"{}\" are not allowed in query", names.join(", ")),
+            message: format!(
+                "Operators \"{}\" are not allowed in query",
+                names.join(", ")
+            ),
             code: Some("OPERATOR_NOT_ALLOWED_IN_QUERY"),
             details: Some(Value::Object(details)),
         });
     }
-    let known: Vec<(&String, &Value)> = ops.iter().filter(|(k, _)| OPERATORS.contains(&k.as_str()) || *k == "near").collect();
+    let known: Vec<(&String, &Value)> = ops
+        .iter()
+        .filter(|(k, _)| OPERATORS.contains(&k.as_str()) || *k == "near")
+        .collect();
     if known.is_empty() {
         // An object value with no operator: equality with an object never matches in the
         // memory connector (`exists` included).
-        return Ok(vec![cond(if ops.is_empty() { Test::Eq(value.clone()) } else { Test::Never })]);
+        return Ok(vec![cond(if ops.is_empty() {
+            Test::Eq(value.clone())
+        } else {
+            Test::Never
+        })]);
     }
     let mut out = Vec::new();
     let clause = Value::Object(Map::from_iter([(key.to_owned(), value.clone())]));
@@ -316,9 +468,21 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
             "lte" => Test::Lte(coerce(operand)?),
             "inq" | "nin" | "between" => {
                 let items = coerce_array(operand).map_err(|e| {
-                    Error::bad_request(format!("The {key} property has invalid clause {}: Error: {e}", clause[key]))
+                    Error::bad_request(format!(
+                        "The {key} property has invalid clause {}: Error: {e}",
+                        clause[key]
+                    ))
                 })?;
-                let items = items.iter().map(|i| if i.is_null() { Ok(Value::Null) } else { coerce(i) }).collect::<Result<Vec<_>>>()?;
+                let items = items
+                    .iter()
+                    .map(|i| {
+                        if i.is_null() {
+                            Ok(Value::Null)
+                        } else {
+                            coerce(i)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 match op.as_str() {
                     "inq" => Test::Inq(items),
                     "nin" => Test::Nin(items),
@@ -331,7 +495,10 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                             )));
                         }
                         let mut it = items.into_iter();
-                        Test::Between(it.next().unwrap_or(Value::Null), it.next().unwrap_or(Value::Null))
+                        Test::Between(
+                            it.next().unwrap_or(Value::Null),
+                            it.next().unwrap_or(Value::Null),
+                        )
                     }
                 }
             }
@@ -344,7 +511,10 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                 };
                 let insensitive = op.starts_with('i') || op.starts_with("ni");
                 let re = compile(&like_to_regex(pattern), insensitive, false)?;
-                Test::Like { re, negated: op.starts_with('n') }
+                Test::Like {
+                    re,
+                    negated: op.starts_with('n'),
+                }
             }
             "regexp" => Test::Regexp(parse_regexp(operand)?),
             "near" => Test::Near,
@@ -372,7 +542,12 @@ fn coerce_operand(ty: &PropertyType, v: &Value) -> Result<Value> {
         },
         PropertyType::Date => match js::to_date(v) {
             Some(d) => Value::String(js::format_date(&d)),
-            None => return Err(Error::bad_request(format!("Invalid date: {}", js::to_js_string(v)))),
+            None => {
+                return Err(Error::bad_request(format!(
+                    "Invalid date: {}",
+                    js::to_js_string(v)
+                )));
+            }
         },
         PropertyType::String => match v {
             Value::String(_) => v.clone(),
@@ -407,17 +582,26 @@ fn like_to_regex(pattern: &str) -> String {
 /// juggler's `toRegExp`: `"^abc"` or `"/^abc/i"` (flags `i`, `g`, `m` only).
 fn parse_regexp(v: &Value) -> Result<Regex> {
     let Value::String(s) = v else {
-        return Err(Error::bad_request("Invalid argument, must be a string, regex literal, or RegExp object"));
+        return Err(Error::bad_request(
+            "Invalid argument, must be a string, regex literal, or RegExp object",
+        ));
     };
-    // LoopBack's test for flags: a slash followed by at least one character at the end.
-    let has_flags = s.rfind('/').is_some_and(|i| i + 1 < s.len());
+    // juggler's test for "has flags" is `/.*\/.+$/`: any slash followed by a character.
+    let has_flags = s.find('/').is_some_and(|i| i + 1 < s.len());
     if !has_flags {
         return compile(s, false, false);
     }
     let flags = &s[s.rfind('/').map_or(0, |i| i + 1)..];
-    let invalid: Vec<String> = flags.chars().filter(|c| !matches!(c, 'i' | 'g' | 'm')).map(String::from).collect();
+    let invalid: Vec<String> = flags
+        .chars()
+        .filter(|c| !matches!(c, 'i' | 'g' | 'm'))
+        .map(String::from)
+        .collect();
     if !invalid.is_empty() {
-        return Err(Error::bad_request(format!("Invalid regex flags: {}", invalid.join(","))));
+        return Err(Error::bad_request(format!(
+            "Invalid regex flags: {}",
+            invalid.join(",")
+        )));
     }
     let end = s.rfind('/').unwrap_or(0);
     let body = if end >= 1 { &s[1..end] } else { "" };
@@ -433,10 +617,12 @@ fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> 
         .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))
 }
 
-/// `getValue(obj, "a.b")` of the memory connector.
-fn get_path<'a>(record: &'a Record, key: &str) -> Option<&'a Value> {
+/// `getValue(obj, "a.b")` of the memory connector (JavaScript property access, so strings and
+/// arrays have a `length`).
+fn get_path<'a>(record: &'a Record, key: &str) -> Option<std::borrow::Cow<'a, Value>> {
+    use std::borrow::Cow;
     if let Some(v) = record.get(key) {
-        return Some(v);
+        return Some(Cow::Borrowed(v));
     }
     if !key.contains('.') {
         return None;
@@ -446,14 +632,18 @@ fn get_path<'a>(record: &'a Record, key: &str) -> Option<&'a Value> {
     for part in parts {
         cur = match cur {
             Value::Object(o) => o.get(part)?,
+            Value::Array(a) if part == "length" => return Some(Cow::Owned(Value::from(a.len()))),
             Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            Value::String(s) if part == "length" => {
+                return Some(Cow::Owned(Value::from(s.encode_utf16().count())));
+            }
             _ => return None,
         };
         if cur.is_null() {
-            return Some(cur);
+            return Some(Cow::Borrowed(cur));
         }
     }
-    Some(cur)
+    Some(Cow::Borrowed(cur))
 }
 
 impl Where {
@@ -465,20 +655,30 @@ impl Where {
             Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
             Self::Cond { key, test } => {
                 let value = get_path(record, key);
-                if let Some(Value::Array(items)) = value {
+                if let Some(Value::Array(items)) = value.as_deref() {
                     if matches!(test, Test::Neq(_)) && items.is_empty() {
                         return true;
                     }
                     return items.iter().any(|v| test.test(Some(v)));
                 }
-                if test.test(value) {
+                if test.test(value.as_deref()) {
                     return true;
                 }
-                // "a.b" where `a` is an array of objects: any element may match.
+                // "a.b.c": the memory connector retries with "b.c" inside `a` (an object, or
+                // any element of an array of objects).
                 if let Some((head, rest)) = key.split_once('.') {
-                    if let Some(Value::Array(items)) = record.get(head) {
-                        let sub = Self::Cond { key: rest.to_owned(), test: test.clone() };
-                        return items.iter().any(|i| matches!(i, Value::Object(o) if sub.matches(o)));
+                    let sub = Self::Cond {
+                        key: rest.to_owned(),
+                        test: test.clone(),
+                    };
+                    match record.get(head) {
+                        Some(Value::Array(items)) => {
+                            return items
+                                .iter()
+                                .any(|i| matches!(i, Value::Object(o) if sub.matches(o)));
+                        }
+                        Some(Value::Object(o)) => return sub.matches(o),
+                        _ => {}
                     }
                 }
                 false
@@ -525,7 +725,7 @@ fn compare_rows(order: &[OrderKey], a: &Record, b: &Record) -> Ordering {
     for k in order {
         let av = get_path(a, &k.key);
         let bv = get_path(b, &k.key);
-        let ord = match (av, bv) {
+        let ord = match (av.as_deref(), bv.as_deref()) {
             (Some(_), None) => Ordering::Greater,
             (None, Some(_)) => Ordering::Less,
             (None, None) => Ordering::Equal,
@@ -552,6 +752,9 @@ fn js_relational(x: &Value, y: &Value) -> Ordering {
 
 /// Sorts by the id property ascending: the order of results without `order`.
 pub fn sort_by_id(rows: &mut [impl AsRef<Record>], id: &str) {
-    let key = [OrderKey { key: id.to_owned(), descending: false }];
+    let key = [OrderKey {
+        key: id.to_owned(),
+        descending: false,
+    }];
     rows.sort_by(|a, b| compare_rows(&key, a.as_ref(), b.as_ref()));
 }

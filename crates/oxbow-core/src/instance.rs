@@ -64,7 +64,9 @@ fn coerce(ty: &PropertyType, v: Value) -> Result<(Value, Option<Oddity>)> {
                 Value::String(s) => match serde_json::from_str::<Value>(&s) {
                     Ok(Value::Array(items)) => items,
                     Ok(other) => {
-                        return Err(Error::bad_request(format!("Items must be an array: {other}")));
+                        return Err(Error::bad_request(format!(
+                            "Items must be an array: {other}"
+                        )));
                     }
                     Err(_) => {
                         return Err(Error::bad_request(format!(
@@ -74,13 +76,19 @@ fn coerce(ty: &PropertyType, v: Value) -> Result<(Value, Option<Oddity>)> {
                     }
                 },
                 other => {
-                    return Err(Error::bad_request(format!("Items must be an array: {other}")));
+                    return Err(Error::bad_request(format!(
+                        "Items must be an array: {other}"
+                    )));
                 }
             };
             let items = match item {
                 Some(item_ty) => items
                     .into_iter()
-                    .map(|i| coerce(item_ty, i).map(|(v, _)| v))
+                    .map(|i| match (item_ty.as_ref(), i) {
+                        // `String(null)` is "null" inside a typed list.
+                        (PropertyType::String, Value::Null) => Ok(Value::from("null")),
+                        (_, i) => coerce(item_ty, i).map(|(v, _)| v),
+                    })
                     .collect::<Result<Vec<_>>>()?,
                 None => items,
             };
@@ -113,7 +121,7 @@ impl Instance {
         let mut input = input;
         let mut data = Record::with_capacity(def.properties.len() + input.len());
         for prop in &def.properties {
-            if let Some(v) = input.remove(&prop.name) {
+            if let Some(v) = input.shift_remove(&prop.name) {
                 let (v, odd) = coerce(&prop.ty, v)?;
                 if let Some(odd) = odd {
                     oddities.push((prop.name.clone(), odd));
@@ -134,7 +142,11 @@ impl Instance {
                 Strict::Validate => unknown.push(k),
             }
         }
-        Ok(Self { data, oddities, unknown })
+        Ok(Self {
+            data,
+            oddities,
+            unknown,
+        })
     }
 
     /// Merges a patch into a stored record (the patch's keys win), in canonical order.
@@ -156,10 +168,22 @@ impl Instance {
             let value = self.data.get(&prop.name);
             let odd = self.oddity(&prop.name);
             if prop.required && is_blank(value, odd) {
-                violations.push(violation(&prop.name, "presence", "can't be blank", value, odd));
+                violations.push(violation(
+                    &prop.name,
+                    "presence",
+                    "can't be blank",
+                    value,
+                    odd,
+                ));
             }
             if prop.ty == PropertyType::Date && odd == Some(Oddity::InvalidDate) {
-                violations.push(violation(&prop.name, "date", "is not a valid date", value, odd));
+                violations.push(violation(
+                    &prop.name,
+                    "date",
+                    "is not a valid date",
+                    value,
+                    odd,
+                ));
             }
         }
         if new_record && def.force_id {
@@ -170,17 +194,29 @@ impl Instance {
             }
         }
         for name in &self.unknown {
-            violations.push(violation(name, "unknown-property", "is not defined in the model", None, None));
+            violations.push(violation(
+                name,
+                "unknown-property",
+                "is not defined in the model",
+                None,
+                None,
+            ));
         }
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(Error::Validation(ValidationError { model: def.name.to_string(), violations }))
+            Err(Error::Validation(ValidationError {
+                model: def.name.to_string(),
+                violations,
+            }))
         }
     }
 
     fn oddity(&self, name: &str) -> Option<Oddity> {
-        self.oddities.iter().find(|(n, _)| n == name).map(|(_, o)| *o)
+        self.oddities
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| *o)
     }
 }
 
@@ -223,7 +259,12 @@ fn violation(
         Some(Oddity::InvalidDate) => "Invalid Date".to_owned(),
         None => show_value(value),
     };
-    Violation { property: property.to_owned(), code, message, shown_value }
+    Violation {
+        property: property.to_owned(),
+        code,
+        message,
+        shown_value,
+    }
 }
 
 /// How LoopBack's `formatPropertyError` prints a value (strings quoted, long ones truncated,
@@ -243,7 +284,11 @@ fn truncate(s: &str) -> String {
     if chars.len() <= MAX {
         return s.to_owned();
     }
-    let trailing = chars.iter().rev().take_while(|c| matches!(c, ' ' | '\t' | '}' | ')' | ']')).count();
+    let trailing = chars
+        .iter()
+        .rev()
+        .take_while(|c| matches!(c, ' ' | '\t' | '}' | ')' | ']'))
+        .count();
     let (tail_len, len) = if trailing > 0 {
         let t = trailing.min(3);
         (t, MAX - t)
@@ -267,7 +312,10 @@ fn inspect(v: &Value, depth: usize) -> String {
         Value::Object(map) if map.is_empty() => "{}".to_owned(),
         Value::Object(_) if depth > 0 => "[Object]".to_owned(),
         Value::Object(map) => {
-            let inner: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", inspect(v, depth + 1))).collect();
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", inspect(v, depth + 1)))
+                .collect();
             format!("{{ {} }}", inner.join(", "))
         }
         other => js::to_js_string(other),

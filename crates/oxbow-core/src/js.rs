@@ -78,7 +78,9 @@ pub fn number_value(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
         Value::Number(Number::from(n as i64))
     } else {
-        Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -131,7 +133,11 @@ pub fn loose_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
         // the same object, except when compared with a primitive (then ToPrimitive applies).
         (Value::Object(_) | Value::Array(_), Value::Object(_) | Value::Array(_)) => false,
         (Value::Object(_) | Value::Array(_), prim) | (prim, Value::Object(_) | Value::Array(_)) => {
-            let obj = if matches!(a, Value::Object(_) | Value::Array(_)) { a } else { b };
+            let obj = if matches!(a, Value::Object(_) | Value::Array(_)) {
+                a
+            } else {
+                b
+            };
             loose_eq(Some(&Value::String(to_js_string(obj))), Some(prim))
         }
         // Mixed primitives compare as numbers.
@@ -213,9 +219,13 @@ pub fn parse_date_str(s: &str) -> Option<DateTime<Utc>> {
         NaiveDate::from_ymd_opt(body.parse().ok()?, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0))
     } else {
         let body = body.replacen(' ', "T", 1);
-        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(&body, f).ok())
+        [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+        ]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(&body, f).ok())
     }?;
     let utc = Utc.from_utc_datetime(&naive);
     Some(utc - chrono::Duration::seconds(offset))
@@ -299,6 +309,9 @@ mod tests {
         let d = parse_date_str("2024-03-01T10:00:00+01:00").unwrap();
         assert_eq!(format_date(&d), "2024-03-01T09:00:00.000Z");
         assert!(parse_date_str("notadate").is_none());
-        assert_eq!(format_date(&to_date(&json!(0)).unwrap()), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_date(&to_date(&json!(0)).unwrap()),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

@@ -81,7 +81,9 @@ pub struct MemoryConnector {
 
 impl std::fmt::Debug for MemoryConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryConnector").field("file", &self.file).finish_non_exhaustive()
+        f.debug_struct("MemoryConnector")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,19 +91,35 @@ impl std::fmt::Debug for MemoryConnector {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a LoopBack memory database: {message}")]
     Format { path: PathBuf, message: String },
 }
 
 impl MemoryConnector {
     /// A connector holding the collections of `models`, loading `file` when it exists.
-    pub fn new<'a>(models: impl IntoIterator<Item = &'a ModelDefinition>, file: Option<PathBuf>) -> Result<Self, LoadError> {
+    pub fn new<'a>(
+        models: impl IntoIterator<Item = &'a ModelDefinition>,
+        file: Option<PathBuf>,
+    ) -> Result<Self, LoadError> {
         let mut collections = HashMap::new();
         for m in models {
-            collections.insert(collection_name(m), RwLock::new(Collection { next_id: 1.0, rows: BTreeMap::new() }));
+            collections.insert(
+                collection_name(m),
+                RwLock::new(Collection {
+                    next_id: 1.0,
+                    rows: BTreeMap::new(),
+                }),
+            );
         }
-        let connector = Self { collections, file, file_lock: Mutex::new(()) };
+        let connector = Self {
+            collections,
+            file,
+            file_lock: Mutex::new(()),
+        };
         if let Some(path) = &connector.file {
             connector.load(path)?;
         }
@@ -112,28 +130,50 @@ impl MemoryConnector {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(LoadError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         if text.trim().is_empty() {
             return Ok(());
         }
-        let format = |message: String| LoadError::Format { path: path.to_owned(), message };
+        let format = |message: String| LoadError::Format {
+            path: path.to_owned(),
+            message,
+        };
         let db: Value = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
-        let ids = db.get("ids").and_then(Value::as_object).cloned().unwrap_or_default();
-        let models = db.get("models").and_then(Value::as_object).cloned().unwrap_or_default();
+        let ids = db
+            .get("ids")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let models = db
+            .get("models")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         for (name, coll) in &self.collections {
             let mut coll = coll.write().unwrap_or_else(|e| e.into_inner());
             if let Some(next) = ids.get(name).and_then(js::to_number_opt) {
                 coll.next_id = next;
             }
-            let Some(rows) = models.get(name).and_then(Value::as_object) else { continue };
+            let Some(rows) = models.get(name).and_then(Value::as_object) else {
+                continue;
+            };
             for (key, row) in rows {
                 let record: Record = match row {
-                    Value::String(s) => serde_json::from_str(s).map_err(|e| format(format!("row {name}/{key}: {e}")))?,
+                    Value::String(s) => serde_json::from_str(s)
+                        .map_err(|e| format(format!("row {name}/{key}: {e}")))?,
                     Value::Object(o) => o.clone(),
                     _ => return Err(format(format!("row {name}/{key} is not an object"))),
                 };
-                let id_key = key.parse::<f64>().map(IdKey::Num).unwrap_or_else(|_| IdKey::Str(key.clone()));
+                let id_key = key
+                    .parse::<f64>()
+                    .map(IdKey::Num)
+                    .unwrap_or_else(|_| IdKey::Str(key.clone()));
                 coll.rows.insert(id_key, Arc::new(record));
             }
         }
@@ -143,32 +183,48 @@ impl MemoryConnector {
     fn collection(&self, model: &ModelDefinition) -> Result<&RwLock<Collection>> {
         self.collections
             .get(&collection_name(model))
-            .ok_or_else(|| Error::internal(format!("model `{}` is not attached to this memory datasource", model.name)))
+            .ok_or_else(|| {
+                Error::internal(format!(
+                    "model `{}` is not attached to this memory datasource",
+                    model.name
+                ))
+            })
     }
 
     /// Writes the whole database to the file, durably, if a file is configured.
     fn persist(&self) -> Result<()> {
-        let Some(path) = &self.file else { return Ok(()) };
+        let Some(path) = &self.file else {
+            return Ok(());
+        };
         let _guard = self.file_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut ids = Map::new();
         let mut models = Map::new();
         let mut names: Vec<&String> = self.collections.keys().collect();
         names.sort();
         for name in names {
-            let coll = self.collections[name].read().unwrap_or_else(|e| e.into_inner());
+            let coll = self.collections[name]
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             ids.insert(name.clone(), js::number_value(coll.next_id));
             let rows: Map<String, Value> = coll
                 .rows
                 .iter()
-                .map(|(k, r)| (k.file_key(), Value::String(Value::Object((**r).clone()).to_string())))
+                .map(|(k, r)| {
+                    (
+                        k.file_key(),
+                        Value::String(Value::Object((**r).clone()).to_string()),
+                    )
+                })
                 .collect();
             models.insert(name.clone(), Value::Object(rows));
         }
         let mut db = Map::new();
         db.insert("ids".into(), Value::Object(ids));
         db.insert("models".into(), Value::Object(models));
-        let text = serde_json::to_string_pretty(&Value::Object(db)).map_err(|e| Error::internal(e.to_string()))?;
-        write_durably(path, text.as_bytes()).map_err(|e| Error::internal(format!("cannot write `{}`: {e}", path.display())))
+        let text = serde_json::to_string_pretty(&Value::Object(db))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        write_durably(path, text.as_bytes())
+            .map_err(|e| Error::internal(format!("cannot write `{}`: {e}", path.display())))
     }
 }
 
@@ -183,8 +239,14 @@ fn collection_name(model: &ModelDefinition) -> String {
 
 /// temp file + fsync + rename + fsync of the directory.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("db")));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -226,7 +288,7 @@ pub fn merge_patch(model: &ModelDefinition, current: &Record, patch: &Record) ->
     // Restore canonical order: declared properties first, in declaration order.
     let mut ordered = Record::with_capacity(out.len());
     for p in &model.properties {
-        if let Some(v) = out.remove(&p.name) {
+        if let Some(v) = out.shift_remove(&p.name) {
             ordered.insert(p.name.clone(), v);
         }
     }
@@ -239,23 +301,44 @@ impl Connector for MemoryConnector {
         "memory"
     }
 
-    fn find<'a>(&'a self, model: &'a ModelDefinition, filter: &'a Filter) -> BoxFuture<'a, Result<Vec<Arc<Record>>>> {
+    fn find<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Record>>>> {
         ready((|| {
-            let coll = self.collection(model)?.read().unwrap_or_else(|e| e.into_inner());
+            let coll = self
+                .collection(model)?
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             Ok(filter.apply(coll.rows.values(), model.id_name()))
         })())
     }
 
-    fn find_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    fn find_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
         ready((|| {
-            let coll = self.collection(model)?.read().unwrap_or_else(|e| e.into_inner());
+            let coll = self
+                .collection(model)?
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             Ok(coll.rows.get(&IdKey::of(id)).cloned())
         })())
     }
 
-    fn count<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>) -> BoxFuture<'a, Result<u64>> {
+    fn count<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>> {
         ready((|| {
-            let coll = self.collection(model)?.read().unwrap_or_else(|e| e.into_inner());
+            let coll = self
+                .collection(model)?
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             Ok(match where_ {
                 None => coll.rows.len() as u64,
                 Some(w) => coll.rows.values().filter(|r| w.matches(r)).count() as u64,
@@ -263,10 +346,17 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn create<'a>(&'a self, model: &'a ModelDefinition, mut data: Record) -> BoxFuture<'a, Result<Arc<Record>>> {
+    fn create<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        mut data: Record,
+    ) -> BoxFuture<'a, Result<Arc<Record>>> {
         ready((|| {
             let record = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 let id_name = model.id_name();
                 // LoopBack treats a falsy id (0, "", null) as "no id".
                 let given = data.get(id_name).filter(|v| is_truthy_id(v)).cloned();
@@ -286,7 +376,9 @@ impl Connector for MemoryConnector {
                 let id = typed_id(model, id);
                 let key = IdKey::of(&id);
                 if coll.rows.contains_key(&key) {
-                    return Err(Error::Conflict { message: format!("Duplicate entry for {}.{}", model.name, id_name) });
+                    return Err(Error::Conflict {
+                        message: format!("Duplicate entry for {}.{}", model.name, id_name),
+                    });
                 }
                 data.insert(id_name.to_owned(), id);
                 let record = Arc::new(merge_patch(model, &data, &Record::new()));
@@ -298,12 +390,22 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn replace_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value, mut data: Record) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    fn replace_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        mut data: Record,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
         ready((|| {
             let record = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 let key = IdKey::of(id);
-                let Some(slot) = coll.rows.get_mut(&key) else { return Ok(None) };
+                let Some(slot) = coll.rows.get_mut(&key) else {
+                    return Ok(None);
+                };
                 data.insert(model.id_name().to_owned(), id.clone());
                 let record = Arc::new(merge_patch(model, &data, &Record::new()));
                 *slot = record.clone();
@@ -314,11 +416,21 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn modify_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value, modify: Modify<'a>) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    fn modify_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        modify: Modify<'a>,
+    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
         ready((|| {
             let record = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
-                let Some(slot) = coll.rows.get_mut(&IdKey::of(id)) else { return Ok(None) };
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                let Some(slot) = coll.rows.get_mut(&IdKey::of(id)) else {
+                    return Ok(None);
+                };
                 let record = Arc::new(modify(slot)?);
                 *slot = record.clone();
                 record
@@ -328,10 +440,18 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn update_all<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>, patch: &'a Record) -> BoxFuture<'a, Result<u64>> {
+    fn update_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+        patch: &'a Record,
+    ) -> BoxFuture<'a, Result<u64>> {
         ready((|| {
             let count = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 let mut count = 0;
                 for row in coll.rows.values_mut() {
                     if where_.is_none_or(|w| w.matches(row)) {
@@ -346,10 +466,17 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn delete_by_id<'a>(&'a self, model: &'a ModelDefinition, id: &'a Value) -> BoxFuture<'a, Result<u64>> {
+    fn delete_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<u64>> {
         ready((|| {
             let removed = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 coll.rows.remove(&IdKey::of(id)).is_some()
             };
             if removed {
@@ -359,12 +486,20 @@ impl Connector for MemoryConnector {
         })())
     }
 
-    fn delete_all<'a>(&'a self, model: &'a ModelDefinition, where_: Option<&'a Where>) -> BoxFuture<'a, Result<u64>> {
+    fn delete_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>> {
         ready((|| {
             let count = {
-                let mut coll = self.collection(model)?.write().unwrap_or_else(|e| e.into_inner());
+                let mut coll = self
+                    .collection(model)?
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
                 let before = coll.rows.len();
-                coll.rows.retain(|_, r| !where_.is_none_or(|w| w.matches(r)));
+                coll.rows
+                    .retain(|_, r| !where_.is_none_or(|w| w.matches(r)));
                 (before - coll.rows.len()) as u64
             };
             if count > 0 {

@@ -188,7 +188,12 @@ pub fn pluralize(name: &str) -> String {
     let rules = COMPILED.get_or_init(|| {
         RULES
             .iter()
-            .map(|(re, with)| (regex::Regex::new(re).expect("inflection rules are valid"), *with))
+            .map(|(re, with)| {
+                (
+                    regex::Regex::new(re).expect("inflection rules are valid"),
+                    *with,
+                )
+            })
             .collect()
     });
     for (re, with) in rules {

@@ -22,10 +22,14 @@ impl Registry {
             by_name.insert(m.name().to_owned(), i);
             let def = m.definition();
             if def.public {
-                by_path.entry(def.http_path.clone()).or_insert(i);
+                by_path.entry(def.http_path.to_lowercase()).or_insert(i);
             }
         }
-        Self { models, by_name, by_path }
+        Self {
+            models,
+            by_name,
+            by_path,
+        }
     }
 
     /// A model by its name (`Customer`).
@@ -33,9 +37,18 @@ impl Registry {
         self.by_name.get(name).map(|&i| &self.models[i])
     }
 
-    /// A public model by its URL segment under the REST root (`Customers`, `catalog`).
+    /// A public model by its URL segment under the REST root (`Customers`, `catalog`),
+    /// matched case-insensitively as Express matches routes.
     pub fn by_path(&self, segment: &str) -> Option<&Arc<Model>> {
-        self.by_path.get(segment).map(|&i| &self.models[i])
+        let found = self.by_path.get(segment);
+        let found = match found {
+            Some(i) => Some(i),
+            None if segment.bytes().any(|b| b.is_ascii_uppercase()) => {
+                self.by_path.get(&segment.to_lowercase())
+            }
+            None => None,
+        };
+        found.map(|&i| &self.models[i])
     }
 
     pub fn models(&self) -> &[Arc<Model>] {

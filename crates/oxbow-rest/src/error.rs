@@ -20,11 +20,23 @@ pub struct RestError {
 
 impl RestError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, name: "Error", message: message.into(), code: None, details: None }
+        Self {
+            status,
+            name: "Error",
+            message: message.into(),
+            code: None,
+            details: None,
+        }
     }
 
     pub fn named(status: u16, name: &'static str, message: impl Into<String>) -> Self {
-        Self { status, name, message: message.into(), code: None, details: None }
+        Self {
+            status,
+            name,
+            message: message.into(),
+            code: None,
+            details: None,
+        }
     }
 
     /// The JSON body (production mode: 5xx keep only statusCode and the reason phrase).
@@ -32,7 +44,10 @@ impl RestError {
         let mut e = Map::new();
         e.insert("statusCode".into(), Value::from(self.status));
         if self.status >= 500 {
-            let reason = StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Internal Server Error");
+            let reason = StatusCode::from_u16(self.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Internal Server Error");
             e.insert("message".into(), Value::from(reason));
         } else {
             e.insert("name".into(), Value::from(self.name));
@@ -56,7 +71,10 @@ impl RestError {
         }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = HttpResponse::build(status);
-        resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8")));
+        resp.insert_header((
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        ));
         if head {
             return resp.finish();
         }
@@ -67,8 +85,24 @@ impl RestError {
 impl From<Error> for RestError {
     fn from(e: Error) -> Self {
         match e {
-            Error::NotFound { message, code } => Self { status: 404, name: "Error", message, code, details: None },
-            Error::BadRequest { message, code, details } => Self { status: 400, name: "Error", message, code, details },
+            Error::NotFound { message, code } => Self {
+                status: 404,
+                name: "Error",
+                message,
+                code,
+                details: None,
+            },
+            Error::BadRequest {
+                message,
+                code,
+                details,
+            } => Self {
+                status: 400,
+                name: "Error",
+                message,
+                code,
+                details,
+            },
             Error::Conflict { message } => Self::new(409, message),
             Error::Validation(v) => Self {
                 status: 422,

@@ -9,6 +9,7 @@
 //! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
 
 pub mod error;
+pub mod negotiate;
 pub mod qs;
 pub mod routes;
 
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 use oxbow_core::{Model, Record, Registry};
 
 pub use error::RestError;
+use negotiate::{ErrorFormat, Format};
 use routes::{Op, Route};
 
 /// What the REST handler needs: the registry and the body limits.
@@ -39,89 +41,188 @@ pub struct RestApi {
 
 const JSON: &str = "application/json; charset=utf-8";
 
-fn json_response<T: Serialize>(status: StatusCode, body: &T, head: bool) -> HttpResponse {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut r = HttpResponse::build(status);
-            r.insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON)));
-            if head {
-                r.insert_header((header::CONTENT_LENGTH, bytes.len()));
-                r.finish()
-            } else {
-                r.body(bytes)
+/// A successful result, before content negotiation.
+struct Reply {
+    status: StatusCode,
+    json: Vec<u8>,
+}
+
+fn reply<T: Serialize>(body: &T) -> Result<Reply, RestError> {
+    serde_json::to_vec(body)
+        .map(|json| Reply {
+            status: StatusCode::OK,
+            json,
+        })
+        .map_err(|e| RestError::new(500, e.to_string()))
+}
+
+/// Writes a result in the format the client negotiated (strong-remoting's `done`).
+fn respond(
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+    reply: Reply,
+    head: bool,
+) -> HttpResponse {
+    let (ctype, body): (&str, Vec<u8>) = match negotiate::success_format(req, query) {
+        Format::Json => (JSON, reply.json),
+        Format::Js => match negotiate::jsonp_callback(query) {
+            Some(cb) => {
+                let json = String::from_utf8_lossy(&reply.json)
+                    .replace('\u{2028}', "\\u2028")
+                    .replace('\u{2029}', "\\u2029");
+                (
+                    "text/javascript; charset=utf-8",
+                    format!("/**/ typeof {cb} === 'function' && {cb}({json});").into_bytes(),
+                )
             }
+            None => (JSON, reply.json),
+        },
+        Format::Xml(ct) => {
+            let v: Value = serde_json::from_slice(&reply.json).unwrap_or(Value::Null);
+            let ctype = if ct == "application/xml" {
+                "application/xml; charset=utf-8"
+            } else {
+                "text/xml; charset=utf-8"
+            };
+            (ctype, negotiate::result_xml(&v).into_bytes())
         }
-        Err(e) => RestError::new(500, e.to_string()).response(head),
+        Format::NotAcceptable => {
+            return HttpResponse::NotAcceptable()
+                .insert_header((
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                ))
+                .body(if head { "" } else { "Not Acceptable" });
+        }
+    };
+    let mut r = HttpResponse::build(reply.status);
+    r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
+    if head {
+        r.insert_header((header::CONTENT_LENGTH, body.len()));
+        r.finish()
+    } else {
+        r.body(body)
+    }
+}
+
+/// Writes an error in the format strong-error-handler negotiates (JSON, HTML or XML).
+pub fn error_response(
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+    err: &RestError,
+) -> HttpResponse {
+    let head = req.method() == Method::HEAD;
+    match negotiate::error_format(req, query) {
+        ErrorFormat::Json => err.response(head),
+        fmt => {
+            let body = err.body();
+            let inner = body
+                .get("error")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let (ctype, text) = if fmt == ErrorFormat::Html {
+                ("text/html; charset=utf-8", negotiate::error_html(&inner))
+            } else {
+                ("text/xml; charset=utf-8", negotiate::error_xml(&inner))
+            };
+            let status =
+                StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = HttpResponse::build(status);
+            r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
+            if head { r.finish() } else { r.body(text) }
+        }
     }
 }
 
 /// `loopback#urlNotFound`: `Cannot GET /nope`.
 pub async fn url_not_found(req: HttpRequest) -> HttpResponse {
     let url = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    RestError::new(404, format!("Cannot {} {url}", req.method())).response(req.method() == Method::HEAD)
+    let query = qs::parse(req.query_string());
+    error_response(
+        &req,
+        &query,
+        &RestError::new(404, format!("Cannot {} {url}", req.method())),
+    )
 }
 
 /// The handler of everything under the REST root.
-pub async fn handle(req: HttpRequest, payload: web::Payload, api: web::Data<RestApi>) -> HttpResponse {
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    api: web::Data<RestApi>,
+) -> HttpResponse {
     let head = req.method() == Method::HEAD;
-    match dispatch(&req, payload, &api).await {
-        Ok(resp) => resp,
-        Err(e) => e.response(head),
+    let query = qs::parse(req.query_string());
+    match dispatch(&req, &query, payload, &api).await {
+        Ok(reply) => respond(&req, &query, reply, head),
+        Err(e) => error_response(&req, &query, &e),
     }
 }
 
 fn decode(seg: &str) -> String {
-    percent_encoding::percent_decode_str(seg).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-async fn dispatch(req: &HttpRequest, payload: web::Payload, api: &RestApi) -> Result<HttpResponse, RestError> {
+async fn dispatch(
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+    payload: web::Payload,
+    api: &RestApi,
+) -> Result<Reply, RestError> {
+    // body-parser runs before routing: an oversized or malformed body fails on any path.
+    let body = read_body(req, payload, api).await?;
     let path = req.path();
     let rel = path.strip_prefix(api.root.as_str()).unwrap_or(path);
-    let query = req.query_string();
-    let with_query = |p: &str| if query.is_empty() { p.to_owned() } else { format!("{p}?{query}") };
+    let raw_query = req.query_string();
+    let with_query = |p: &str| {
+        if raw_query.is_empty() {
+            p.to_owned()
+        } else {
+            format!("{p}?{raw_query}")
+        }
+    };
     let mut segs = rel.split('/').filter(|s| !s.is_empty());
+    let no_method = || {
+        RestError::new(
+            404,
+            format!(
+                "There is no method to handle {} {}",
+                req.method(),
+                with_query(if rel.is_empty() { "/" } else { rel })
+            ),
+        )
+    };
+    // Express matches paths case-insensitively and without decoding literal segments.
     let Some(model_seg) = segs.next() else {
-        return Err(RestError::new(404, format!("There is no method to handle {} {}", req.method(), with_query(if rel.is_empty() { "/" } else { rel }))));
+        return Err(no_method());
     };
-    let model_seg = decode(model_seg);
-    let Some(model) = api.registry.by_path(&model_seg).filter(|m| m.definition().is_persisted()) else {
-        return Err(RestError::new(404, format!("There is no method to handle {} {}", req.method(), with_query(rel))));
+    let Some(model) = api
+        .registry
+        .by_path(model_seg)
+        .filter(|m| m.definition().is_persisted())
+    else {
+        return Err(no_method());
     };
-    let rest: Vec<String> = segs.map(decode).collect();
+    let rest: Vec<&str> = segs.collect();
     let Some(route) = routes::match_route(req.method(), &rest) else {
-        let sub = rel.splitn(3, '/').nth(2).map_or_else(|| "/".to_owned(), |s| format!("/{s}"));
+        let sub = rel
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or_else(|| "/".to_owned(), |(_, s)| format!("/{s}"));
         return Err(RestError::new(
             404,
-            format!("Shared class \"{}\" has no method handling {} {}", model.name(), req.method(), with_query(&sub)),
+            format!(
+                "Shared class \"{}\" has no method handling {} {}",
+                model.name(),
+                req.method(),
+                with_query(&sub)
+            ),
         ));
     };
-    check_accept(req)?;
-    let head = req.method() == Method::HEAD;
-    let query = qs::parse(req.query_string());
-    let body = if route.op.takes_body() { read_body(req, payload, api).await? } else { Body::None };
-    run(model, &route, req, &query, body, head).await
-}
-
-/// strong-remoting answers 406 when the client accepts none of the JSON types.
-fn check_accept(req: &HttpRequest) -> Result<(), RestError> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return Ok(()) };
-    if accept.trim().is_empty() {
-        return Ok(());
-    }
-    const OK: &[&str] = &["application/json", "application/javascript", "text/javascript", "*/*", "application/*", "text/*"];
-    let acceptable = accept.split(',').any(|part| {
-        let mut it = part.split(';');
-        let ty = it.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q_zero = it.any(|p| {
-            let p = p.trim();
-            p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
-        });
-        !q_zero && (OK.contains(&ty.as_str()) || ty.ends_with("+json"))
-    });
-    if acceptable {
-        return Ok(());
-    }
-    Err(RestError::new(406, "Not Acceptable"))
+    run(model, &route, req, query, body).await
 }
 
 /// The request body as strong-remoting sees it.
@@ -131,17 +232,36 @@ enum Body {
     Form(Map<String, Value>),
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, api: &RestApi) -> Result<Body, RestError> {
-    let ctype = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    api: &RestApi,
+) -> Result<Body, RestError> {
+    let ctype = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let mime = ctype.split(';').next().unwrap_or("").trim().to_owned();
-    let is_json = mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    // body-parser's defaults: exactly `application/json` and the urlencoded form type.
+    let is_json = mime == "application/json";
     let is_form = mime == "application/x-www-form-urlencoded";
     if !is_json && !is_form {
         return Ok(Body::None);
     }
-    let limit = if is_json { api.json_limit } else { api.form_limit };
+    let limit = if is_json {
+        api.json_limit
+    } else {
+        api.form_limit
+    };
     let too_large = || RestError::named(413, "PayloadTooLargeError", "request entity too large");
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(too_large());
         }
@@ -158,17 +278,25 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, api: &RestApi) 
         let text = String::from_utf8_lossy(&buf);
         return Ok(Body::Form(qs::parse(&text)));
     }
-    if buf.iter().all(u8::is_ascii_whitespace) {
+    if buf.is_empty() {
         return Ok(Body::Json(Value::Object(Map::new())));
     }
     match serde_json::from_slice::<Value>(&buf) {
         Ok(v) => Ok(Body::Json(v)),
-        Err(e) => Err(RestError::named(400, "SyntaxError", json_syntax_message(&e))),
+        Err(e) => Err(RestError::named(
+            400,
+            "SyntaxError",
+            json_syntax_message(&e),
+        )),
     }
 }
 
 fn json_syntax_message(e: &serde_json::Error) -> String {
-    format!("Unexpected token in JSON at line {} column {}: {e}", e.line(), e.column())
+    format!(
+        "Unexpected token in JSON at line {} column {}: {e}",
+        e.line(),
+        e.column()
+    )
 }
 
 /// strong-remoting's coercion of an `object` argument given in the query or a header:
@@ -179,11 +307,14 @@ fn object_arg(v: Option<&Value>) -> Result<Option<Value>, RestError> {
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s == "null" => Ok(None),
         Some(Value::String(s)) => {
-            let t = s.trim();
+            let t = s.as_str();
             if t.starts_with('{') && t.ends_with('}') {
                 match serde_json::from_str::<Value>(t) {
                     Ok(v @ Value::Object(_)) => Ok(Some(v)),
-                    _ => Err(RestError::new(400, "Cannot parse JSON-encoded object value.")),
+                    _ => Err(RestError::new(
+                        400,
+                        "Cannot parse JSON-encoded object value.",
+                    )),
                 }
             } else {
                 Err(RestError::new(400, "Value is not an object."))
@@ -195,7 +326,11 @@ fn object_arg(v: Option<&Value>) -> Result<Option<Value>, RestError> {
 }
 
 /// An argument without an http source: query first, then a header of the same name.
-fn query_or_header(req: &HttpRequest, query: &Map<String, Value>, name: &str) -> Result<Option<Value>, RestError> {
+fn query_or_header(
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<Value>, RestError> {
     if let Some(v) = query.get(name) {
         return object_arg(Some(v));
     }
@@ -218,8 +353,12 @@ fn data_arg(body: Body, allow_array: bool) -> Result<DataArg, RestError> {
             for item in items {
                 match item {
                     Value::Object(m) => out.push(m),
-                    Value::Null => out.push(Record::new()),
-                    _ => return Err(not_object()),
+                    _ => {
+                        return Err(RestError::new(
+                            400,
+                            "Some of array items are not an object.",
+                        ));
+                    }
                 }
             }
             Ok(DataArg::Many(out))
@@ -234,7 +373,7 @@ enum DataArg {
 }
 
 fn path_id(route: &Route) -> Value {
-    routes::sloppy_any(route.id.as_deref().unwrap_or(""))
+    routes::sloppy_any(&decode(route.id.as_deref().unwrap_or("")))
 }
 
 fn not_found_by_id(model: &Model, id: &Value) -> RestError {
@@ -257,9 +396,7 @@ async fn run(
     req: &HttpRequest,
     query: &Map<String, Value>,
     body: Body,
-    head: bool,
-) -> Result<HttpResponse, RestError> {
-    let ok = StatusCode::OK;
+) -> Result<Reply, RestError> {
     let def = model.definition();
     let one = |data: DataArg| match data {
         DataArg::One(r) => Ok(r),
@@ -267,36 +404,54 @@ async fn run(
     };
     Ok(match route.op {
         Op::Find => {
-            let filter = model.parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+            let filter = model
+                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             let rows = model.find(&filter).await?;
             let fields = filter.fields.as_deref();
-            let views: Vec<_> = rows.iter().map(|r| oxbow_core::RecordView { def, record: r, fields }).collect();
-            json_response(ok, &views, head)
+            let views: Vec<_> = rows
+                .iter()
+                .map(|r| oxbow_core::RecordView {
+                    def,
+                    record: r,
+                    fields,
+                })
+                .collect();
+            reply(&views)?
         }
         Op::FindOne => {
-            let filter = model.parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+            let filter = model
+                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             match model.find_one(&filter).await? {
-                Some(r) => json_response(ok, &oxbow_core::RecordView { def, record: &r, fields: filter.fields.as_deref() }, head),
+                Some(r) => reply(&oxbow_core::RecordView {
+                    def,
+                    record: &r,
+                    fields: filter.fields.as_deref(),
+                })?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
             }
         }
         Op::FindById => {
             let id = path_id(route);
-            let filter = model.parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+            let filter = model
+                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             match model.find_by_id(&id).await? {
-                Some(r) => json_response(ok, &oxbow_core::RecordView { def, record: &r, fields: filter.fields.as_deref() }, head),
+                Some(r) => reply(&oxbow_core::RecordView {
+                    def,
+                    record: &r,
+                    fields: filter.fields.as_deref(),
+                })?,
                 None => return Err(not_found_by_id(model, &id)),
             }
         }
         Op::Exists => {
             let exists = model.exists(&path_id(route)).await?;
-            json_response(ok, &serde_json::json!({ "exists": exists }), head)
+            reply(&serde_json::json!({ "exists": exists }))?
         }
         Op::ExistsHead => {
             if model.exists(&path_id(route)).await? {
-                json_response(ok, &serde_json::json!({ "exists": true }), true)
+                reply(&serde_json::json!({ "exists": true }))?
             } else {
-                HttpResponse::NotFound().insert_header((CONTENT_TYPE, HeaderValue::from_static(JSON))).finish()
+                return Err(RestError::new(404, "Not Found"));
             }
         }
         Op::Count => {
@@ -306,52 +461,58 @@ async fn run(
                 None => None,
             };
             let count = model.count(w.as_ref()).await?;
-            json_response(ok, &serde_json::json!({ "count": count }), head)
+            reply(&serde_json::json!({ "count": count }))?
         }
         Op::Create => match data_arg(body, true)? {
             DataArg::One(data) => {
                 let r = model.create(data).await?;
-                json_response(ok, &model.view(&r), head)
+                reply(&model.view(&r))?
             }
             DataArg::Many(items) => {
                 let rows = model.create_many(items).await?;
                 let views: Vec<_> = rows.iter().map(|r| model.view(r)).collect();
-                json_response(ok, &views, head)
+                reply(&views)?
             }
         },
         Op::PatchOrCreate => {
             let r = model.patch_or_create(one(data_arg(body, false)?)?).await?;
-            json_response(ok, &model.view(&r), head)
+            reply(&model.view(&r))?
         }
         Op::ReplaceOrCreate => {
-            let r = model.replace_or_create(one(data_arg(body, false)?)?).await?;
-            json_response(ok, &model.view(&r), head)
+            let r = model
+                .replace_or_create(one(data_arg(body, false)?)?)
+                .await?;
+            reply(&model.view(&r))?
         }
         Op::UpsertWithWhere => {
             let w = query_or_header(req, query, "where")?;
-            let w = match &w {
-                Some(w) => model.parse_where(w)?,
-                None => None,
-            };
-            let r = model.upsert_with_where(w.as_ref(), one(data_arg(body, false)?)?).await?;
-            json_response(ok, &model.view(&r), head)
+            let r = model
+                .upsert_with_where(w.as_ref(), one(data_arg(body, false)?)?)
+                .await?;
+            reply(&model.view(&r))?
         }
         Op::UpdateAll => {
             let w = query_or_header(req, query, "where")?;
-            let count = model.update_all(w.as_ref(), one(data_arg(body, false)?)?).await?;
-            json_response(ok, &serde_json::json!({ "count": count }), head)
+            let count = model
+                .update_all(w.as_ref(), one(data_arg(body, false)?)?)
+                .await?;
+            reply(&serde_json::json!({ "count": count }))?
         }
         Op::ReplaceById => {
-            let r = model.replace_by_id(&path_id(route), one(data_arg(body, false)?)?).await?;
-            json_response(ok, &model.view(&r), head)
+            let r = model
+                .replace_by_id(&path_id(route), one(data_arg(body, false)?)?)
+                .await?;
+            reply(&model.view(&r))?
         }
         Op::PatchAttributes => {
-            let r = model.patch_by_id(&path_id(route), one(data_arg(body, false)?)?).await?;
-            json_response(ok, &model.view(&r), head)
+            let r = model
+                .patch_by_id(&path_id(route), one(data_arg(body, false)?)?)
+                .await?;
+            reply(&model.view(&r))?
         }
         Op::DeleteById => {
             let count = model.delete_by_id(&path_id(route)).await?;
-            json_response(ok, &serde_json::json!({ "count": count }), head)
+            reply(&serde_json::json!({ "count": count }))?
         }
     })
 }

@@ -54,7 +54,9 @@ fn split_key(key: &str) -> (String, Vec<Key>) {
     let mut segs = Vec::new();
     let mut rest = &key[open..];
     while let Some(stripped) = rest.strip_prefix('[') {
-        let Some(close) = stripped.find(']') else { break };
+        let Some(close) = stripped.find(']') else {
+            break;
+        };
         if segs.len() == DEPTH {
             segs.push(Key::Name(rest.to_owned()));
             rest = "";
@@ -85,7 +87,9 @@ fn insert(node: &mut Node, segs: &[Key], value: String) {
     let Some((first, rest)) = segs.split_first() else {
         match node {
             _ if is_placeholder(node) => *node = Node::Str(value),
-            Node::Str(s) => *node = Node::List(vec![Node::Str(std::mem::take(s)), Node::Str(value)]),
+            Node::Str(s) => {
+                *node = Node::List(vec![Node::Str(std::mem::take(s)), Node::Str(value)])
+            }
             Node::List(l) => l.push(Node::Str(value)),
             Node::Obj(o) => o.push((Key::Push, Node::Str(value))),
         }
@@ -100,7 +104,13 @@ fn insert(node: &mut Node, segs: &[Key], value: String) {
     }
     if let Node::List(l) = node {
         let items = std::mem::take(l);
-        *node = Node::Obj(items.into_iter().enumerate().map(|(i, n)| (Key::Index(i), n)).collect());
+        *node = Node::Obj(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (Key::Index(i), n))
+                .collect(),
+        );
     }
     let Node::Obj(entries) = node else { return };
     if *first != Key::Push {
@@ -180,7 +190,9 @@ mod tests {
     #[test]
     fn brackets() {
         assert_eq!(
-            serde_json::Value::Object(parse("filter[where][price][gt]=20&filter[fields][name]=true")),
+            serde_json::Value::Object(parse(
+                "filter[where][price][gt]=20&filter[fields][name]=true"
+            )),
             json!({"filter": {"where": {"price": {"gt": "20"}}, "fields": {"name": "true"}}})
         );
         assert_eq!(
@@ -191,11 +203,29 @@ mod tests {
             serde_json::Value::Object(parse("f[or][0][name]=Mug&f[or][1][price][gt]=100")),
             json!({"f": {"or": [{"name": "Mug"}, {"price": {"gt": "100"}}]}})
         );
-        assert_eq!(serde_json::Value::Object(parse("a[1]=x&a[0]=y")), json!({"a": ["y", "x"]}));
-        assert_eq!(serde_json::Value::Object(parse("a[]=x&a[]=y")), json!({"a": ["x", "y"]}));
-        assert_eq!(serde_json::Value::Object(parse("a[25]=x")), json!({"a": {"25": "x"}}));
-        assert_eq!(serde_json::Value::Object(parse("name=Form&email=form%40x.io&age=40")), json!({"name": "Form", "email": "form@x.io", "age": "40"}));
-        assert_eq!(serde_json::Value::Object(parse("a=1&a=2")), json!({"a": ["1", "2"]}));
-        assert_eq!(serde_json::Value::Object(parse("q=a+b")), json!({"q": "a b"}));
+        assert_eq!(
+            serde_json::Value::Object(parse("a[1]=x&a[0]=y")),
+            json!({"a": ["y", "x"]})
+        );
+        assert_eq!(
+            serde_json::Value::Object(parse("a[]=x&a[]=y")),
+            json!({"a": ["x", "y"]})
+        );
+        assert_eq!(
+            serde_json::Value::Object(parse("a[25]=x")),
+            json!({"a": {"25": "x"}})
+        );
+        assert_eq!(
+            serde_json::Value::Object(parse("name=Form&email=form%40x.io&age=40")),
+            json!({"name": "Form", "email": "form@x.io", "age": "40"})
+        );
+        assert_eq!(
+            serde_json::Value::Object(parse("a=1&a=2")),
+            json!({"a": ["1", "2"]})
+        );
+        assert_eq!(
+            serde_json::Value::Object(parse("q=a+b")),
+            json!({"q": "a b"})
+        );
     }
 }

@@ -31,7 +31,13 @@ impl Op {
     pub fn takes_body(self) -> bool {
         matches!(
             self,
-            Self::Create | Self::PatchOrCreate | Self::ReplaceOrCreate | Self::UpsertWithWhere | Self::ReplaceById | Self::UpdateAll | Self::PatchAttributes
+            Self::Create
+                | Self::PatchOrCreate
+                | Self::ReplaceOrCreate
+                | Self::UpsertWithWhere
+                | Self::ReplaceById
+                | Self::UpdateAll
+                | Self::PatchAttributes
         )
     }
 
@@ -89,22 +95,23 @@ pub struct Route {
     pub id: Option<String>,
 }
 
-fn match_pattern(pattern: &[Seg], path: &[String]) -> Option<Option<String>> {
+fn match_pattern(pattern: &[Seg], path: &[&str]) -> Option<Option<String>> {
     if pattern.len() != path.len() {
         return None;
     }
     let mut id = None;
     for (p, s) in pattern.iter().zip(path) {
         match p {
-            Seg::Lit(l) if l == s => {}
+            // Express routes are case-insensitive.
+            Seg::Lit(l) if l.eq_ignore_ascii_case(s) => {}
             Seg::Lit(_) => return None,
-            Seg::Id => id = Some(s.clone()),
+            Seg::Id => id = Some((*s).to_owned()),
         }
     }
     Some(id)
 }
 
-fn match_verb(verb: &str, path: &[String]) -> Option<Route> {
+fn match_verb(verb: &str, path: &[&str]) -> Option<Route> {
     let candidates = TABLE.iter().filter(|(v, _, _)| *v == verb);
     // Literal-only patterns first, then patterns with `:id`.
     let (lits, params): (Vec<_>, Vec<_>) = candidates.partition(|(_, p, _)| !p.contains(&Seg::Id));
@@ -114,9 +121,15 @@ fn match_verb(verb: &str, path: &[String]) -> Option<Route> {
 }
 
 /// Finds the route for a verb and the path segments after the model's URL segment.
-pub fn match_route(method: &Method, path: &[String]) -> Option<Route> {
+pub fn match_route(method: &Method, path: &[&str]) -> Option<Route> {
     let verb = method.as_str();
-    match_verb(verb, path).or_else(|| if verb == "HEAD" { match_verb("GET", path) } else { None })
+    match_verb(verb, path).or_else(|| {
+        if verb == "HEAD" {
+            match_verb("GET", path)
+        } else {
+            None
+        }
+    })
 }
 
 /// strong-remoting's "sloppy" coercion of an `any` argument from a path or query string.
@@ -127,7 +140,9 @@ pub fn sloppy_any(s: &str) -> Value {
         _ if s.eq_ignore_ascii_case("true") => Value::Bool(true),
         _ if s.eq_ignore_ascii_case("false") => Value::Bool(false),
         _ => {
-            let numeric = s.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+            let numeric = s
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
                 && s.chars().any(|c| c.is_ascii_digit());
             if numeric {
                 if let Ok(n) = s.parse::<f64>() {

@@ -20,7 +20,9 @@ use serde_json::Value;
 pub use actix_rt as rt;
 pub use actix_web;
 pub use oxbow_config::{AppPlan, Problems};
-pub use oxbow_core::{self as core, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry};
+pub use oxbow_core::{
+    self as core, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry,
+};
 
 /// The future a boot plugin returns. Boot runs on the server's main thread, so it need not be
 /// `Send`.
@@ -77,23 +79,33 @@ impl BootContext {
             let started = started.clone();
             cfg.route(
                 &path,
-                web::get().to(move || {
-                    let started = started.clone();
-                    async move {
-                        let uptime = since.elapsed().as_millis() as f64 / 1000.0;
-                        let body = serde_json::json!({ "started": started, "uptime": uptime });
-                        HttpResponse::Ok().content_type("application/json; charset=utf-8").body(body.to_string())
-                    }
-                }),
+                web::route()
+                    .guard(
+                        actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()),
+                    )
+                    .to(move || {
+                        let started = started.clone();
+                        async move {
+                            let uptime = since.elapsed().as_millis() as f64 / 1000.0;
+                            let body = serde_json::json!({ "started": started, "uptime": uptime });
+                            HttpResponse::Ok()
+                                .content_type("application/json; charset=utf-8")
+                                .body(body.to_string())
+                        }
+                    }),
             );
         });
     }
 }
 
 fn chrono_now_iso() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let ms = now.as_millis() as i64;
-    oxbow_core::js::to_date(&Value::from(ms)).map(|d| oxbow_core::js::format_date(&d)).unwrap_or_default()
+    oxbow_core::js::to_date(&Value::from(ms))
+        .map(|d| oxbow_core::js::format_date(&d))
+        .unwrap_or_default()
 }
 
 /// An app ready to serve: registry built, plugins run.
@@ -107,17 +119,29 @@ pub struct Booted {
 pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
     let mut models = Vec::new();
     for ds in &plan.datasources {
-        let defs: Vec<Arc<oxbow_core::ModelDefinition>> =
-            plan.models.iter().filter(|m| m.data_source == ds.name).cloned().map(Arc::new).collect();
+        let defs: Vec<Arc<oxbow_core::ModelDefinition>> = plan
+            .models
+            .iter()
+            .filter(|m| m.data_source == ds.name)
+            .cloned()
+            .map(Arc::new)
+            .collect();
         let connector: Arc<dyn oxbow_core::Connector> = match ds.connector.as_str() {
             "memory" => {
-                let file = ds.settings.get("file").and_then(Value::as_str).map(|f| resolve_data_file(&plan.root, f));
+                let file = ds
+                    .settings
+                    .get("file")
+                    .and_then(Value::as_str)
+                    .map(|f| resolve_data_file(&plan.root, f));
                 Arc::new(
                     oxbow_core::MemoryConnector::new(defs.iter().map(|d| d.as_ref()), file)
                         .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
-            other => bail!("datasource `{}`: connector `{other}` is not available", ds.name),
+            other => bail!(
+                "datasource `{}`: connector `{other}` is not available",
+                ds.name
+            ),
         };
         for d in defs {
             models.push((d, connector.clone()));
@@ -126,27 +150,44 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
     // Keep model-config.json order.
     let order: Vec<&str> = plan.models.iter().map(|m| m.name.as_str()).collect();
     models.sort_by_key(|(d, _)| order.iter().position(|n| *n == d.name.as_str()));
-    let models = models.into_iter().map(|(d, c)| Arc::new(Model::new(d, c, 1024))).collect();
+    let models = models
+        .into_iter()
+        .map(|(d, c)| Arc::new(Model::new(d, c, 1024)))
+        .collect();
     Ok(Arc::new(Registry::new(models)))
 }
 
 /// The memory connector's `file` is relative to the app root (where `node .` runs LoopBack).
 fn resolve_data_file(root: &Path, file: &str) -> PathBuf {
     let p = Path::new(file);
-    if p.is_absolute() { p.to_owned() } else { root.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        root.join(p)
+    }
 }
 
 /// Builds the registry and runs the plugins in name order.
 pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Result<Booted> {
     let plan = Arc::new(plan);
     let registry = build_registry(&plan)?;
-    let mut ctx = BootContext { registry: registry.clone(), routes: Vec::new(), plan: plan.clone() };
+    let mut ctx = BootContext {
+        registry: registry.clone(),
+        routes: Vec::new(),
+        plan: plan.clone(),
+    };
     let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
     ordered.sort_by_key(|p| p.name().to_lowercase());
     for p in ordered {
-        p.boot(&mut ctx).await.with_context(|| format!("boot plugin `{}` failed", p.name()))?;
+        p.boot(&mut ctx)
+            .await
+            .with_context(|| format!("boot plugin `{}` failed", p.name()))?;
     }
-    Ok(Booted { plan, registry, routes: ctx.routes })
+    Ok(Booted {
+        plan,
+        registry,
+        routes: ctx.routes,
+    })
 }
 
 /// Where to listen.
@@ -170,30 +211,48 @@ impl Booted {
         })
     }
 
-    /// Binds and serves until SIGINT/SIGTERM. `on_bound` gets the bound address (port 0 works).
-    pub async fn serve(self, listen: &Listen, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    /// Registers everything the app serves on an actix `ServiceConfig`: plugin routes, the REST
+    /// root and LoopBack's `urlNotFound` fallback. Used by [`Booted::serve`] and by tests.
+    pub fn configure(&self) -> impl Fn(&mut ServiceConfig) + Clone + Send + 'static {
         let api = self.rest_api();
         let routes = self.routes.clone();
-        let root = api.root.clone();
-        let mut server = HttpServer::new(move || {
-            let mut app = App::new().app_data(api.clone());
+        move |cfg: &mut ServiceConfig| {
+            cfg.app_data(api.clone());
             for r in &routes {
-                let r = r.clone();
-                app = app.configure(move |cfg| r(cfg));
+                r(cfg);
             }
-            let scope = if root.is_empty() { "/".to_owned() } else { root.clone() };
-            app.service(web::scope(&scope).default_service(web::to(oxbow_rest::handle)))
-                .default_service(web::to(oxbow_rest::url_not_found))
-        })
-        .shutdown_timeout(5)
-        .backlog(4096);
+            let root = api.root.clone();
+            let scope = if root.is_empty() {
+                "/".to_owned()
+            } else {
+                root
+            };
+            cfg.service(web::scope(&scope).default_service(web::to(oxbow_rest::handle)));
+            cfg.default_service(web::to(oxbow_rest::url_not_found));
+        }
+    }
+
+    /// Binds and serves until SIGINT/SIGTERM. `on_bound` gets the bound address (port 0 works).
+    pub async fn serve(
+        self,
+        listen: &Listen,
+        on_bound: impl FnOnce(SocketAddr),
+    ) -> anyhow::Result<()> {
+        let configure = self.configure();
+        let mut server = HttpServer::new(move || App::new().configure(configure.clone()))
+            .shutdown_timeout(5)
+            .backlog(4096);
         if listen.workers > 0 {
             server = server.workers(listen.workers);
         }
         let server = server
             .bind((listen.host.as_str(), listen.port))
             .with_context(|| format!("cannot listen on {}:{}", listen.host, listen.port))?;
-        let addr = server.addrs().first().copied().ok_or_else(|| anyhow!("no address bound"))?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("no address bound"))?;
         on_bound(addr);
         server.run().await.context("server stopped with an error")
     }
@@ -201,9 +260,19 @@ impl Booted {
 
 /// `HOST` and `PORT` override config.json, as in LoopBack.
 pub fn listen_from_env(plan: &AppPlan) -> Listen {
-    let host = std::env::var("HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| plan.config.host.clone());
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(plan.config.port);
-    Listen { host, port, workers: 0 }
+    let host = std::env::var("HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| plan.config.host.clone());
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(plan.config.port);
+    Listen {
+        host,
+        port,
+        workers: 0,
+    }
 }
 
 /// A small delay helper for plugins that poll.

@@ -1,0 +1,150 @@
+//! Helpers of the conformance suite: the transcript format, copying an app to a scratch folder,
+//! and comparing a response with what LoopBack 3 answered.
+//!
+//! Transcripts live in `tests/conformance/transcripts/` (recorded from the real LoopBack 3 by
+//! `scripts/record-transcripts.sh`); deliberate differences live in
+//! `tests/conformance/deviations.json`, each with its reason (docs/COMPATIBILITY.md lists them).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Transcript {
+    #[serde(default)]
+    pub description: String,
+    pub app: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Step {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub restart: bool,
+    #[serde(default)]
+    pub method: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    #[serde(default)]
+    pub mask: Vec<String>,
+    #[serde(default)]
+    pub compare: Option<String>,
+    pub response: Option<Expected>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Expected {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// A deliberate difference from LoopBack 3 for one step: what oxbow answers instead, and why.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Deviation {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub reason: String,
+}
+
+/// `deviations.json`: transcript name → step title → deviation.
+pub type Deviations = BTreeMap<String, BTreeMap<String, Deviation>>;
+
+/// Steps not answered yet because the feature belongs to a later issue: transcript name →
+/// step-title prefix → reason.
+pub type Pending = BTreeMap<String, BTreeMap<String, String>>;
+
+pub fn load_transcript(name: &str) -> anyhow::Result<Transcript> {
+    let path = repo_root()
+        .join("tests/conformance/transcripts")
+        .join(format!("{name}.json"));
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+}
+
+pub fn load_json<T: for<'de> Deserialize<'de> + Default>(file: &str) -> T {
+    let path = repo_root().join("tests/conformance").join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        }
+        Err(_) => T::default(),
+    }
+}
+
+/// Copies the config files of an app (`server/`, `models/`, `common/`, `data/`, `client/`) to a
+/// fresh scratch folder, so tests never write into the repository.
+pub fn scratch_copy(app: &str, tag: &str) -> anyhow::Result<PathBuf> {
+    let src = repo_root().join(app);
+    let dst = std::env::temp_dir().join(format!("oxbow-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst)?;
+    for dir in ["server", "models", "common", "data", "client"] {
+        let from = src.join(dir);
+        if from.is_dir() {
+            copy_dir(&from, &dst.join(dir))?;
+        }
+    }
+    Ok(dst)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()))?;
+        } else if path.extension().is_some_and(|e| {
+            e == "json" || e == "yaml" || e == "yml" || e == "html" || e == "js" || e == "css"
+        }) {
+            if path.parent().is_some_and(|p| p.ends_with("data"))
+                && path.extension().is_some_and(|e| e == "json")
+            {
+                continue; // never copy stored data
+            }
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the values at `pointers` by `null` (keeping their JSON type check to the caller).
+pub fn masked(body: &str, pointers: &[String]) -> Result<Value, String> {
+    let mut v: Value =
+        serde_json::from_str(body).map_err(|e| format!("body is not JSON: {e}: {body}"))?;
+    for p in pointers {
+        match v.pointer_mut(p) {
+            Some(slot) => {
+                let kind = match slot {
+                    Value::Number(_) => "number",
+                    Value::String(_) => "string",
+                    Value::Bool(_) => "boolean",
+                    Value::Null => "null",
+                    Value::Array(_) => "array",
+                    Value::Object(_) => "object",
+                };
+                *slot = Value::from(format!("<{kind}>"));
+            }
+            None => return Err(format!("masked pointer {p} missing in {body}")),
+        }
+    }
+    Ok(v)
+}

@@ -1,0 +1,164 @@
+//! Replays every LoopBack 3 transcript against oxbow in process and compares status, content
+//! type and body byte for byte (masked JSON pointers aside), except where
+//! `tests/conformance/deviations.json` documents a deliberate difference.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::{App, test};
+
+use oxbow_conformance::{Deviations, Pending, load_json, load_transcript, masked, scratch_copy};
+
+async fn boot(
+    dir: &Path,
+    seed: bool,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+    let plan = oxbow_config::load(dir).unwrap_or_else(|p| panic!("{}: {p}", dir.display()));
+    let plugins = if seed {
+        oxbow_default_app::plugins()
+    } else {
+        Vec::new()
+    };
+    let booted = oxbow::boot(plan, &plugins).await.expect("boot");
+    test::init_service(App::new().configure(booted.configure())).await
+}
+
+async fn replay(name: &str) {
+    let transcript = load_transcript(name).expect("transcript");
+    let deviations: Deviations = load_json("deviations.json");
+    let pending: Pending = load_json("pending.json");
+    let devs = deviations.get(name).cloned().unwrap_or_default();
+    let pend = pending.get(name).cloned().unwrap_or_default();
+    let dir = scratch_copy(&transcript.app, name).expect("scratch copy");
+    let seed = transcript.app == ".";
+    let mut app = boot(&dir, seed).await;
+    let mut failures = Vec::new();
+    let mut used = BTreeSet::new();
+    let mut pending_hits = 0;
+    let mut checked = 0;
+    for step in &transcript.steps {
+        if step.restart {
+            app = boot(&dir, seed).await;
+            continue;
+        }
+        let Some(expected) = &step.response else {
+            continue;
+        };
+        let method = Method::from_bytes(step.method.as_bytes()).expect("method");
+        let mut req = test::TestRequest::default().method(method).uri(&step.path);
+        for (k, v) in &step.headers {
+            req = req.insert_header((k.as_str(), v.as_str()));
+        }
+        if let Some(b) = &step.body {
+            req = req.set_payload(b.clone());
+        }
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = String::from_utf8_lossy(&test::read_body(resp).await).into_owned();
+
+        let (want_status, want_body, exact) = match devs.get(&step.title) {
+            Some(d) => {
+                used.insert(step.title.clone());
+                (d.status, d.body.clone(), d.body.is_some())
+            }
+            None => (
+                expected.status,
+                Some(expected.body.clone()),
+                step.compare.as_deref() != Some("status"),
+            ),
+        };
+        let mut problems = Vec::new();
+        if status != want_status {
+            problems.push(format!("status {status}, LoopBack {want_status}"));
+        }
+        if let Some(want_ct) = expected.headers.get("content-type") {
+            if devs.get(&step.title).is_none()
+                && ctype != *want_ct
+                && !(step.method == "HEAD" && ctype.is_empty())
+            {
+                problems.push(format!("content-type `{ctype}`, LoopBack `{want_ct}`"));
+            }
+        }
+        if exact && step.method != "HEAD" {
+            let want = want_body.unwrap_or_default();
+            if step.mask.is_empty() {
+                if body != want {
+                    problems.push(format!(
+                        "body\n      oxbow:    {body}\n      LoopBack: {want}"
+                    ));
+                }
+            } else {
+                match (masked(&body, &step.mask), masked(&want, &step.mask)) {
+                    (Ok(a), Ok(b)) if a == b => {}
+                    (a, b) => problems.push(format!(
+                        "masked body\n      oxbow:    {a:?}\n      LoopBack: {b:?}"
+                    )),
+                }
+            }
+        }
+        checked += 1;
+        if !problems.is_empty() {
+            if let Some((_, reason)) = pend
+                .iter()
+                .find(|(prefix, _)| step.title.starts_with(prefix.as_str()))
+            {
+                pending_hits += 1;
+                eprintln!("pending [{name}] {}: {reason}", step.title);
+                continue;
+            }
+            failures.push(format!(
+                "  {} {} — {}\n    {}",
+                step.method,
+                step.path,
+                step.title,
+                problems.join("\n    ")
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let stale: Vec<&String> = devs.keys().filter(|k| !used.contains(*k)).collect();
+    assert!(
+        stale.is_empty(),
+        "deviations.json names steps that do not exist in {name}: {stale:?}"
+    );
+    eprintln!(
+        "{name}: {checked} steps checked, {} deviations, {pending_hits} pending",
+        used.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {checked} steps differ from LoopBack 3:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+macro_rules! transcripts {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[actix_web::test]
+            async fn $test() {
+                replay($name).await;
+            }
+        )*
+    };
+}
+
+transcripts! {
+    seed => "seed",
+    shop_crud => "shop-crud",
+    shop_errors => "shop-errors",
+    shop_filters => "shop-filters",
+    shop_http => "shop-http",
+    filters_more => "filters-more",
+    ids_and_persistence => "ids-and-persistence",
+    limits => "limits",
+}

@@ -1,0 +1,1 @@
+//! The default app end to end: the real binary, real sockets.
