@@ -119,7 +119,6 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
             listen.workers = workers;
             let result = actix_rt_block_on(async move {
                 let booted = oxbow::boot(plan, &plugins).await?;
-                let root = booted.plan.config.rest_api_root.clone();
                 booted
                     .serve(&listen, |addr| {
                         let host = match addr.ip() {
@@ -128,10 +127,6 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
                             ip => ip.to_string(),
                         };
                         println!("Web server listening at: http://{host}:{}", addr.port());
-                        println!(
-                            "Browse your REST API at http://{host}:{}{root}",
-                            addr.port()
-                        );
                     })
                     .await
             });

@@ -159,22 +159,28 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
         Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
             Some(p) => p,
             None => {
-                problems.push(Problem::new(
-                    &file.path,
-                    "/port",
-                    "expected a TCP port number from 0 to 65535",
-                ));
+                push_once(
+                    problems,
+                    Problem::new(
+                        &file.path,
+                        "/port",
+                        "expected a TCP port number from 0 to 65535",
+                    ),
+                );
                 3000
             }
         },
         Some(Value::String(s)) => match s.parse::<u16>() {
             Ok(p) => p,
             Err(_) => {
-                problems.push(Problem::new(
-                    &file.path,
-                    "/port",
-                    "expected a TCP port number from 0 to 65535",
-                ));
+                push_once(
+                    problems,
+                    Problem::new(
+                        &file.path,
+                        "/port",
+                        "expected a TCP port number from 0 to 65535",
+                    ),
+                );
                 3000
             }
         },
@@ -187,11 +193,14 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
             Some(v) => match parse_size(v) {
                 Some(n) => n,
                 None => {
-                    problems.push(Problem::new(
-                        &file.path,
-                        pointer,
-                        "expected a size such as 100kb, 1mb or a number of bytes",
-                    ));
+                    push_once(
+                        problems,
+                        Problem::new(
+                            &file.path,
+                            pointer,
+                            "expected a size such as 100kb, 1mb or a number of bytes",
+                        ),
+                    );
                     100 * 1024
                 }
             },
@@ -206,6 +215,13 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
         json_limit,
         urlencoded_limit,
         raw,
+    }
+}
+
+/// Records a problem unless the schema check already reported one at the same place.
+fn push_once(problems: &mut Problems, p: Problem) {
+    if !problems.has(&p.file, &p.pointer) {
+        problems.push(p);
     }
 }
 
@@ -264,7 +280,7 @@ fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<Da
                     KNOWN.join(", ")
                 ),
             ));
-            continue;
+            // Kept, so models that name it are not reported a second time.
         }
         out.push(DataSourcePlan {
             name: name.clone(),

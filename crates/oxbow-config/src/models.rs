@@ -40,7 +40,7 @@ pub fn compile_models(
     server: &Path,
     mc: &Artifact,
     datasources: &[DataSourcePlan],
-    schema: &jsonschema::Validator,
+    schema: &crate::schema::Schema,
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Vec<ModelDefinition> {
@@ -134,7 +134,7 @@ pub fn compile_models(
 fn scan_sources(
     server: &Path,
     sources: &[String],
-    schema: &jsonschema::Validator,
+    schema: &crate::schema::Schema,
     problems: &mut Problems,
 ) -> HashMap<String, Source> {
     let mut defs: HashMap<String, Source> = HashMap::new();
@@ -143,7 +143,7 @@ fn scan_sources(
         if !(src.starts_with("./") || src.starts_with("../") || src.starts_with('/')) {
             continue;
         }
-        let dir = server.join(src);
+        let dir = normalize(&server.join(src));
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -158,14 +158,10 @@ fn scan_sources(
             .collect();
         files.sort();
         for file in files {
-            let before = problems.0.len();
             let Some(value) = parse_file(&file, problems) else {
                 continue;
             };
             check(schema, &file, &value, problems);
-            if problems.0.len() > before {
-                continue;
-            }
             let Value::Object(json) = value else { continue };
             let name = json
                 .get("name")
@@ -179,6 +175,22 @@ fn scan_sources(
         }
     }
     defs
+}
+
+/// Removes `.` and `..` components lexically (`server/../models` → `models`).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// `car-part` → `CarPart` (LoopBack's `upperFirst(camelCase(basename))`).

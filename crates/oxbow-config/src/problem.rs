@@ -42,6 +42,12 @@ impl Problems {
     pub fn push(&mut self, p: Problem) {
         self.0.push(p);
     }
+    /// Whether a problem is already recorded at this place (to avoid reporting it twice).
+    pub fn has(&self, file: &Path, pointer: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.file == file && p.pointer == pointer)
+    }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -44,16 +44,7 @@ pub fn parse_file(path: &Path, problems: &mut Problems) -> Option<Value> {
         match serde_json::from_str::<Value>(&text) {
             Ok(v) => Some(v),
             Err(e) => {
-                problems.push(Problem::new(
-                    path,
-                    "",
-                    &format!(
-                        "expected valid JSON: {} at line {} column {}",
-                        e,
-                        e.line(),
-                        e.column()
-                    ),
-                ));
+                problems.push(Problem::new(path, "", &format!("expected valid JSON: {e}")));
                 None
             }
         }
@@ -64,7 +55,7 @@ pub fn parse_file(path: &Path, problems: &mut Problems) -> Option<Value> {
 pub fn read_artifact(
     server: &Path,
     name: &str,
-    schema: &jsonschema::Validator,
+    schema: &crate::schema::Schema,
     problems: &mut Problems,
 ) -> Artifact {
     let Some(path) = find_file(server, name) else {
@@ -74,13 +65,8 @@ pub fn read_artifact(
         };
     };
     let value = parse_file(&path, problems).unwrap_or(Value::Object(Map::new()));
-    let before = problems.0.len();
     check(schema, &path, &value, problems);
-    // A file that failed its schema is not compiled further (its problems are reported).
-    let value = if problems.0.len() > before {
-        Value::Object(Map::new())
-    } else {
-        value
-    };
+    // Compilation goes on with a file that failed its schema (it reads defensively), so the
+    // other files are still checked and every problem is reported at once.
     Artifact { path, value }
 }

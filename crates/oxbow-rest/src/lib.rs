@@ -57,12 +57,7 @@ fn reply<T: Serialize>(body: &T) -> Result<Reply, RestError> {
 }
 
 /// Writes a result in the format the client negotiated (strong-remoting's `done`).
-fn respond(
-    req: &HttpRequest,
-    query: &Map<String, Value>,
-    reply: Reply,
-    head: bool,
-) -> HttpResponse {
+fn respond(req: &HttpRequest, query: &Map<String, Value>, reply: Reply) -> HttpResponse {
     let (ctype, body): (&str, Vec<u8>) = match negotiate::success_format(req, query) {
         Format::Json => (JSON, reply.json),
         Format::Js => match negotiate::jsonp_callback(query) {
@@ -92,17 +87,13 @@ fn respond(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 ))
-                .body(if head { "" } else { "Not Acceptable" });
+                .body("Not Acceptable");
         }
     };
-    let mut r = HttpResponse::build(reply.status);
-    r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
-    if head {
-        r.insert_header((header::CONTENT_LENGTH, body.len()));
-        r.finish()
-    } else {
-        r.body(body)
-    }
+    // For HEAD, actix-http sends the headers of this body (Content-Length included) and no bytes.
+    HttpResponse::build(reply.status)
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)))
+        .body(body)
 }
 
 /// Writes an error in the format strong-error-handler negotiates (JSON, HTML or XML).
@@ -152,10 +143,9 @@ pub async fn handle(
     payload: web::Payload,
     api: web::Data<RestApi>,
 ) -> HttpResponse {
-    let head = req.method() == Method::HEAD;
     let query = qs::parse(req.query_string());
     match dispatch(&req, &query, payload, &api).await {
-        Ok(reply) => respond(&req, &query, reply, head),
+        Ok(reply) => respond(&req, &query, reply),
         Err(e) => error_response(&req, &query, &e),
     }
 }
