@@ -49,10 +49,10 @@ impl Serialize for RecordView<'_> {
             if self.def.is_hidden(k) {
                 continue;
             }
-            if let Some(fields) = self.fields {
-                if !fields.iter().any(|f| f == k) {
-                    continue;
-                }
+            if let Some(fields) = self.fields
+                && !fields.iter().any(|f| f == k)
+            {
+                continue;
             }
             map.serialize_entry(k, v)?;
         }
@@ -346,14 +346,14 @@ impl Model {
             ))
         };
         let id_name = self.def.id_name();
-        if let Some(new_id) = data.get(id_name) {
-            if !id_equals(new_id, &id) {
-                return Err(Error::bad_request(format!(
-                    "id cannot be updated from {} to {} when forceId is set to true",
-                    js::to_js_string(&id),
-                    js::to_js_string(new_id)
-                )));
-            }
+        if let Some(new_id) = data.get(id_name)
+            && !id_equals(new_id, &id)
+        {
+            return Err(Error::bad_request(format!(
+                "id cannot be updated from {} to {} when forceId is set to true",
+                js::to_js_string(&id),
+                js::to_js_string(new_id)
+            )));
         }
         let def = &self.def;
         let modify = Box::new(move |current: &Record| -> Result<Record> {

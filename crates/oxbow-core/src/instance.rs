@@ -127,10 +127,10 @@ impl Instance {
                     oddities.push((prop.name.clone(), odd));
                 }
                 data.insert(prop.name.clone(), v);
-            } else if defaults == Defaults::Apply {
-                if let Some(v) = default_value(prop) {
-                    data.insert(prop.name.clone(), v);
-                }
+            } else if defaults == Defaults::Apply
+                && let Some(v) = default_value(prop)
+            {
+                data.insert(prop.name.clone(), v);
             }
         }
         for (k, v) in input {
@@ -222,13 +222,11 @@ impl Instance {
 
 /// The value a `default` or `defaultFn` gives a property on create/replace.
 fn default_value(prop: &crate::model::Property) -> Option<Value> {
-    if let Some(f) = &prop.default_fn {
-        if f == "now" {
-            return Some(Value::String(js::format_date(&Utc::now())));
-        }
+    if prop.default_fn.as_deref() == Some("now") {
+        return Some(Value::String(js::format_date(&Utc::now())));
     }
     let d = prop.default.clone()?;
-    if prop.ty == PropertyType::Date && d == Value::from("$now") {
+    if prop.ty == PropertyType::Date && d == "$now" {
         return Some(Value::String(js::format_date(&Utc::now())));
     }
     coerce(&prop.ty, d).ok().map(|(v, _)| v)

@@ -236,16 +236,16 @@ fn split_zone(t: &str) -> (&str, i64) {
         return (body, 0);
     }
     // "+01:00" / "-0530" at the end of a date-time (not the date's own dashes).
-    if let Some(pos) = t.rfind(['+', '-']) {
-        if t[..pos].contains('T') || t[..pos].contains(' ') {
-            let zone = &t[pos + 1..];
-            let digits: String = zone.chars().filter(|c| c.is_ascii_digit()).collect();
-            if digits.len() == 4 && zone.len() <= 5 {
-                let h: i64 = digits[..2].parse().unwrap_or(0);
-                let m: i64 = digits[2..].parse().unwrap_or(0);
-                let sign = if &t[pos..=pos] == "-" { -1 } else { 1 };
-                return (&t[..pos], sign * (h * 3600 + m * 60));
-            }
+    if let Some(pos) = t.rfind(['+', '-'])
+        && (t[..pos].contains('T') || t[..pos].contains(' '))
+    {
+        let zone = &t[pos + 1..];
+        let digits: String = zone.chars().filter(|c| c.is_ascii_digit()).collect();
+        if digits.len() == 4 && zone.len() <= 5 {
+            let h: i64 = digits[..2].parse().unwrap_or(0);
+            let m: i64 = digits[2..].parse().unwrap_or(0);
+            let sign = if &t[pos..=pos] == "-" { -1 } else { 1 };
+            return (&t[..pos], sign * (h * 3600 + m * 60));
         }
     }
     (t, 0)

@@ -363,10 +363,10 @@ impl Connector for MemoryConnector {
                 let mut current = coll.next_id;
                 let id = match given {
                     Some(id) => {
-                        if let Some(n) = js::to_number_opt(&id) {
-                            if n > current {
-                                current = n;
-                            }
+                        if let Some(n) = js::to_number_opt(&id)
+                            && n > current
+                        {
+                            current = n;
                         }
                         id
                     }

@@ -141,64 +141,59 @@ impl ModelDefinition {
     }
 }
 
-/// English plural exactly as LoopBack's `inflection.pluralize` makes it: the uncountable words,
-/// then the first matching rule of inflection's list.
+/// English plural exactly as LoopBack's `inflection.pluralize` (npm `inflection` 1.13.4) makes
+/// it: uncountable words stay, then the first matching rule applies (rules without a
+/// replacement recognise words that are already plural). The table is data in
+/// `inflection.json`, generated from that package by `scripts/inflection-table.js`.
 pub fn pluralize(name: &str) -> String {
     use std::sync::OnceLock;
-    const UNCOUNTABLE: &[&str] = &[
-        "equipment",
-        "information",
-        "rice",
-        "money",
-        "species",
-        "series",
-        "fish",
-        "sheep",
-        "moose",
-        "deer",
-        "news",
-    ];
-    // inflection.js `_plural_rules`, in the order they are tried.
-    const RULES: &[(&str, &str)] = &[
-        (r"(?i)(m)an$", "${1}en"),
-        (r"(?i)(pe)rson$", "${1}ople"),
-        (r"(?i)(child)$", "${1}ren"),
-        (r"(?i)^(ox)$", "${1}en"),
-        (r"(?i)(ax|test)is$", "${1}es"),
-        (r"(?i)(octop|vir)us$", "${1}i"),
-        (r"(?i)(alias|status)$", "${1}es"),
-        (r"(?i)(bu)s$", "${1}ses"),
-        (r"(?i)(buffal|tomat|potat)o$", "${1}oes"),
-        (r"(?i)([ti])um$", "${1}a"),
-        (r"(?i)sis$", "ses"),
-        (r"(?i)(?:([^f])fe|([lr])f)$", "${1}${2}ves"),
-        (r"(?i)(hive)$", "${1}s"),
-        (r"(?i)([^aeiouy]|qu)y$", "${1}ies"),
-        (r"(?i)(x|ch|ss|sh)$", "${1}es"),
-        (r"(?i)(matr|vert|ind)ix|ex$", "${1}ices"),
-        (r"(?i)([m|l])ouse$", "${1}ice"),
-        (r"(?i)(quiz)$", "${1}zes"),
-        (r"(?i)s$", "s"),
-        (r"$", "s"),
-    ];
-    static COMPILED: OnceLock<Vec<(regex::Regex, &'static str)>> = OnceLock::new();
-    if UNCOUNTABLE.contains(&name.to_ascii_lowercase().as_str()) {
+    struct Table {
+        uncountable: Vec<String>,
+        rules: Vec<(regex::Regex, Option<String>)>,
+    }
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let v: serde_json::Value = serde_json::from_str(include_str!("inflection.json"))
+            .expect("inflection table is JSON");
+        let uncountable = v["uncountable"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(str::to_owned))
+            .collect();
+        let rules = v["plural"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let re = regex::RegexBuilder::new(r[0].as_str()?)
+                    .case_insensitive(true)
+                    .build()
+                    .ok()?;
+                // JavaScript's `$1` is `${1}` here; an unmatched group is empty in both.
+                let with = r[1].as_str().map(|w| {
+                    regex::Regex::new(r"\$(\d)")
+                        .map(|d| d.replace_all(w, "$${$1}").into_owned())
+                        .unwrap_or_default()
+                });
+                Some((re, with))
+            })
+            .collect();
+        Table { uncountable, rules }
+    });
+    if table
+        .uncountable
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case(name))
+    {
         return name.to_owned();
     }
-    let rules = COMPILED.get_or_init(|| {
-        RULES
-            .iter()
-            .map(|(re, with)| {
-                (
-                    regex::Regex::new(re).expect("inflection rules are valid"),
-                    *with,
-                )
-            })
-            .collect()
-    });
-    for (re, with) in rules {
+    for (re, with) in &table.rules {
         if re.is_match(name) {
-            return re.replace_all(name, *with).into_owned();
+            return match with {
+                Some(w) => re.replace_all(name, w.as_str()).into_owned(),
+                None => name.to_owned(),
+            };
         }
     }
     name.to_owned()
@@ -228,6 +223,15 @@ mod tests {
             ("Sheep", "Sheep"),
             ("Woman", "Women"),
             ("Index", "Indices"),
+            ("Matrix", "Matrices"),
+            ("Campus", "Campuses"),
+            ("Human", "Humans"),
+            ("Leaf", "Leafs"),
+            ("Hero", "Heros"),
+            ("MySheep", "MySheeps"),
+            ("Ox", "Oxen"),
+            ("Knife", "Knives"),
+            ("Buy", "Buys"),
         ] {
             assert_eq!(pluralize(one), many, "{one}");
         }
