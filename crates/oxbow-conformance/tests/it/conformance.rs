@@ -162,3 +162,21 @@ transcripts! {
     ids_and_persistence => "ids-and-persistence",
     limits => "limits",
 }
+
+/// docs/COMPATIBILITY.md names every deliberate deviation.
+#[::core::prelude::v1::test]
+fn compatibility_doc_lists_every_deviation() {
+    let doc = std::fs::read_to_string(oxbow_conformance::repo_root().join("docs/COMPATIBILITY.md"))
+        .expect("docs/COMPATIBILITY.md");
+    let deviations: Deviations = load_json("deviations.json");
+    let missing: Vec<String> = deviations
+        .iter()
+        .flat_map(|(t, steps)| steps.keys().map(move |title| (t, title)))
+        .filter(|(t, title)| !doc.contains(&format!("`{t}` — {}", title.replace('|', "\\|"))))
+        .map(|(t, title)| format!("{t}: {title}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/COMPATIBILITY.md lacks (run scripts/compat-table.py): {missing:?}"
+    );
+}
