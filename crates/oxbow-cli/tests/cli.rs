@@ -112,3 +112,95 @@ fn serve_answers_like_loopback() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// With a memory `file`, every acknowledged write survives a SIGKILL and is reloaded at boot.
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = std::env::temp_dir().join(format!("oxbow-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("server")).unwrap();
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("server/datasources.json"),
+        r#"{"db":{"connector":"memory","file":"data/db.json"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("server/model-config.json"),
+        r#"{"_meta":{"sources":["../models"]},"Note":{"dataSource":"db"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("models/note.json"),
+        r#"{"name":"Note","properties":{"text":{"type":"string","required":true}}}"#,
+    )
+    .unwrap();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+            .args([
+                "serve",
+                dir.to_str().unwrap(),
+                "--port",
+                "0",
+                "--host",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
+        (child, port)
+    };
+    let send = |port: u16, raw: String| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let (mut child, port) = start();
+    for i in 0..40 {
+        let body = format!(r#"{{"text":"note {i}"}}"#);
+        let resp = send(
+            port,
+            format!(
+                "POST /api/Notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to flush anything
+    child.wait().unwrap();
+    let (mut child, port) = start();
+    let resp = send(
+        port,
+        "GET /api/Notes/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    );
+    assert!(resp.ends_with(r#"{"count":40}"#), "{resp}");
+    let body = r#"{"text":"after"}"#;
+    let resp = send(
+        port,
+        format!(
+            "POST /api/Notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(
+        resp.ends_with(r#"{"text":"after","id":41}"#),
+        "ids continue after a restart: {resp}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // LoopBack's file format: records as JSON strings, `ids` holds the next id.
+    let db: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("data/db.json")).unwrap()).unwrap();
+    assert_eq!(db["ids"]["Note"], 42);
+    assert_eq!(db["models"]["Note"]["41"], r#"{"text":"after","id":41}"#);
+    let _ = std::fs::remove_dir_all(&dir);
+}

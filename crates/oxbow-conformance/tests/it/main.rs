@@ -1,5 +1,5 @@
-//! The integration test binary of oxbow (one binary for link time): transcript replay, the
-//! default app end to end over real sockets, and config error cases.
+//! The integration test binary of the conformance suite (one binary for link time): transcript
+//! replay and the boot sequence.
 
+mod boot;
 mod conformance;
-mod e2e;

@@ -1,1 +1,0 @@
-//! The default app end to end: the real binary, real sockets.
