@@ -112,12 +112,14 @@ fn match_pattern(pattern: &[Seg], path: &[&str]) -> Option<Option<String>> {
 }
 
 fn match_verb(verb: &str, path: &[&str]) -> Option<Route> {
-    let candidates = TABLE.iter().filter(|(v, _, _)| *v == verb);
-    // Literal-only patterns first, then patterns with `:id`.
-    let (lits, params): (Vec<_>, Vec<_>) = candidates.partition(|(_, p, _)| !p.contains(&Seg::Id));
-    lits.into_iter()
-        .chain(params)
-        .find_map(|(_, pattern, op)| match_pattern(pattern, path).map(|id| Route { op, id }))
+    // Literal-only patterns first, then patterns with `:id` (no allocation: two passes).
+    let literal = |p: &[Seg]| !p.contains(&Seg::Id);
+    [true, false].into_iter().find_map(|want_literal| {
+        TABLE
+            .iter()
+            .filter(|(v, p, _)| *v == verb && literal(p) == want_literal)
+            .find_map(|(_, pattern, op)| match_pattern(pattern, path).map(|id| Route { op: *op, id }))
+    })
 }
 
 /// Finds the route for a verb and the path segments after the model's URL segment.
