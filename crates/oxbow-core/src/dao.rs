@@ -165,6 +165,7 @@ impl Model {
 
     /// Parses a `where` object for this model.
     pub fn parse_where(&self, w: &Value) -> Result<Option<Where>> {
+        crate::filter::check_depth(w, 0)?;
         parse_where(&self.def, w)
     }
 

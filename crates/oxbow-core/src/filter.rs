@@ -603,8 +603,11 @@ fn parse_regexp(v: &Value) -> Result<Regex> {
             invalid.join(",")
         )));
     }
+    // `regex.substr(1, regex.lastIndexOf('/') - 1)`: drop the first character (the opening
+    // slash) and everything from the last slash on.
     let end = s.rfind('/').unwrap_or(0);
-    let body = if end >= 1 { &s[1..end] } else { "" };
+    let start = s.chars().next().map_or(0, char::len_utf8);
+    let body = if end > start { &s[start..end] } else { "" };
     compile(body, flags.contains('i'), flags.contains('m'))
 }
 

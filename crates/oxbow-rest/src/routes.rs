@@ -118,7 +118,9 @@ fn match_verb(verb: &str, path: &[&str]) -> Option<Route> {
         TABLE
             .iter()
             .filter(|(v, p, _)| *v == verb && literal(p) == want_literal)
-            .find_map(|(_, pattern, op)| match_pattern(pattern, path).map(|id| Route { op: *op, id }))
+            .find_map(|(_, pattern, op)| {
+                match_pattern(pattern, path).map(|id| Route { op: *op, id })
+            })
     })
 }
 
