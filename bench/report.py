@@ -92,13 +92,15 @@ for sc, label, target in SCENARIOS:
       f"{fmt_ms(num(f'lb3.{sc}.p50_us'))} | {fmt_ms(num(f'lb3.{sc}.p99_us'))} | "
       f"{errors('lb3', sc)} / {errors('oxbow', sc)} |")
 w("")
-w("Server CPU during the measurement (100 % = one core fully used; below ~95 % on a pinned "
-  "server means it was starved or waiting on wrk):")
+w("CPU during the measurement (100 % = one core fully used). A pinned server well below ~95 % "
+  "was starved by other processes or waiting on wrk; wrk near 100 % of its one core means the "
+  "load generator, not the server, set the req/s ceiling:")
 w("")
-w("| Scenario | LB3 server CPU | oxbow server CPU | rustc processes running (LB3 / oxbow run) | 1-min loadavg (LB3 / oxbow) |")
-w("|---|---:|---:|---:|---:|")
+w("| Scenario | LB3 server CPU | oxbow server CPU | wrk CPU (LB3 / oxbow run) | rustc processes running (LB3 / oxbow run) | 1-min loadavg (LB3 / oxbow) |")
+w("|---|---:|---:|---:|---:|---:|")
 for sc, label, _ in SCENARIOS:
     w(f"| {sc} | {R.get(f'lb3.{sc}.server_cpu_pct', 'n/a')} % | {R.get(f'oxbow.{sc}.server_cpu_pct', 'n/a')} % | "
+      f"{R.get(f'lb3.{sc}.wrk_cpu_pct', 'n/a')} % / {R.get(f'oxbow.{sc}.wrk_cpu_pct', 'n/a')} % | "
       f"{R.get(f'lb3.{sc}.rustc_procs', '?')} / {R.get(f'oxbow.{sc}.rustc_procs', '?')} | "
       f"{R.get(f'lb3.{sc}.loadavg', '?')} / {R.get(f'oxbow.{sc}.loadavg', '?')} |")
 w("")
@@ -108,13 +110,14 @@ if "oxbow_unpinned.findById.rps" in R:
     w("")
     w("Not the comparison basis: LB3 is single-threaded, and here wrk and oxbow compete for both cores.")
     w("")
-    w("| Scenario | oxbow req/s | vs LB3 (pinned) | p50 | p99 | server CPU | errors |")
-    w("|---|---:|---:|---:|---:|---:|---|")
+    w("| Scenario | oxbow req/s | vs LB3 (pinned) | p50 | p99 | server CPU | wrk CPU | errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|")
     for sc, label, _ in SCENARIOS:
         v = num(f"oxbow_unpinned.{sc}.rps")
         w(f"| {sc} | {fmt_rps(v)} | {fmt_ratio(v, num(f'lb3.{sc}.rps'))} | "
           f"{fmt_ms(num(f'oxbow_unpinned.{sc}.p50_us'))} | {fmt_ms(num(f'oxbow_unpinned.{sc}.p99_us'))} | "
-          f"{R.get(f'oxbow_unpinned.{sc}.server_cpu_pct', 'n/a')} % | {errors('oxbow_unpinned', sc)} |")
+          f"{R.get(f'oxbow_unpinned.{sc}.server_cpu_pct', 'n/a')} % | {R.get(f'oxbow_unpinned.{sc}.wrk_cpu_pct', 'n/a')} % | "
+          f"{errors('oxbow_unpinned', sc)} |")
     w("")
 
 w("## Memory (VmRSS from /proc/PID/status, MiB)")

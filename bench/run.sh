@@ -177,9 +177,12 @@ run_scenario() {
   rec "$tag.$name.loadavg" "$(cut -d' ' -f1 /proc/loadavg)"
   log "$tag $name: measuring ${DURATION}s: ${pre[*]} wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $url"
   c0="$(cpu_ticks "$SERVER_PID")"; t0="$(date +%s.%N)"
-  timeout $((DURATION + 60)) "${pre[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$lua" "$url" \
-    >"$out" 2>&1 || { cat "$out" >&2; die "$tag $name: wrk failed"; }
+  # bash's `time` keyword gives wrk's own CPU (user, sys, real) to tell a load-generator-bound run
+  { TIMEFORMAT='%U %S %R'; time timeout $((DURATION + 60)) "${pre[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" \
+      -d"${DURATION}s" --latency -s "$lua" "$url" >"$out" 2>&1; } 2>"$out.time" \
+    || { cat "$out" >&2; die "$tag $name: wrk failed"; }
   t1="$(date +%s.%N)"; c1="$(cpu_ticks "$SERVER_PID")"
+  rec "$tag.$name.wrk_cpu_pct" "$(awk '{ printf "%.0f", ($1 + $2) / $3 * 100 }' "$out.time")"
   line="$(grep -m1 '^BENCH ' "$out")" || { cat "$out" >&2; die "$tag $name: no BENCH line in wrk output"; }
   local kv
   for kv in ${line#BENCH }; do rec "$tag.$name.${kv%%=*}" "${kv#*=}"; done
@@ -213,7 +216,7 @@ bench_server() {
 
 # ---------------------------------------------------------------- conditions
 rec cmd "$(printf '%q ' DURATION="$DURATION" WARMUP="$WARMUP" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" \
-  SERVER_CPU="$SERVER_CPU" WRK_CPU="$WRK_CPU" UNPINNED="$UNPINNED" BOOT_RUNS="$BOOT_RUNS" bench/run.sh)"
+  SERVER_CPU="$SERVER_CPU" WRK_CPU="$WRK_CPU" UNPINNED="$UNPINNED" BOOT_RUNS="$BOOT_RUNS" SKIP_BUILD="$SKIP_BUILD" bench/run.sh)"
 rec timestamp "$TS"
 rec duration "$DURATION"; rec warmup "$WARMUP"; rec threads "$THREADS"; rec connections "$CONNECTIONS"
 rec server_cpu "$SERVER_CPU"; rec wrk_cpu "$WRK_CPU"; rec seed_rows "$SEED_ROWS"
