@@ -4,12 +4,14 @@
 //! never for a rejected one. Every subscriber reads from a bounded queue; publishing never waits
 //! for a subscriber, and a subscriber that falls behind learns how many events it missed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::model::ModelName;
+use crate::dao::RecordView;
+use crate::instance::Record;
+use crate::model::{ModelDefinition, ModelName};
 
 /// What a change did, as LoopBack names it in the event's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,23 @@ impl ChangeType {
     }
 }
 
+/// The `data` of a change: a stored record (shared, shown as REST shows it) or a patch.
+#[derive(Debug, Clone)]
+pub enum ChangeData {
+    Record(Arc<ModelDefinition>, Arc<Record>),
+    Value(Value),
+}
+
+impl ChangeData {
+    /// The data as JSON (hidden properties removed from records).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Record(def, r) => RecordView { def, record: r, fields: None }.to_value(),
+            Self::Value(v) => v.clone(),
+        }
+    }
+}
+
 /// One change, with LoopBack's payload `{target, where, data, type}`.
 #[derive(Debug)]
 pub struct ChangeEvent {
@@ -38,16 +57,17 @@ pub struct ChangeEvent {
     pub kind: ChangeType,
     pub target: Option<Value>,
     pub where_: Option<Value>,
-    /// The instance as REST shows it (hidden properties removed), or the patch of `updateAll`.
-    pub data: Option<Value>,
-    json: String,
+    /// The instance (hidden properties removed when shown), or the patch of `updateAll`.
+    pub data: Option<ChangeData>,
+    /// The payload's JSON, made once, by the first subscriber that asks.
+    json: OnceLock<String>,
 }
 
 impl ChangeEvent {
     /// The compact JSON LoopBack writes for this change (keys `target, where, data, type`,
     /// absent ones omitted).
     pub fn to_json(&self) -> &str {
-        &self.json
+        self.json.get_or_init(|| self.payload().to_string())
     }
 
     /// The payload as a JSON value.
@@ -60,7 +80,7 @@ impl ChangeEvent {
             m.insert("where".into(), w.clone());
         }
         if let Some(d) = &self.data {
-            m.insert("data".into(), d.clone());
+            m.insert("data".into(), d.to_value());
         }
         m.insert("type".into(), Value::from(self.kind.as_str()));
         Value::Object(m)
@@ -104,20 +124,19 @@ impl ChangeFeed {
         kind: ChangeType,
         target: Option<Value>,
         where_: Option<Value>,
-        data: Option<Value>,
+        data: Option<ChangeData>,
     ) -> u64 {
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         *seq += 1;
-        let mut event = ChangeEvent {
+        let event = ChangeEvent {
             seq: *seq,
             model: self.model.clone(),
             kind,
             target,
             where_,
             data,
-            json: String::new(),
+            json: OnceLock::new(),
         };
-        event.json = event.payload().to_string();
         // No subscribers is not an error.
         let _ = self.tx.send(Arc::new(event));
         *seq

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::change::{ChangeFeed, ChangeStream, ChangeType};
+use crate::change::{ChangeData, ChangeFeed, ChangeStream, ChangeType};
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Test, Where, parse_where};
@@ -132,10 +132,10 @@ impl Model {
         }
     }
 
-    fn publish(&self, kind: ChangeType, record: &Record) {
+    fn publish(&self, kind: ChangeType, record: &Arc<Record>) {
         let target = record.get(self.def.id_name()).cloned();
-        self.feed
-            .publish(kind, target, None, Some(self.view(record).to_value()));
+        let data = ChangeData::Record(self.def.clone(), record.clone());
+        self.feed.publish(kind, target, None, Some(data));
     }
 
     // ----- reads -----------------------------------------------------------------------------
@@ -428,13 +428,8 @@ impl Model {
         } else {
             ChangeType::Create
         };
-        let data = crate::dao::RecordView {
-            def: &self.def,
-            record: &patch,
-            fields: None,
-        }
-        .to_value();
-        self.feed.publish(kind, target, where_json, Some(data));
+        let data = RecordView { def: &self.def, record: &patch, fields: None }.to_value();
+        self.feed.publish(kind, target, where_json, Some(ChangeData::Value(data)));
         Ok(count)
     }
 

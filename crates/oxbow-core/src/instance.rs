@@ -118,22 +118,25 @@ impl Instance {
     pub fn build(def: &ModelDefinition, input: Record, defaults: Defaults) -> Result<Self> {
         let mut oddities = Vec::new();
         let mut unknown = Vec::new();
-        let mut input = input;
         let mut data = Record::with_capacity(def.properties.len() + input.len());
+        // Entries are taken out by a linear scan: bodies are small, and this keeps the
+        // arrival order of what is left (the unknown properties) without rehashing.
+        let mut entries: Vec<(String, Option<Value>)> = input.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for prop in &def.properties {
-            if let Some(v) = input.shift_remove(&prop.name) {
+            let given = entries.iter_mut().find(|(k, v)| *k == prop.name && v.is_some()).and_then(|(k, v)| Some((std::mem::take(k), v.take()?)));
+            if let Some((key, v)) = given {
                 let (v, odd) = coerce(&prop.ty, v)?;
                 if let Some(odd) = odd {
                     oddities.push((prop.name.clone(), odd));
                 }
-                data.insert(prop.name.clone(), v);
+                data.insert(key, v);
             } else if defaults == Defaults::Apply
                 && let Some(v) = default_value(prop)
             {
                 data.insert(prop.name.clone(), v);
             }
         }
-        for (k, v) in input {
+        for (k, v) in entries.into_iter().filter_map(|(k, v)| Some((k, v?))) {
             match def.strict {
                 Strict::Off => {
                     data.insert(k, v);

@@ -380,8 +380,18 @@ impl Connector for MemoryConnector {
                         message: format!("Duplicate entry for {}.{}", model.name, id_name),
                     });
                 }
+                // The id goes to its declared place: where the body had it, or at the end when
+                // everything present is declared before the id (the common case), else the
+                // record is put back in canonical order.
+                let had_id = data.contains_key(id_name);
+                let before_id = &model.properties[..model.id_index];
+                let id_is_last = data.keys().all(|k| before_id.iter().any(|p| p.name == *k));
                 data.insert(id_name.to_owned(), id);
-                let record = Arc::new(merge_patch(model, &data, &Record::new()));
+                let record = if had_id || id_is_last {
+                    Arc::new(data)
+                } else {
+                    Arc::new(merge_patch(model, &data, &Record::new()))
+                };
                 coll.rows.insert(key, record.clone());
                 record
             };
