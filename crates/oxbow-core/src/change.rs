@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::dao::RecordView;
-use crate::instance::Record;
+use crate::instance::Row;
 use crate::model::{ModelDefinition, ModelName};
 
 /// What a change did, as LoopBack names it in the event's `type`.
@@ -34,7 +34,7 @@ impl ChangeType {
 /// The `data` of a change: a stored record (shared, shown as REST shows it) or a patch.
 #[derive(Debug, Clone)]
 pub enum ChangeData {
-    Record(Arc<ModelDefinition>, Arc<Record>),
+    Record(Arc<ModelDefinition>, Arc<Row>),
     Value(Value),
 }
 
@@ -67,7 +67,36 @@ impl ChangeEvent {
     /// The compact JSON LoopBack writes for this change (keys `target, where, data, type`,
     /// absent ones omitted).
     pub fn to_json(&self) -> &str {
-        self.json.get_or_init(|| self.payload().to_string())
+        self.json.get_or_init(|| {
+            let mut out = String::from("{");
+            if let Some(t) = &self.target {
+                out.push_str("\"target\":");
+                out.push_str(&t.to_string());
+                out.push(',');
+            }
+            if let Some(w) = &self.where_ {
+                out.push_str("\"where\":");
+                out.push_str(&w.to_string());
+                out.push(',');
+            }
+            match &self.data {
+                Some(ChangeData::Record(def, row)) => {
+                    out.push_str("\"data\":");
+                    out.push_str(row.rest_json(def));
+                    out.push(',');
+                }
+                Some(ChangeData::Value(v)) => {
+                    out.push_str("\"data\":");
+                    out.push_str(&v.to_string());
+                    out.push(',');
+                }
+                None => {}
+            }
+            out.push_str("\"type\":\"");
+            out.push_str(self.kind.as_str());
+            out.push_str("\"}");
+            out
+        })
     }
 
     /// The payload as a JSON value.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::filter::{Filter, Where};
-use crate::instance::Record;
+use crate::instance::{Record, Row};
 use crate::model::ModelDefinition;
 
 /// A boxed `Send` future, the return type of connector operations.
@@ -32,13 +32,13 @@ pub trait Connector: Send + Sync {
         &'a self,
         model: &'a ModelDefinition,
         filter: &'a Filter,
-    ) -> BoxFuture<'a, Result<Vec<Arc<Record>>>>;
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>>;
 
     fn find_by_id<'a>(
         &'a self,
         model: &'a ModelDefinition,
         id: &'a Value,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>>;
 
     fn count<'a>(
         &'a self,
@@ -51,7 +51,7 @@ pub trait Connector: Send + Sync {
         &'a self,
         model: &'a ModelDefinition,
         data: Record,
-    ) -> BoxFuture<'a, Result<Arc<Record>>>;
+    ) -> BoxFuture<'a, Result<Arc<Row>>>;
 
     /// Replaces a stored record whole; `None` when the id does not exist.
     fn replace_by_id<'a>(
@@ -59,7 +59,7 @@ pub trait Connector: Send + Sync {
         model: &'a ModelDefinition,
         id: &'a Value,
         data: Record,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>>;
 
     /// Replaces the record with `id` by what `modify` makes of it, atomically; `None` when the
     /// id does not exist. An error from `modify` leaves the record unchanged.
@@ -68,7 +68,7 @@ pub trait Connector: Send + Sync {
         model: &'a ModelDefinition,
         id: &'a Value,
         modify: Modify<'a>,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>>;
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>>;
 
     /// Merges `patch` into every matching record; returns how many matched.
     fn update_all<'a>(

@@ -14,7 +14,7 @@ use crate::change::{ChangeData, ChangeFeed, ChangeStream, ChangeType};
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Test, Where, parse_where};
-use crate::instance::{Defaults, Instance, Record};
+use crate::instance::{Defaults, Instance, Record, Row};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
 
@@ -132,7 +132,7 @@ impl Model {
         }
     }
 
-    fn publish(&self, kind: ChangeType, record: &Arc<Record>) {
+    fn publish(&self, kind: ChangeType, record: &Arc<Row>) {
         let target = record.get(self.def.id_name()).cloned();
         let data = ChangeData::Record(self.def.clone(), record.clone());
         self.feed.publish(kind, target, None, Some(data));
@@ -140,17 +140,17 @@ impl Model {
 
     // ----- reads -----------------------------------------------------------------------------
 
-    pub async fn find(&self, filter: &Filter) -> Result<Vec<Arc<Record>>> {
+    pub async fn find(&self, filter: &Filter) -> Result<Vec<Arc<Row>>> {
         self.connector.find(&self.def, filter).await
     }
 
-    pub async fn find_one(&self, filter: &Filter) -> Result<Option<Arc<Record>>> {
+    pub async fn find_one(&self, filter: &Filter) -> Result<Option<Arc<Row>>> {
         let mut f = filter.clone();
         f.limit = Some(1);
         Ok(self.connector.find(&self.def, &f).await?.into_iter().next())
     }
 
-    pub async fn find_by_id(&self, id: &Value) -> Result<Option<Arc<Record>>> {
+    pub async fn find_by_id(&self, id: &Value) -> Result<Option<Arc<Row>>> {
         let id = self.coerce_id(id);
         self.connector.find_by_id(&self.def, &id).await
     }
@@ -177,7 +177,7 @@ impl Model {
     // ----- writes ----------------------------------------------------------------------------
 
     /// `create`: defaults, coercion, validation, then insert.
-    pub async fn create(&self, data: Record) -> Result<Arc<Record>> {
+    pub async fn create(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
         inst.validate(&self.def, true)?;
         let record = self.connector.create(&self.def, inst.data).await?;
@@ -187,7 +187,7 @@ impl Model {
 
     /// `create` with an array body. Every element is checked before any is written, so an
     /// invalid element leaves the collection unchanged.
-    pub async fn create_many(&self, items: Vec<Record>) -> Result<Vec<Arc<Record>>> {
+    pub async fn create_many(&self, items: Vec<Record>) -> Result<Vec<Arc<Row>>> {
         let mut built = Vec::with_capacity(items.len());
         for data in items {
             let inst = Instance::build(&self.def, data, Defaults::Apply)?;
@@ -210,7 +210,7 @@ impl Model {
     }
 
     /// `patchOrCreate` (`PATCH /Model`).
-    pub async fn patch_or_create(&self, data: Record) -> Result<Arc<Record>> {
+    pub async fn patch_or_create(&self, data: Record) -> Result<Arc<Row>> {
         let Some(id) = self.body_id(&data) else {
             return self.create(data).await;
         };
@@ -237,7 +237,7 @@ impl Model {
         }
     }
 
-    async fn create_unvalidated_upsert(&self, data: Record) -> Result<Arc<Record>> {
+    async fn create_unvalidated_upsert(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
         if self.def.validate_upsert {
             inst.validate(&self.def, false)?;
@@ -248,7 +248,7 @@ impl Model {
     }
 
     /// `replaceOrCreate` (`PUT /Model`, `POST /Model/replaceOrCreate`).
-    pub async fn replace_or_create(&self, data: Record) -> Result<Arc<Record>> {
+    pub async fn replace_or_create(&self, data: Record) -> Result<Arc<Row>> {
         let Some(id) = self.body_id(&data) else {
             return self.create(data).await;
         };
@@ -263,7 +263,7 @@ impl Model {
         &self,
         where_raw: Option<&Value>,
         data: Record,
-    ) -> Result<Arc<Record>> {
+    ) -> Result<Arc<Row>> {
         let Some(where_raw) = where_raw else {
             return Err(where_required());
         };
@@ -297,7 +297,7 @@ impl Model {
 
     /// `replaceById` (`PUT /Model/:id`): the stored record becomes exactly `data` (plus id and
     /// defaults).
-    pub async fn replace_by_id(&self, id: &Value, mut data: Record) -> Result<Arc<Record>> {
+    pub async fn replace_by_id(&self, id: &Value, mut data: Record) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
         let id_name = self.def.id_name().to_owned();
         match data.get(&id_name) {
@@ -338,7 +338,7 @@ impl Model {
         id: &Value,
         data: Record,
         validate: bool,
-    ) -> Result<Arc<Record>> {
+    ) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
         let missing = || {
             Error::model_not_found(format!(
@@ -375,7 +375,7 @@ impl Model {
 
     /// Like [`Model::patch_attributes`] for REST: LoopBack loads the instance first, so a
     /// missing id is a 404 before the body is looked at.
-    pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Record>> {
+    pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
         if self.find_by_id(&id).await?.is_none() {
             return Err(Error::model_not_found(format!(

@@ -157,29 +157,33 @@ impl Filter {
         Ok(filter)
     }
 
-    /// Applies the filter to rows (sort, where, skip/limit), as the memory connector orders it.
-    /// `id` is the id property name used when no order is given.
-    pub fn apply<'a, R: AsRef<Record> + Clone + 'a>(
-        &self,
-        rows: impl Iterator<Item = &'a R>,
-        id: &str,
-    ) -> Vec<R> {
-        let mut out: Vec<R> = rows
-            .filter(|r| self.where_.as_ref().is_none_or(|w| w.matches(r.as_ref())))
-            .cloned()
-            .collect();
-        if !self.order.is_empty() {
-            out.sort_by(|a, b| compare_rows(&self.order, a.as_ref(), b.as_ref()));
-        } else if id.is_empty() {
-            // Callers that iterate in id order already pass rows sorted.
+    /// Applies the filter to rows given in id order (where, sort, skip/limit), as the memory
+    /// connector does. Without `order` it stops as soon as `skip + limit` rows matched.
+    pub fn apply<'a, R>(&self, rows: impl Iterator<Item = &'a R>) -> Vec<R>
+    where
+        R: std::ops::Deref + Clone + 'a,
+        R::Target: AsRef<Record>,
+    {
+        fn rec<R: std::ops::Deref>(r: &R) -> &Record
+        where
+            R::Target: AsRef<Record>,
+        {
+            (**r).as_ref()
         }
+        let matching = rows.filter(|r| self.where_.as_ref().is_none_or(|w| w.matches(rec(*r))));
+        if self.order.is_empty() {
+            let take = self.limit.unwrap_or(usize::MAX);
+            return matching.skip(self.skip).take(take).cloned().collect();
+        }
+        let mut out: Vec<R> = matching.cloned().collect();
+        out.sort_by(|a, b| compare_rows(&self.order, rec(a), rec(b)));
         let skip = self.skip.min(out.len());
         let end = match self.limit {
             Some(l) => skip.saturating_add(l).min(out.len()),
             None => out.len(),
         };
+        out.truncate(end);
         out.drain(..skip);
-        out.truncate(end - skip);
         out
     }
 
@@ -451,7 +455,8 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
         })]);
     }
     let mut out = Vec::new();
-    let clause = Value::Object(Map::from_iter([(key.to_owned(), value.clone())]));
+    // The whole `{key: value}` clause, shown in error messages only.
+    let clause = || Value::Object(Map::from_iter([(key.to_owned(), value.clone())]));
     let coerce = |v: &Value| -> Result<Value> {
         match &ty {
             Some(ty) => coerce_operand(ty, v),
@@ -470,7 +475,7 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                 let items = coerce_array(operand).map_err(|e| {
                     Error::bad_request(format!(
                         "The {key} property has invalid clause {}: Error: {e}",
-                        clause[key]
+                        clause()[key]
                     ))
                 })?;
                 let items = items
@@ -490,7 +495,7 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                         if items.len() != 2 {
                             return Err(Error::bad_request(format!(
                                 "The {key} property has invalid clause {}: Expected precisely 2 values, received {}",
-                                clause[key],
+                                clause()[key],
                                 items.len()
                             )));
                         }
@@ -506,7 +511,7 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                 let Value::String(pattern) = operand else {
                     return Err(Error::bad_request(format!(
                         "The {key} property has invalid clause {}: Expected a string or RegExp",
-                        clause[key]
+                        clause()[key]
                     )));
                 };
                 let insensitive = op.starts_with('i') || op.starts_with("ni");
@@ -751,13 +756,4 @@ fn js_relational(x: &Value, y: &Value) -> Ordering {
             _ => js::cmp_utf16(&js::to_js_string(x), &js::to_js_string(y)),
         },
     }
-}
-
-/// Sorts by the id property ascending: the order of results without `order`.
-pub fn sort_by_id(rows: &mut [impl AsRef<Record>], id: &str) {
-    let key = [OrderKey {
-        key: id.to_owned(),
-        descending: false,
-    }];
-    rows.sort_by(|a, b| compare_rows(&key, a.as_ref(), b.as_ref()));
 }

@@ -322,3 +322,44 @@ fn inspect(v: &Value, depth: usize) -> String {
         other => js::to_js_string(other),
     }
 }
+
+/// A stored record, shared by readers, with its REST JSON made once on first use.
+///
+/// Rows never change once stored (a write stores a new `Row`), so the cached JSON stays true.
+#[derive(Debug)]
+pub struct Row {
+    data: Record,
+    json: std::sync::OnceLock<Box<str>>,
+}
+
+impl Row {
+    pub fn new(data: Record) -> Self {
+        Self { data, json: std::sync::OnceLock::new() }
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.data
+    }
+
+    /// The row as REST shows it (hidden properties removed), as compact JSON. `def` must be
+    /// the row's own model: the result is cached.
+    pub fn rest_json(&self, def: &crate::model::ModelDefinition) -> &str {
+        self.json.get_or_init(|| {
+            let view = crate::dao::RecordView { def, record: &self.data, fields: None };
+            serde_json::to_string(&view).unwrap_or_default().into_boxed_str()
+        })
+    }
+}
+
+impl std::ops::Deref for Row {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        &self.data
+    }
+}
+
+impl AsRef<Record> for Row {
+    fn as_ref(&self) -> &Record {
+        &self.data
+    }
+}

@@ -20,7 +20,7 @@ pub use connector::{BoxFuture, Connector};
 pub use dao::{Model, RecordView};
 pub use error::{Error, Result, ValidationError, Violation};
 pub use filter::{Filter, Where};
-pub use instance::Record;
+pub use instance::{Record, Row};
 pub use memory::MemoryConnector;
 pub use model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
 pub use registry::Registry;

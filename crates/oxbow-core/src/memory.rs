@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::connector::{BoxFuture, Connector, Modify};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Where};
-use crate::instance::Record;
+use crate::instance::{Record, Row};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
 
@@ -68,7 +68,7 @@ impl IdKey {
 struct Collection {
     /// The next id to hand out (LoopBack's `ids[Model]`).
     next_id: f64,
-    rows: BTreeMap<IdKey, Arc<Record>>,
+    rows: BTreeMap<IdKey, Arc<Row>>,
 }
 
 /// The memory connector of one datasource.
@@ -174,7 +174,7 @@ impl MemoryConnector {
                     .parse::<f64>()
                     .map(IdKey::Num)
                     .unwrap_or_else(|_| IdKey::Str(key.clone()));
-                coll.rows.insert(id_key, Arc::new(record));
+                coll.rows.insert(id_key, Arc::new(Row::new(record)));
             }
         }
         Ok(())
@@ -305,13 +305,13 @@ impl Connector for MemoryConnector {
         &'a self,
         model: &'a ModelDefinition,
         filter: &'a Filter,
-    ) -> BoxFuture<'a, Result<Vec<Arc<Record>>>> {
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
         ready((|| {
             let coll = self
                 .collection(model)?
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            Ok(filter.apply(coll.rows.values(), model.id_name()))
+            Ok(filter.apply(coll.rows.values()))
         })())
     }
 
@@ -319,7 +319,7 @@ impl Connector for MemoryConnector {
         &'a self,
         model: &'a ModelDefinition,
         id: &'a Value,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let coll = self
                 .collection(model)?
@@ -350,7 +350,7 @@ impl Connector for MemoryConnector {
         &'a self,
         model: &'a ModelDefinition,
         mut data: Record,
-    ) -> BoxFuture<'a, Result<Arc<Record>>> {
+    ) -> BoxFuture<'a, Result<Arc<Row>>> {
         ready((|| {
             let record = {
                 let mut coll = self
@@ -388,9 +388,9 @@ impl Connector for MemoryConnector {
                 let id_is_last = data.keys().all(|k| before_id.iter().any(|p| p.name == *k));
                 data.insert(id_name.to_owned(), id);
                 let record = if had_id || id_is_last {
-                    Arc::new(data)
+                    Arc::new(Row::new(data))
                 } else {
-                    Arc::new(merge_patch(model, &data, &Record::new()))
+                    Arc::new(Row::new(merge_patch(model, &data, &Record::new())))
                 };
                 coll.rows.insert(key, record.clone());
                 record
@@ -405,7 +405,7 @@ impl Connector for MemoryConnector {
         model: &'a ModelDefinition,
         id: &'a Value,
         mut data: Record,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let record = {
                 let mut coll = self
@@ -417,7 +417,7 @@ impl Connector for MemoryConnector {
                     return Ok(None);
                 };
                 data.insert(model.id_name().to_owned(), id.clone());
-                let record = Arc::new(merge_patch(model, &data, &Record::new()));
+                let record = Arc::new(Row::new(merge_patch(model, &data, &Record::new())));
                 *slot = record.clone();
                 record
             };
@@ -431,7 +431,7 @@ impl Connector for MemoryConnector {
         model: &'a ModelDefinition,
         id: &'a Value,
         modify: Modify<'a>,
-    ) -> BoxFuture<'a, Result<Option<Arc<Record>>>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let record = {
                 let mut coll = self
@@ -441,7 +441,7 @@ impl Connector for MemoryConnector {
                 let Some(slot) = coll.rows.get_mut(&IdKey::of(id)) else {
                     return Ok(None);
                 };
-                let record = Arc::new(modify(slot)?);
+                let record = Arc::new(Row::new(modify(slot.record())?));
                 *slot = record.clone();
                 record
             };
@@ -465,7 +465,7 @@ impl Connector for MemoryConnector {
                 let mut count = 0;
                 for row in coll.rows.values_mut() {
                     if where_.is_none_or(|w| w.matches(row)) {
-                        *row = Arc::new(merge_patch(model, row, patch));
+                        *row = Arc::new(Row::new(merge_patch(model, row.record(), patch)));
                         count += 1;
                     }
                 }

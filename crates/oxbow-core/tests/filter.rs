@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use oxbow_core::model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
-use oxbow_core::{Filter, Record};
+use oxbow_core::{Filter, Row};
 use serde_json::{Value, json};
 
 fn prop(name: &str, ty: PropertyType) -> Property {
@@ -53,7 +53,7 @@ fn model() -> ModelDefinition {
     }
 }
 
-fn rows() -> Vec<Arc<Record>> {
+fn rows() -> Vec<Arc<Row>> {
     let data = json!([
         {"name":"alpha","price":10,"active":true,"added":"2024-01-15T00:00:00.000Z","tags":["a","b"],"address":{"city":"Oslo"},"secret":"s1","id":1},
         {"name":"beta","price":20.5,"active":false,"added":"2023-06-01T00:00:00.000Z","tags":[],"address":{"city":"Bergen"},"id":2},
@@ -63,7 +63,7 @@ fn rows() -> Vec<Arc<Record>> {
     data.as_array()
         .unwrap()
         .iter()
-        .map(|r| Arc::new(r.as_object().unwrap().clone()))
+        .map(|r| Arc::new(Row::new(r.as_object().unwrap().clone())))
         .collect()
 }
 
@@ -71,7 +71,7 @@ fn ids(filter: Value) -> Result<Vec<i64>, String> {
     let def = model();
     let f = Filter::parse(&def, &filter).map_err(|e| format!("{} {e}", e.status()))?;
     let rows = rows();
-    Ok(f.apply(rows.iter(), "id")
+    Ok(f.apply(rows.iter())
         .iter()
         .map(|r| r["id"].as_i64().unwrap())
         .collect())

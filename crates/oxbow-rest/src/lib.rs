@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use oxbow_core::{Model, Record, Registry};
+use oxbow_core::{Model, ModelDefinition, Record, RecordView, Registry, Row};
 
 pub use error::RestError;
 use negotiate::{ErrorFormat, Format};
@@ -54,6 +54,33 @@ fn reply<T: Serialize>(body: &T) -> Result<Reply, RestError> {
             json,
         })
         .map_err(|e| RestError::new(500, e.to_string()))
+}
+
+/// One row as REST shows it: the row's cached JSON, or the selected fields.
+fn row_reply(def: &ModelDefinition, row: &Row, fields: Option<&[String]>) -> Result<Reply, RestError> {
+    match fields {
+        None => Ok(Reply { status: StatusCode::OK, json: row.rest_json(def).as_bytes().to_vec() }),
+        Some(_) => reply(&RecordView { def, record: row, fields }),
+    }
+}
+
+/// A list of rows: the rows' cached JSON joined, or the selected fields of each.
+fn rows_reply(def: &ModelDefinition, rows: &[Arc<Row>], fields: Option<&[String]>) -> Result<Reply, RestError> {
+    if fields.is_some() {
+        let views: Vec<RecordView<'_>> = rows.iter().map(|r| RecordView { def, record: r, fields }).collect();
+        return reply(&views);
+    }
+    let parts: Vec<&str> = rows.iter().map(|r| r.rest_json(def)).collect();
+    let mut json = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+    json.push(b'[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(p.as_bytes());
+    }
+    json.push(b']');
+    Ok(Reply { status: StatusCode::OK, json })
 }
 
 /// Writes a result in the format the client negotiated (strong-remoting's `done`).
@@ -397,26 +424,13 @@ async fn run(
             let filter = model
                 .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             let rows = model.find(&filter).await?;
-            let fields = filter.fields.as_deref();
-            let views: Vec<_> = rows
-                .iter()
-                .map(|r| oxbow_core::RecordView {
-                    def,
-                    record: r,
-                    fields,
-                })
-                .collect();
-            reply(&views)?
+            rows_reply(def, &rows, filter.fields.as_deref())?
         }
         Op::FindOne => {
             let filter = model
                 .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             match model.find_one(&filter).await? {
-                Some(r) => reply(&oxbow_core::RecordView {
-                    def,
-                    record: &r,
-                    fields: filter.fields.as_deref(),
-                })?,
+                Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
             }
         }
@@ -425,11 +439,7 @@ async fn run(
             let filter = model
                 .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
             match model.find_by_id(&id).await? {
-                Some(r) => reply(&oxbow_core::RecordView {
-                    def,
-                    record: &r,
-                    fields: filter.fields.as_deref(),
-                })?,
+                Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &id)),
             }
         }
@@ -456,30 +466,29 @@ async fn run(
         Op::Create => match data_arg(body, true)? {
             DataArg::One(data) => {
                 let r = model.create(data).await?;
-                reply(&model.view(&r))?
+                row_reply(def, &r, None)?
             }
             DataArg::Many(items) => {
                 let rows = model.create_many(items).await?;
-                let views: Vec<_> = rows.iter().map(|r| model.view(r)).collect();
-                reply(&views)?
+                rows_reply(def, &rows, None)?
             }
         },
         Op::PatchOrCreate => {
             let r = model.patch_or_create(one(data_arg(body, false)?)?).await?;
-            reply(&model.view(&r))?
+            row_reply(def, &r, None)?
         }
         Op::ReplaceOrCreate => {
             let r = model
                 .replace_or_create(one(data_arg(body, false)?)?)
                 .await?;
-            reply(&model.view(&r))?
+            row_reply(def, &r, None)?
         }
         Op::UpsertWithWhere => {
             let w = query_or_header(req, query, "where")?;
             let r = model
                 .upsert_with_where(w.as_ref(), one(data_arg(body, false)?)?)
                 .await?;
-            reply(&model.view(&r))?
+            row_reply(def, &r, None)?
         }
         Op::UpdateAll => {
             let w = query_or_header(req, query, "where")?;
@@ -492,13 +501,13 @@ async fn run(
             let r = model
                 .replace_by_id(&path_id(route), one(data_arg(body, false)?)?)
                 .await?;
-            reply(&model.view(&r))?
+            row_reply(def, &r, None)?
         }
         Op::PatchAttributes => {
             let r = model
                 .patch_by_id(&path_id(route), one(data_arg(body, false)?)?)
                 .await?;
-            reply(&model.view(&r))?
+            row_reply(def, &r, None)?
         }
         Op::DeleteById => {
             let count = model.delete_by_id(&path_id(route)).await?;
