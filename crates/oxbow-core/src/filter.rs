@@ -629,7 +629,13 @@ fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> 
 /// arrays have a `length`).
 fn get_path<'a>(record: &'a Record, key: &str) -> Option<std::borrow::Cow<'a, Value>> {
     use std::borrow::Cow;
-    if let Some(v) = record.get(key) {
+    // Rows are small: comparing a few short keys beats hashing the key (SipHash) per row.
+    let direct = if record.len() <= 16 {
+        record.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        record.get(key)
+    };
+    if let Some(v) = direct {
         return Some(Cow::Borrowed(v));
     }
     if !key.contains('.') {

@@ -118,7 +118,9 @@ impl Instance {
     pub fn build(def: &ModelDefinition, input: Record, defaults: Defaults) -> Result<Self> {
         let mut oddities = Vec::new();
         let mut unknown = Vec::new();
-        let mut data = Record::with_capacity(def.properties.len() + input.len());
+        // Collected in a vector first so the record is allocated at its exact size (rows are
+        // kept for a long time; spare capacity would be memory held per row).
+        let mut data: Vec<(String, Value)> = Vec::with_capacity(def.properties.len() + input.len());
         // Entries are taken out by a linear scan: bodies are small, and this keeps the
         // arrival order of what is left (the unknown properties) without rehashing.
         let mut entries: Vec<(String, Option<Value>)> = input.into_iter().map(|(k, v)| (k, Some(v))).collect();
@@ -129,24 +131,28 @@ impl Instance {
                 if let Some(odd) = odd {
                     oddities.push((prop.name.clone(), odd));
                 }
-                data.insert(key, v);
+                data.push((key, v));
             } else if defaults == Defaults::Apply
                 && let Some(v) = default_value(prop)
             {
-                data.insert(prop.name.clone(), v);
+                data.push((prop.name.clone(), v));
             }
         }
         for (k, v) in entries.into_iter().filter_map(|(k, v)| Some((k, v?))) {
             match def.strict {
                 Strict::Off => {
-                    data.insert(k, v);
+                    data.push((k, v));
                 }
                 Strict::Filter => {}
                 Strict::Validate => unknown.push(k),
             }
         }
+        // One spare slot when the id is missing: the connector adds it.
+        let id_missing = !data.iter().any(|(k, _)| k == def.id_name());
+        let mut record = Record::with_capacity(data.len() + usize::from(id_missing));
+        record.extend(data);
         Ok(Self {
-            data,
+            data: record,
             oddities,
             unknown,
         })
@@ -348,6 +354,20 @@ impl Row {
             let view = crate::dao::RecordView { def, record: &self.data, fields: None };
             serde_json::to_string(&view).unwrap_or_default().into_boxed_str()
         })
+    }
+}
+
+impl Row {
+    /// Like [`Row::rest_json`] without filling the cache (for write responses: a row just
+    /// written may never be read, and the cache costs memory per row).
+    pub fn render_json(&self, def: &crate::model::ModelDefinition) -> std::borrow::Cow<'_, str> {
+        match self.json.get() {
+            Some(cached) => std::borrow::Cow::Borrowed(cached),
+            None => {
+                let view = crate::dao::RecordView { def, record: &self.data, fields: None };
+                std::borrow::Cow::Owned(serde_json::to_string(&view).unwrap_or_default())
+            }
+        }
     }
 }
 

@@ -64,6 +64,11 @@ fn row_reply(def: &ModelDefinition, row: &Row, fields: Option<&[String]>) -> Res
     }
 }
 
+/// A row just written: rendered without filling its cache.
+fn written_reply(def: &ModelDefinition, row: &Row) -> Result<Reply, RestError> {
+    Ok(Reply { status: StatusCode::OK, json: row.render_json(def).into_owned().into_bytes() })
+}
+
 /// A list of rows: the rows' cached JSON joined, or the selected fields of each.
 fn rows_reply(def: &ModelDefinition, rows: &[Arc<Row>], fields: Option<&[String]>) -> Result<Reply, RestError> {
     if fields.is_some() {
@@ -466,7 +471,7 @@ async fn run(
         Op::Create => match data_arg(body, true)? {
             DataArg::One(data) => {
                 let r = model.create(data).await?;
-                row_reply(def, &r, None)?
+                written_reply(def, &r)?
             }
             DataArg::Many(items) => {
                 let rows = model.create_many(items).await?;
@@ -475,20 +480,20 @@ async fn run(
         },
         Op::PatchOrCreate => {
             let r = model.patch_or_create(one(data_arg(body, false)?)?).await?;
-            row_reply(def, &r, None)?
+            written_reply(def, &r)?
         }
         Op::ReplaceOrCreate => {
             let r = model
                 .replace_or_create(one(data_arg(body, false)?)?)
                 .await?;
-            row_reply(def, &r, None)?
+            written_reply(def, &r)?
         }
         Op::UpsertWithWhere => {
             let w = query_or_header(req, query, "where")?;
             let r = model
                 .upsert_with_where(w.as_ref(), one(data_arg(body, false)?)?)
                 .await?;
-            row_reply(def, &r, None)?
+            written_reply(def, &r)?
         }
         Op::UpdateAll => {
             let w = query_or_header(req, query, "where")?;
@@ -501,13 +506,13 @@ async fn run(
             let r = model
                 .replace_by_id(&path_id(route), one(data_arg(body, false)?)?)
                 .await?;
-            row_reply(def, &r, None)?
+            written_reply(def, &r)?
         }
         Op::PatchAttributes => {
             let r = model
                 .patch_by_id(&path_id(route), one(data_arg(body, false)?)?)
                 .await?;
-            row_reply(def, &r, None)?
+            written_reply(def, &r)?
         }
         Op::DeleteById => {
             let count = model.delete_by_id(&path_id(route)).await?;
