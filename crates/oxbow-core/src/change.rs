@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::dao::RecordView;
-use crate::instance::Row;
 use crate::model::{ModelDefinition, ModelName};
+use crate::row::Row;
 
 /// What a change did, as LoopBack names it in the event's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,12 @@ impl ChangeData {
     /// The data as JSON (hidden properties removed from records).
     pub fn to_value(&self) -> Value {
         match self {
-            Self::Record(def, r) => RecordView { def, record: r, fields: None }.to_value(),
+            Self::Record(def, r) => RecordView {
+                def,
+                record: &**r,
+                fields: None,
+            }
+            .to_value(),
             Self::Value(v) => v.clone(),
         }
     }

@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::filter::{Filter, Where};
-use crate::instance::{Record, Row};
+use crate::instance::Record;
 use crate::model::ModelDefinition;
+use crate::row::Row;
 
 /// A boxed `Send` future, the return type of connector operations.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

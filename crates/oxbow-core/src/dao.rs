@@ -14,9 +14,10 @@ use crate::change::{ChangeData, ChangeFeed, ChangeStream, ChangeType};
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Test, Where, parse_where};
-use crate::instance::{Defaults, Instance, Record, Row};
+use crate::instance::{Defaults, Instance, Record};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
+use crate::row::{Fields, Row};
 
 /// A model at run time: its definition, its datasource's connector and its change feed.
 pub struct Model {
@@ -35,42 +36,46 @@ impl std::fmt::Debug for Model {
 }
 
 /// A record as REST shows it: hidden properties removed, optionally only some fields.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
+#[derive(Debug)]
+pub struct RecordView<'a, R: Fields + ?Sized = Record> {
     pub def: &'a ModelDefinition,
-    pub record: &'a Record,
+    pub record: &'a R,
     pub fields: Option<&'a [String]>,
 }
 
-impl Serialize for RecordView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for (k, v) in self.record {
-            if self.def.is_hidden(k) {
-                continue;
-            }
-            if let Some(fields) = self.fields
-                && !fields.iter().any(|f| f == k)
-            {
-                continue;
-            }
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
+impl<R: Fields + ?Sized> Clone for RecordView<'_, R> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-impl RecordView<'_> {
+impl<R: Fields + ?Sized> Copy for RecordView<'_, R> {}
+
+impl<R: Fields + ?Sized> RecordView<'_, R> {
+    fn shown(&self, k: &str) -> bool {
+        !self.def.is_hidden(k) && self.fields.is_none_or(|f| f.iter().any(|x| x == k))
+    }
+
     pub fn to_value(&self) -> Value {
         let map: Map<String, Value> = self
             .record
-            .iter()
-            .filter(|(k, _)| {
-                !self.def.is_hidden(k) && self.fields.is_none_or(|f| f.iter().any(|x| x == *k))
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .entries()
+            .filter(|(k, _)| self.shown(k))
+            .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect();
         Value::Object(map)
+    }
+}
+
+impl<R: Fields + ?Sized> Serialize for RecordView<'_, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.record.entries() {
+            if self.shown(k) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -428,8 +433,14 @@ impl Model {
         } else {
             ChangeType::Create
         };
-        let data = RecordView { def: &self.def, record: &patch, fields: None }.to_value();
-        self.feed.publish(kind, target, where_json, Some(ChangeData::Value(data)));
+        let data = RecordView {
+            def: &self.def,
+            record: &patch,
+            fields: None,
+        }
+        .to_value();
+        self.feed
+            .publish(kind, target, where_json, Some(ChangeData::Value(data)));
         Ok(count)
     }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::instance::{Record, to_boolean};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType, Strict};
+use crate::row::Fields;
 
 /// A normalised query.
 #[derive(Debug, Clone, Default)]
@@ -162,13 +163,10 @@ impl Filter {
     pub fn apply<'a, R>(&self, rows: impl Iterator<Item = &'a R>) -> Vec<R>
     where
         R: std::ops::Deref + Clone + 'a,
-        R::Target: AsRef<Record>,
+        R::Target: Fields,
     {
-        fn rec<R: std::ops::Deref>(r: &R) -> &Record
-        where
-            R::Target: AsRef<Record>,
-        {
-            (**r).as_ref()
+        fn rec<R: std::ops::Deref>(r: &R) -> &R::Target {
+            r
         }
         let matching = rows.filter(|r| self.where_.as_ref().is_none_or(|w| w.matches(rec(*r))));
         if self.order.is_empty() {
@@ -188,13 +186,13 @@ impl Filter {
     }
 
     /// Keeps only the selected fields of a record, in record order.
-    pub fn project(&self, record: &Record) -> Option<Record> {
+    pub fn project<F: Fields + ?Sized>(&self, record: &F) -> Option<Record> {
         let fields = self.fields.as_ref()?;
         Some(
             record
-                .iter()
-                .filter(|(k, _)| fields.iter().any(|f| f == *k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .entries()
+                .filter(|(k, _)| fields.iter().any(|f| f == k))
+                .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect(),
         )
     }
@@ -627,22 +625,19 @@ fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> 
 
 /// `getValue(obj, "a.b")` of the memory connector (JavaScript property access, so strings and
 /// arrays have a `length`).
-fn get_path<'a>(record: &'a Record, key: &str) -> Option<std::borrow::Cow<'a, Value>> {
+fn get_path<'a, F: Fields + ?Sized>(
+    record: &'a F,
+    key: &str,
+) -> Option<std::borrow::Cow<'a, Value>> {
     use std::borrow::Cow;
-    // Rows are small: comparing a few short keys beats hashing the key (SipHash) per row.
-    let direct = if record.len() <= 16 {
-        record.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
-    } else {
-        record.get(key)
-    };
-    if let Some(v) = direct {
+    if let Some(v) = record.field(key) {
         return Some(Cow::Borrowed(v));
     }
     if !key.contains('.') {
         return None;
     }
     let mut parts = key.split('.');
-    let mut cur = record.get(parts.next()?)?;
+    let mut cur = record.field(parts.next()?)?;
     for part in parts {
         cur = match cur {
             Value::Object(o) => o.get(part)?,
@@ -662,7 +657,7 @@ fn get_path<'a>(record: &'a Record, key: &str) -> Option<std::borrow::Cow<'a, Va
 
 impl Where {
     /// Whether a record satisfies this clause.
-    pub fn matches(&self, record: &Record) -> bool {
+    pub fn matches<F: Fields + ?Sized>(&self, record: &F) -> bool {
         match self {
             Self::And(list) => list.iter().all(|w| w.matches(record)),
             Self::Or(list) => list.iter().any(|w| w.matches(record)),
@@ -685,7 +680,7 @@ impl Where {
                         key: rest.to_owned(),
                         test: test.clone(),
                     };
-                    match record.get(head) {
+                    match record.field(head) {
                         Some(Value::Array(items)) => {
                             return items
                                 .iter()
@@ -735,7 +730,7 @@ impl Test {
 }
 
 /// The memory connector's sort: JavaScript `<`/`>` per key, missing values first ascending.
-fn compare_rows(order: &[OrderKey], a: &Record, b: &Record) -> Ordering {
+fn compare_rows<F: Fields + ?Sized>(order: &[OrderKey], a: &F, b: &F) -> Ordering {
     for k in order {
         let av = get_path(a, &k.key);
         let bv = get_path(b, &k.key);

@@ -123,9 +123,13 @@ impl Instance {
         let mut data: Vec<(String, Value)> = Vec::with_capacity(def.properties.len() + input.len());
         // Entries are taken out by a linear scan: bodies are small, and this keeps the
         // arrival order of what is left (the unknown properties) without rehashing.
-        let mut entries: Vec<(String, Option<Value>)> = input.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let mut entries: Vec<(String, Option<Value>)> =
+            input.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for prop in &def.properties {
-            let given = entries.iter_mut().find(|(k, v)| *k == prop.name && v.is_some()).and_then(|(k, v)| Some((std::mem::take(k), v.take()?)));
+            let given = entries
+                .iter_mut()
+                .find(|(k, v)| *k == prop.name && v.is_some())
+                .and_then(|(k, v)| Some((std::mem::take(k), v.take()?)));
             if let Some((key, v)) = given {
                 let (v, odd) = coerce(&prop.ty, v)?;
                 if let Some(odd) = odd {
@@ -326,60 +330,5 @@ fn inspect(v: &Value, depth: usize) -> String {
             format!("{{ {} }}", inner.join(", "))
         }
         other => js::to_js_string(other),
-    }
-}
-
-/// A stored record, shared by readers, with its REST JSON made once on first use.
-///
-/// Rows never change once stored (a write stores a new `Row`), so the cached JSON stays true.
-#[derive(Debug)]
-pub struct Row {
-    data: Record,
-    json: std::sync::OnceLock<Box<str>>,
-}
-
-impl Row {
-    pub fn new(data: Record) -> Self {
-        Self { data, json: std::sync::OnceLock::new() }
-    }
-
-    pub fn record(&self) -> &Record {
-        &self.data
-    }
-
-    /// The row as REST shows it (hidden properties removed), as compact JSON. `def` must be
-    /// the row's own model: the result is cached.
-    pub fn rest_json(&self, def: &crate::model::ModelDefinition) -> &str {
-        self.json.get_or_init(|| {
-            let view = crate::dao::RecordView { def, record: &self.data, fields: None };
-            serde_json::to_string(&view).unwrap_or_default().into_boxed_str()
-        })
-    }
-}
-
-impl Row {
-    /// Like [`Row::rest_json`] without filling the cache (for write responses: a row just
-    /// written may never be read, and the cache costs memory per row).
-    pub fn render_json(&self, def: &crate::model::ModelDefinition) -> std::borrow::Cow<'_, str> {
-        match self.json.get() {
-            Some(cached) => std::borrow::Cow::Borrowed(cached),
-            None => {
-                let view = crate::dao::RecordView { def, record: &self.data, fields: None };
-                std::borrow::Cow::Owned(serde_json::to_string(&view).unwrap_or_default())
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for Row {
-    type Target = Record;
-    fn deref(&self) -> &Record {
-        &self.data
-    }
-}
-
-impl AsRef<Record> for Row {
-    fn as_ref(&self) -> &Record {
-        &self.data
     }
 }

@@ -14,13 +14,15 @@ pub mod js;
 pub mod memory;
 pub mod model;
 pub mod registry;
+pub mod row;
 
 pub use change::{ChangeEvent, ChangeFeed, ChangeStream, ChangeType, RecvError};
 pub use connector::{BoxFuture, Connector};
 pub use dao::{Model, RecordView};
 pub use error::{Error, Result, ValidationError, Violation};
 pub use filter::{Filter, Where};
-pub use instance::{Record, Row};
+pub use instance::Record;
 pub use memory::MemoryConnector;
 pub use model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
 pub use registry::Registry;
+pub use row::{Fields, Layout, Row};

@@ -16,9 +16,10 @@ use serde_json::{Map, Value};
 use crate::connector::{BoxFuture, Connector, Modify};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Where};
-use crate::instance::{Record, Row};
+use crate::instance::Record;
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
+use crate::row::{Layout, Row, StoredJson};
 
 /// An id as a sort key: numbers before strings, numbers numerically.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,10 +65,11 @@ impl IdKey {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Collection {
     /// The next id to hand out (LoopBack's `ids[Model]`).
     next_id: f64,
+    layout: Arc<Layout>,
     rows: BTreeMap<IdKey, Arc<Row>>,
 }
 
@@ -111,6 +113,7 @@ impl MemoryConnector {
                 collection_name(m),
                 RwLock::new(Collection {
                     next_id: 1.0,
+                    layout: Layout::of(m),
                     rows: BTreeMap::new(),
                 }),
             );
@@ -174,7 +177,8 @@ impl MemoryConnector {
                     .parse::<f64>()
                     .map(IdKey::Num)
                     .unwrap_or_else(|_| IdKey::Str(key.clone()));
-                coll.rows.insert(id_key, Arc::new(Row::new(record)));
+                let row = Arc::new(Row::from_record(&coll.layout, record));
+                coll.rows.insert(id_key, row);
             }
         }
         Ok(())
@@ -212,7 +216,7 @@ impl MemoryConnector {
                 .map(|(k, r)| {
                     (
                         k.file_key(),
-                        Value::String(Value::Object((**r).clone()).to_string()),
+                        Value::String(serde_json::to_string(&StoredJson(r)).unwrap_or_default()),
                     )
                 })
                 .collect();
@@ -341,7 +345,7 @@ impl Connector for MemoryConnector {
                 .unwrap_or_else(|e| e.into_inner());
             Ok(match where_ {
                 None => coll.rows.len() as u64,
-                Some(w) => coll.rows.values().filter(|r| w.matches(r)).count() as u64,
+                Some(w) => coll.rows.values().filter(|r| w.matches(&***r)).count() as u64,
             })
         })())
     }
@@ -380,18 +384,9 @@ impl Connector for MemoryConnector {
                         message: format!("Duplicate entry for {}.{}", model.name, id_name),
                     });
                 }
-                // The id goes to its declared place: where the body had it, or at the end when
-                // everything present is declared before the id (the common case), else the
-                // record is put back in canonical order.
-                let had_id = data.contains_key(id_name);
-                let before_id = &model.properties[..model.id_index];
-                let id_is_last = data.keys().all(|k| before_id.iter().any(|p| p.name == *k));
+                // The row layout puts the id at its declared place.
                 data.insert(id_name.to_owned(), id);
-                let record = if had_id || id_is_last {
-                    Arc::new(Row::new(data))
-                } else {
-                    Arc::new(Row::new(merge_patch(model, &data, &Record::new())))
-                };
+                let record = Arc::new(Row::from_record(&coll.layout, data));
                 coll.rows.insert(key, record.clone());
                 record
             };
@@ -413,11 +408,12 @@ impl Connector for MemoryConnector {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 let key = IdKey::of(id);
+                let layout = coll.layout.clone();
                 let Some(slot) = coll.rows.get_mut(&key) else {
                     return Ok(None);
                 };
                 data.insert(model.id_name().to_owned(), id.clone());
-                let record = Arc::new(Row::new(merge_patch(model, &data, &Record::new())));
+                let record = Arc::new(Row::from_record(&layout, data));
                 *slot = record.clone();
                 record
             };
@@ -438,10 +434,11 @@ impl Connector for MemoryConnector {
                     .collection(model)?
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
+                let layout = coll.layout.clone();
                 let Some(slot) = coll.rows.get_mut(&IdKey::of(id)) else {
                     return Ok(None);
                 };
-                let record = Arc::new(Row::new(modify(slot.record())?));
+                let record = Arc::new(Row::from_record(&layout, modify(&slot.to_record())?));
                 *slot = record.clone();
                 record
             };
@@ -463,9 +460,13 @@ impl Connector for MemoryConnector {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 let mut count = 0;
+                let layout = coll.layout.clone();
                 for row in coll.rows.values_mut() {
-                    if where_.is_none_or(|w| w.matches(row)) {
-                        *row = Arc::new(Row::new(merge_patch(model, row.record(), patch)));
+                    if where_.is_none_or(|w| w.matches(&**row)) {
+                        *row = Arc::new(Row::from_record(
+                            &layout,
+                            merge_patch(model, &row.to_record(), patch),
+                        ));
                         count += 1;
                     }
                 }
@@ -509,7 +510,7 @@ impl Connector for MemoryConnector {
                     .unwrap_or_else(|e| e.into_inner());
                 let before = coll.rows.len();
                 coll.rows
-                    .retain(|_, r| !where_.is_none_or(|w| w.matches(r)));
+                    .retain(|_, r| !where_.is_none_or(|w| w.matches(&**r)));
                 (before - coll.rows.len()) as u64
             };
             if count > 0 {

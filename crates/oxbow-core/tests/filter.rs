@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use oxbow_core::model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
-use oxbow_core::{Filter, Row};
+use oxbow_core::{Filter, Layout, Row};
 use serde_json::{Value, json};
 
 fn prop(name: &str, ty: PropertyType) -> Property {
@@ -54,6 +54,7 @@ fn model() -> ModelDefinition {
 }
 
 fn rows() -> Vec<Arc<Row>> {
+    let layout = Layout::of(&model());
     let data = json!([
         {"name":"alpha","price":10,"active":true,"added":"2024-01-15T00:00:00.000Z","tags":["a","b"],"address":{"city":"Oslo"},"secret":"s1","id":1},
         {"name":"beta","price":20.5,"active":false,"added":"2023-06-01T00:00:00.000Z","tags":[],"address":{"city":"Bergen"},"id":2},
@@ -63,7 +64,7 @@ fn rows() -> Vec<Arc<Row>> {
     data.as_array()
         .unwrap()
         .iter()
-        .map(|r| Arc::new(Row::new(r.as_object().unwrap().clone())))
+        .map(|r| Arc::new(Row::from_record(&layout, r.as_object().unwrap().clone())))
         .collect()
 }
 
@@ -73,7 +74,7 @@ fn ids(filter: Value) -> Result<Vec<i64>, String> {
     let rows = rows();
     Ok(f.apply(rows.iter())
         .iter()
-        .map(|r| r["id"].as_i64().unwrap())
+        .map(|r| r.get("id").unwrap().as_i64().unwrap())
         .collect())
 }
 
@@ -184,12 +185,12 @@ fn order_paging_and_fields() {
     let def = model();
     let f = Filter::parse(&def, &json!({"fields": {"name": true, "id": true}})).unwrap();
     assert_eq!(
-        Value::Object(f.project(&rows()[0]).unwrap()),
+        Value::Object(f.project(&*rows()[0]).unwrap()),
         json!({"name": "alpha", "id": 1})
     );
     let f = Filter::parse(&def, &json!({"fields": ["price"]})).unwrap();
     assert_eq!(
-        Value::Object(f.project(&rows()[0]).unwrap()),
+        Value::Object(f.project(&*rows()[0]).unwrap()),
         json!({"price": 10})
     );
 }

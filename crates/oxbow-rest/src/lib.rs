@@ -57,22 +57,47 @@ fn reply<T: Serialize>(body: &T) -> Result<Reply, RestError> {
 }
 
 /// One row as REST shows it: the row's cached JSON, or the selected fields.
-fn row_reply(def: &ModelDefinition, row: &Row, fields: Option<&[String]>) -> Result<Reply, RestError> {
+fn row_reply(
+    def: &ModelDefinition,
+    row: &Row,
+    fields: Option<&[String]>,
+) -> Result<Reply, RestError> {
     match fields {
-        None => Ok(Reply { status: StatusCode::OK, json: row.rest_json(def).as_bytes().to_vec() }),
-        Some(_) => reply(&RecordView { def, record: row, fields }),
+        None => Ok(Reply {
+            status: StatusCode::OK,
+            json: row.rest_json(def).as_bytes().to_vec(),
+        }),
+        Some(_) => reply(&RecordView {
+            def,
+            record: row,
+            fields,
+        }),
     }
 }
 
 /// A row just written: rendered without filling its cache.
 fn written_reply(def: &ModelDefinition, row: &Row) -> Result<Reply, RestError> {
-    Ok(Reply { status: StatusCode::OK, json: row.render_json(def).into_owned().into_bytes() })
+    Ok(Reply {
+        status: StatusCode::OK,
+        json: row.render_json(def).into_owned().into_bytes(),
+    })
 }
 
 /// A list of rows: the rows' cached JSON joined, or the selected fields of each.
-fn rows_reply(def: &ModelDefinition, rows: &[Arc<Row>], fields: Option<&[String]>) -> Result<Reply, RestError> {
+fn rows_reply(
+    def: &ModelDefinition,
+    rows: &[Arc<Row>],
+    fields: Option<&[String]>,
+) -> Result<Reply, RestError> {
     if fields.is_some() {
-        let views: Vec<RecordView<'_>> = rows.iter().map(|r| RecordView { def, record: r, fields }).collect();
+        let views: Vec<RecordView<'_, Row>> = rows
+            .iter()
+            .map(|r| RecordView {
+                def,
+                record: &**r,
+                fields,
+            })
+            .collect();
         return reply(&views);
     }
     let parts: Vec<&str> = rows.iter().map(|r| r.rest_json(def)).collect();
@@ -85,7 +110,10 @@ fn rows_reply(def: &ModelDefinition, rows: &[Arc<Row>], fields: Option<&[String]
         json.extend_from_slice(p.as_bytes());
     }
     json.push(b']');
-    Ok(Reply { status: StatusCode::OK, json })
+    Ok(Reply {
+        status: StatusCode::OK,
+        json,
+    })
 }
 
 /// Writes a result in the format the client negotiated (strong-remoting's `done`).

@@ -1,0 +1,166 @@
+//! Stored rows in a compact layout: values by declared-property position (names shared by all
+//! rows of a model), unknown properties of non-strict models aside, and the REST JSON cached.
+//!
+//! A row costs about half the memory of a JSON map with its own keys, and reads never hash a
+//! key. Rows never change once stored (a write stores a new row), so the cached JSON stays true.
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+
+use crate::dao::RecordView;
+use crate::instance::Record;
+use crate::model::ModelDefinition;
+
+/// Read access to a record's properties, whatever its representation.
+pub trait Fields {
+    /// The value of a top-level property.
+    fn field(&self, key: &str) -> Option<&Value>;
+    /// Every property in canonical order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)>;
+}
+
+impl Fields for Record {
+    fn field(&self, key: &str) -> Option<&Value> {
+        // Records are small: comparing a few short keys beats hashing the key (SipHash).
+        if self.len() <= 16 {
+            self.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        } else {
+            self.get(key)
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// The declared property names of a model, in declaration order, shared by its rows.
+#[derive(Debug)]
+pub struct Layout {
+    names: Box<[Box<str>]>,
+}
+
+impl Layout {
+    pub fn of(def: &ModelDefinition) -> Arc<Self> {
+        Arc::new(Self {
+            names: def
+                .properties
+                .iter()
+                .map(|p| p.name.as_str().into())
+                .collect(),
+        })
+    }
+
+    fn index(&self, key: &str) -> Option<usize> {
+        self.names.iter().position(|n| &**n == key)
+    }
+}
+
+/// A stored record.
+#[derive(Debug)]
+pub struct Row {
+    layout: Arc<Layout>,
+    /// By declared-property position; `None` is "not set" (distinct from `null`).
+    values: Box<[Option<Value>]>,
+    /// Unknown properties kept by non-strict models, in arrival order.
+    extras: Option<Box<Record>>,
+    json: OnceLock<Box<str>>,
+}
+
+impl Row {
+    /// Stores a record: declared properties go to their slots, the others aside.
+    pub fn from_record(layout: &Arc<Layout>, record: Record) -> Self {
+        let mut values: Box<[Option<Value>]> = (0..layout.names.len()).map(|_| None).collect();
+        let mut extras = Record::new();
+        for (k, v) in record {
+            match layout.index(&k) {
+                Some(i) => values[i] = Some(v),
+                None => {
+                    extras.insert(k, v);
+                }
+            }
+        }
+        let extras = (!extras.is_empty()).then(|| Box::new(extras));
+        Self {
+            layout: layout.clone(),
+            values,
+            extras,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self.layout.index(key) {
+            Some(i) => self.values[i].as_ref(),
+            None => self.extras.as_ref().and_then(|e| e.get(key)),
+        }
+    }
+
+    /// The row as a JSON map in canonical order (for writes that start from it).
+    pub fn to_record(&self) -> Record {
+        self.entries()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// The row as REST shows it (hidden properties removed), as compact JSON, cached. `def`
+    /// must be the row's own model.
+    pub fn rest_json(&self, def: &ModelDefinition) -> &str {
+        self.json.get_or_init(|| render(def, self).into_boxed_str())
+    }
+
+    /// Like [`Row::rest_json`] without filling the cache (for write responses: a row just
+    /// written may never be read, and the cache costs memory per row).
+    pub fn render_json(&self, def: &ModelDefinition) -> Cow<'_, str> {
+        match self.json.get() {
+            Some(cached) => Cow::Borrowed(cached),
+            None => Cow::Owned(render(def, self)),
+        }
+    }
+}
+
+fn render(def: &ModelDefinition, row: &Row) -> String {
+    serde_json::to_string(&RecordView {
+        def,
+        record: row,
+        fields: None,
+    })
+    .unwrap_or_default()
+}
+
+impl Fields for Row {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.get(key)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let declared = self
+            .layout
+            .names
+            .iter()
+            .zip(self.values.iter())
+            .filter_map(|(k, v)| Some((&**k, v.as_ref()?)));
+        declared.chain(
+            self.extras
+                .iter()
+                .flat_map(|e| e.iter().map(|(k, v)| (k.as_str(), v))),
+        )
+    }
+}
+
+/// Every property of a row, hidden ones included (what a connector stores).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredJson<'a>(pub &'a Row);
+
+impl Serialize for StoredJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.entries() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
