@@ -59,42 +59,50 @@ impl Layout {
     }
 }
 
+/// Declared properties past this position are kept with the extras (in canonical order).
+const MASKED: usize = 128;
+
 /// A stored record.
 #[derive(Debug)]
 pub struct Row {
     layout: Arc<Layout>,
-    /// By declared-property position; `None` is "not set" (distinct from `null`).
-    values: Box<[Option<Value>]>,
-    /// Unknown properties kept by non-strict models, in arrival order.
+    /// Bit `i` set: declared property `i` is set (possibly to `null`).
+    mask: u128,
+    /// The values of the set declared properties, in declaration order.
+    values: Box<[Value]>,
+    /// Unknown properties kept by non-strict models, in arrival order (and declared
+    /// properties past the 128th, in declaration order).
     extras: Option<Box<Record>>,
     json: OnceLock<Box<str>>,
 }
 
 impl Row {
-    /// Stores a record: declared properties go to their slots, the others aside.
+    /// Stores a record: declared properties by position, the others aside.
     pub fn from_record(layout: &Arc<Layout>, record: Record) -> Self {
-        let mut values: Box<[Option<Value>]> = (0..layout.names.len()).map(|_| None).collect();
+        let mut slots: Vec<(usize, Value)> = Vec::with_capacity(record.len());
         let mut extras = Record::new();
         for (k, v) in record {
-            match layout.index(&k) {
-                Some(i) => values[i] = Some(v),
+            match layout.index(&k).filter(|&i| i < MASKED) {
+                Some(i) => slots.push((i, v)),
                 None => {
                     extras.insert(k, v);
                 }
             }
         }
+        slots.sort_by_key(|(i, _)| *i);
+        let mask = slots.iter().fold(0u128, |m, (i, _)| m | (1u128 << i));
+        let values = slots.into_iter().map(|(_, v)| v).collect();
         let extras = (!extras.is_empty()).then(|| Box::new(extras));
-        Self {
-            layout: layout.clone(),
-            values,
-            extras,
-            json: OnceLock::new(),
-        }
+        Self { layout: layout.clone(), mask, values, extras, json: OnceLock::new() }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        match self.layout.index(key) {
-            Some(i) => self.values[i].as_ref(),
+        match self.layout.index(key).filter(|&i| i < MASKED) {
+            Some(i) if self.mask & (1u128 << i) != 0 => {
+                let below = self.mask & ((1u128 << i) - 1);
+                self.values.get(below.count_ones() as usize)
+            }
+            Some(_) => None,
             None => self.extras.as_ref().and_then(|e| e.get(key)),
         }
     }
@@ -137,12 +145,8 @@ impl Fields for Row {
     }
 
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
-        let declared = self
-            .layout
-            .names
-            .iter()
-            .zip(self.values.iter())
-            .filter_map(|(k, v)| Some((&**k, v.as_ref()?)));
+        let set = (0..self.layout.names.len().min(MASKED)).filter(|i| self.mask & (1u128 << i) != 0);
+        let declared = set.zip(self.values.iter()).map(|(i, v)| (&*self.layout.names[i], v));
         declared.chain(
             self.extras
                 .iter()
