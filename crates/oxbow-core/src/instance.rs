@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result, ValidationError, Violation};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType, Strict};
+use crate::row::Fields;
 
 /// A stored or returned row: property name to JSON value, in canonical order.
 pub type Record = Map<String, Value>;
@@ -178,7 +179,7 @@ impl Instance {
     pub fn validate(&self, def: &ModelDefinition, new_record: bool) -> Result<()> {
         let mut violations = Vec::new();
         for prop in &def.properties {
-            let value = self.data.get(&prop.name);
+            let value = self.data.field(&prop.name);
             let odd = self.oddity(&prop.name);
             if prop.required && is_blank(value, odd) {
                 violations.push(violation(
@@ -201,7 +202,7 @@ impl Instance {
         }
         if new_record && def.force_id {
             let id = def.id_name();
-            let value = self.data.get(id);
+            let value = self.data.field(id);
             if !is_blank(value, None) {
                 violations.push(violation(id, "absence", "can't be set", value, None));
             }

@@ -19,7 +19,7 @@ use crate::filter::{Filter, Where};
 use crate::instance::Record;
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
-use crate::row::{Layout, Row, StoredJson};
+use crate::row::{Fields, Layout, Row, StoredJson};
 
 /// An id as a sort key: numbers before strings, numbers numerically.
 #[derive(Debug, Clone, PartialEq)]
@@ -363,7 +363,7 @@ impl Connector for MemoryConnector {
                     .unwrap_or_else(|e| e.into_inner());
                 let id_name = model.id_name();
                 // LoopBack treats a falsy id (0, "", null) as "no id".
-                let given = data.get(id_name).filter(|v| is_truthy_id(v)).cloned();
+                let given = data.field(id_name).filter(|v| is_truthy_id(v)).cloned();
                 let mut current = coll.next_id;
                 let id = match given {
                     Some(id) => {
