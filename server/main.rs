@@ -1,11 +1,6 @@
 //! The default app's binary: `cargo run --release` serves this repository's app (`models/` +
 //! `server/`) with its boot plugins; it also takes the `oxbow` subcommands.
 
-/// mimalloc: faster small allocations and less fragmentation than glibc for the many
-/// short-lived request buffers and long-lived rows (measured in docs/PERFORMANCE.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::{Path, PathBuf};
 
 fn main() -> std::process::ExitCode {

@@ -518,7 +518,7 @@ pub fn where_to_json(w: &Where) -> Value {
     }
     let mut out = Map::new();
     let push = |w: &Where, out: &mut Map<String, Value>| match w {
-        Where::Cond { key, test } => {
+        Where::Cond { key, test, .. } => {
             let v = cond(test);
             match (out.get_mut(key), v) {
                 (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),

@@ -46,7 +46,9 @@ pub enum Where {
     And(Vec<Where>),
     Or(Vec<Where>),
     Nor(Vec<Where>),
-    Cond { key: String, test: Test },
+    /// `slot`: the property's position among the model's declared properties, so stored rows
+    /// are read without looking the name up.
+    Cond { key: String, slot: Option<usize>, test: Test },
 }
 
 /// One condition on one property.
@@ -410,8 +412,10 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
         PropertyType::Array(Some(item)) => (**item).clone(),
         other => other.clone(),
     });
+    let slot = if key.contains('.') { None } else { def.properties.iter().position(|p| p.name == key) };
     let cond = |test| Where::Cond {
         key: key.to_owned(),
+        slot,
         test,
     };
     let Value::Object(ops) = value else {
@@ -662,8 +666,11 @@ impl Where {
             Self::And(list) => list.iter().all(|w| w.matches(record)),
             Self::Or(list) => list.iter().any(|w| w.matches(record)),
             Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
-            Self::Cond { key, test } => {
-                let value = get_path(record, key);
+            Self::Cond { key, slot, test } => {
+                let value = match slot {
+                    Some(i) => record.field_at(*i, key).map(std::borrow::Cow::Borrowed),
+                    None => get_path(record, key),
+                };
                 if let Some(Value::Array(items)) = value.as_deref() {
                     if matches!(test, Test::Neq(_)) && items.is_empty() {
                         return true;
@@ -678,6 +685,7 @@ impl Where {
                 if let Some((head, rest)) = key.split_once('.') {
                     let sub = Self::Cond {
                         key: rest.to_owned(),
+                        slot: None,
                         test: test.clone(),
                     };
                     match record.field(head) {

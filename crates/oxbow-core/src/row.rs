@@ -20,6 +20,13 @@ pub trait Fields {
     fn field(&self, key: &str) -> Option<&Value>;
     /// Every property in canonical order.
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)>;
+
+    /// The value of the declared property at position `slot` (named `key`); stored rows read
+    /// it without a name lookup.
+    fn field_at(&self, slot: usize, key: &str) -> Option<&Value> {
+        let _ = slot;
+        self.field(key)
+    }
 }
 
 impl Fields for Record {
@@ -142,6 +149,17 @@ fn render(def: &ModelDefinition, row: &Row) -> String {
 impl Fields for Row {
     fn field(&self, key: &str) -> Option<&Value> {
         self.get(key)
+    }
+
+    fn field_at(&self, slot: usize, key: &str) -> Option<&Value> {
+        if slot >= MASKED {
+            return self.get(key);
+        }
+        if self.mask & (1u128 << slot) == 0 {
+            return None;
+        }
+        let below = self.mask & ((1u128 << slot) - 1);
+        self.values.get(below.count_ones() as usize)
     }
 
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
