@@ -682,7 +682,7 @@ impl Where {
                 }
                 // "a.b.c": the memory connector retries with "b.c" inside `a` (an object, or
                 // any element of an array of objects).
-                if let Some((head, rest)) = key.split_once('.') {
+                if let Some((head, rest)) = slot.is_none().then(|| key.split_once('.')).flatten() {
                     let sub = Self::Cond {
                         key: rest.to_owned(),
                         slot: None,

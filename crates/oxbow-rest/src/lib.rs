@@ -13,6 +13,7 @@ pub mod negotiate;
 pub mod qs;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, CONTENT_TYPE, HeaderValue};
@@ -351,7 +352,7 @@ fn json_syntax_message(e: &serde_json::Error) -> String {
 
 /// strong-remoting's coercion of an `object` argument given in the query or a header:
 /// JSON text, bracket syntax, or nothing.
-fn object_arg(v: Option<&Value>) -> Result<Option<Value>, RestError> {
+fn object_arg(v: Option<&Value>) -> Result<Option<Cow<'_, Value>>, RestError> {
     match v {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -360,7 +361,7 @@ fn object_arg(v: Option<&Value>) -> Result<Option<Value>, RestError> {
             let t = s.as_str();
             if t.starts_with('{') && t.ends_with('}') {
                 match serde_json::from_str::<Value>(t) {
-                    Ok(v @ Value::Object(_)) => Ok(Some(v)),
+                    Ok(v @ Value::Object(_)) => Ok(Some(Cow::Owned(v))),
                     _ => Err(RestError::new(
                         400,
                         "Cannot parse JSON-encoded object value.",
@@ -370,22 +371,22 @@ fn object_arg(v: Option<&Value>) -> Result<Option<Value>, RestError> {
                 Err(RestError::new(400, "Value is not an object."))
             }
         }
-        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(v @ Value::Object(_)) => Ok(Some(Cow::Borrowed(v))),
         Some(_) => Err(RestError::new(400, "Value is not an object.")),
     }
 }
 
 /// An argument without an http source: query first, then a header of the same name.
-fn query_or_header(
+fn query_or_header<'a>(
     req: &HttpRequest,
-    query: &Map<String, Value>,
+    query: &'a Map<String, Value>,
     name: &str,
-) -> Result<Option<Value>, RestError> {
+) -> Result<Option<Cow<'a, Value>>, RestError> {
     if let Some(v) = query.get(name) {
         return object_arg(Some(v));
     }
     match req.headers().get(name).and_then(|v| v.to_str().ok()) {
-        Some(h) => object_arg(Some(&Value::String(h.to_owned()))),
+        Some(h) => Ok(object_arg(Some(&Value::String(h.to_owned())))?.map(|v| Cow::Owned(v.into_owned()))),
         None => Ok(None),
     }
 }
@@ -455,13 +456,13 @@ async fn run(
     Ok(match route.op {
         Op::Find => {
             let filter = model
-                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
             let rows = model.find(&filter).await?;
             rows_reply(def, &rows, filter.fields.as_deref())?
         }
         Op::FindOne => {
             let filter = model
-                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
             match model.find_one(&filter).await? {
                 Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
@@ -470,7 +471,7 @@ async fn run(
         Op::FindById => {
             let id = path_id(route);
             let filter = model
-                .parse_filter(&query_or_header(req, query, "filter")?.unwrap_or(Value::Null))?;
+                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
             match model.find_by_id(&id).await? {
                 Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &id)),
@@ -519,14 +520,14 @@ async fn run(
         Op::UpsertWithWhere => {
             let w = query_or_header(req, query, "where")?;
             let r = model
-                .upsert_with_where(w.as_ref(), one(data_arg(body, false)?)?)
+                .upsert_with_where(w.as_deref(), one(data_arg(body, false)?)?)
                 .await?;
             written_reply(def, &r)?
         }
         Op::UpdateAll => {
             let w = query_or_header(req, query, "where")?;
             let count = model
-                .update_all(w.as_ref(), one(data_arg(body, false)?)?)
+                .update_all(w.as_deref(), one(data_arg(body, false)?)?)
                 .await?;
             reply(&serde_json::json!({ "count": count }))?
         }
