@@ -48,7 +48,11 @@ pub enum Where {
     Nor(Vec<Where>),
     /// `slot`: the property's position among the model's declared properties, so stored rows
     /// are read without looking the name up.
-    Cond { key: String, slot: Option<usize>, test: Test },
+    Cond {
+        key: String,
+        slot: Option<usize>,
+        test: Test,
+    },
 }
 
 /// One condition on one property.
@@ -412,7 +416,11 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
         PropertyType::Array(Some(item)) => (**item).clone(),
         other => other.clone(),
     });
-    let slot = if key.contains('.') { None } else { def.properties.iter().position(|p| p.name == key) };
+    let slot = if key.contains('.') {
+        None
+    } else {
+        def.properties.iter().position(|p| p.name == key)
+    };
     let cond = |test| Where::Cond {
         key: key.to_owned(),
         slot,

@@ -86,21 +86,51 @@ pub struct Row {
 impl Row {
     /// Stores a record: declared properties by position, the others aside.
     pub fn from_record(layout: &Arc<Layout>, record: Record) -> Self {
-        let mut slots: Vec<(usize, Value)> = Vec::with_capacity(record.len());
+        // Records arrive in canonical order (declared properties first, in declaration
+        // order), so values are pushed as they come; anything else is sorted first.
+        let mut mask = 0u128;
+        let mut last = None;
+        let mut ordered = true;
+        let mut declared = 0;
+        for k in record.keys() {
+            if let Some(i) = layout.index(k).filter(|&i| i < MASKED) {
+                ordered &= last.is_none_or(|l| i > l);
+                last = Some(i);
+                mask |= 1u128 << i;
+                declared += 1;
+            }
+        }
+        let mut values = Vec::with_capacity(declared);
         let mut extras = Record::new();
-        for (k, v) in record {
-            match layout.index(&k).filter(|&i| i < MASKED) {
-                Some(i) => slots.push((i, v)),
-                None => {
+        if ordered {
+            for (k, v) in record {
+                if layout.index(&k).is_some_and(|i| i < MASKED) {
+                    values.push(v);
+                } else {
                     extras.insert(k, v);
                 }
             }
+        } else {
+            let mut slots: Vec<(usize, Value)> = Vec::with_capacity(declared);
+            for (k, v) in record {
+                match layout.index(&k).filter(|&i| i < MASKED) {
+                    Some(i) => slots.push((i, v)),
+                    None => {
+                        extras.insert(k, v);
+                    }
+                }
+            }
+            slots.sort_by_key(|(i, _)| *i);
+            values.extend(slots.into_iter().map(|(_, v)| v));
         }
-        slots.sort_by_key(|(i, _)| *i);
-        let mask = slots.iter().fold(0u128, |m, (i, _)| m | (1u128 << i));
-        let values = slots.into_iter().map(|(_, v)| v).collect();
         let extras = (!extras.is_empty()).then(|| Box::new(extras));
-        Self { layout: layout.clone(), mask, values, extras, json: OnceLock::new() }
+        Self {
+            layout: layout.clone(),
+            mask,
+            values: values.into_boxed_slice(),
+            extras,
+            json: OnceLock::new(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -163,8 +193,11 @@ impl Fields for Row {
     }
 
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
-        let set = (0..self.layout.names.len().min(MASKED)).filter(|i| self.mask & (1u128 << i) != 0);
-        let declared = set.zip(self.values.iter()).map(|(i, v)| (&*self.layout.names[i], v));
+        let set =
+            (0..self.layout.names.len().min(MASKED)).filter(|i| self.mask & (1u128 << i) != 0);
+        let declared = set
+            .zip(self.values.iter())
+            .map(|(i, v)| (&*self.layout.names[i], v));
         declared.chain(
             self.extras
                 .iter()
@@ -184,5 +217,58 @@ impl Serialize for StoredJson<'_> {
             map.serialize_entry(k, v)?;
         }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn layout(n: usize) -> Arc<Layout> {
+        Arc::new(Layout {
+            names: (0..n).map(|i| format!("p{i}").into_boxed_str()).collect(),
+        })
+    }
+
+    fn record(v: Value) -> Record {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn canonical_and_unordered_records_read_back_in_declared_order() {
+        let l = layout(4);
+        for input in [
+            json!({"p0": 1, "p2": null, "x": "extra", "y": 2}),
+            json!({"x": "extra", "p2": null, "y": 2, "p0": 1}),
+        ] {
+            let row = Row::from_record(&l, record(input));
+            assert_eq!(row.get("p0"), Some(&json!(1)));
+            assert_eq!(row.get("p1"), None);
+            assert_eq!(row.get("p2"), Some(&Value::Null));
+            assert_eq!(row.field_at(2, "p2"), Some(&Value::Null));
+            assert_eq!(row.field_at(3, "p3"), None);
+            assert_eq!(row.get("x"), Some(&json!("extra")));
+            assert_eq!(
+                Value::Object(row.to_record()),
+                json!({"p0": 1, "p2": null, "x": "extra", "y": 2})
+            );
+        }
+    }
+
+    #[test]
+    fn models_with_more_than_128_properties_keep_every_value() {
+        let l = layout(130);
+        let mut r = Record::new();
+        for i in [0, 5, 127, 128, 129] {
+            r.insert(format!("p{i}"), json!(i));
+        }
+        r.insert("z".into(), json!("unknown"));
+        let row = Row::from_record(&l, r.clone());
+        for i in [0, 5, 127, 128, 129] {
+            assert_eq!(row.get(&format!("p{i}")), Some(&json!(i)));
+            assert_eq!(row.field_at(i, &format!("p{i}")), Some(&json!(i)));
+        }
+        assert_eq!(row.to_record(), r);
     }
 }

@@ -386,7 +386,9 @@ fn query_or_header<'a>(
         return object_arg(Some(v));
     }
     match req.headers().get(name).and_then(|v| v.to_str().ok()) {
-        Some(h) => Ok(object_arg(Some(&Value::String(h.to_owned())))?.map(|v| Cow::Owned(v.into_owned()))),
+        Some(h) => {
+            Ok(object_arg(Some(&Value::String(h.to_owned())))?.map(|v| Cow::Owned(v.into_owned())))
+        }
         None => Ok(None),
     }
 }
@@ -455,14 +457,20 @@ async fn run(
     };
     Ok(match route.op {
         Op::Find => {
-            let filter = model
-                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
+            let filter = model.parse_filter(
+                query_or_header(req, query, "filter")?
+                    .as_deref()
+                    .unwrap_or(&Value::Null),
+            )?;
             let rows = model.find(&filter).await?;
             rows_reply(def, &rows, filter.fields.as_deref())?
         }
         Op::FindOne => {
-            let filter = model
-                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
+            let filter = model.parse_filter(
+                query_or_header(req, query, "filter")?
+                    .as_deref()
+                    .unwrap_or(&Value::Null),
+            )?;
             match model.find_one(&filter).await? {
                 Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
@@ -470,8 +478,11 @@ async fn run(
         }
         Op::FindById => {
             let id = path_id(route);
-            let filter = model
-                .parse_filter(query_or_header(req, query, "filter")?.as_deref().unwrap_or(&Value::Null))?;
+            let filter = model.parse_filter(
+                query_or_header(req, query, "filter")?
+                    .as_deref()
+                    .unwrap_or(&Value::Null),
+            )?;
             match model.find_by_id(&id).await? {
                 Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
                 None => return Err(not_found_by_id(model, &id)),
