@@ -10,6 +10,31 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Starts `oxbow serve DIR` on a free port; returns the child and its port.
+fn serve(dir: &str) -> (std::process::Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(["serve", dir, "--port", "0", "--host", "127.0.0.1"])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
+    (child, port)
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection.
+fn exchange(port: u16, raw: String) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn oxbow(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_oxbow"))
         .args(args)
@@ -73,31 +98,8 @@ fn check_accepts_the_example_apps() {
 
 #[test]
 fn serve_answers_like_loopback() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args([
-            "serve",
-            "examples/shop",
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
-    let request = |raw: String| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(raw.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let (mut child, port) = serve("examples/shop");
+    let request = |raw: String| exchange(port, raw);
     let body = r#"{"name":"Ann","email":"ann@x.io","secret":"s3","since":"2020-01-02"}"#;
     let resp = request(format!(
         "POST /api/Customers HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -136,33 +138,8 @@ fn acknowledged_writes_survive_sigkill() {
         r#"{"name":"Note","properties":{"text":{"type":"string","required":true}}}"#,
     )
     .unwrap();
-    let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-            .args([
-                "serve",
-                dir.to_str().unwrap(),
-                "--port",
-                "0",
-                "--host",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
-        (child, port)
-    };
-    let send = |port: u16, raw: String| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(raw.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let start = || serve(dir.to_str().unwrap());
+    let send = exchange;
     let (mut child, port) = start();
     for i in 0..40 {
         let body = format!(r#"{{"text":"note {i}"}}"#);

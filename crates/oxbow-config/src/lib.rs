@@ -156,35 +156,18 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
         .to_owned();
     let port = match raw.get("port") {
         None => 3000,
-        Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
-            Some(p) => p,
-            None => {
-                push_once(
-                    problems,
-                    Problem::new(
-                        &file.path,
-                        "/port",
-                        "expected a TCP port number from 0 to 65535",
-                    ),
-                );
+        Some(v) => {
+            let parsed = match v {
+                Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+                Value::String(s) => s.parse::<u16>().ok(),
+                _ => None,
+            };
+            parsed.unwrap_or_else(|| {
+                let expected = "expected a TCP port number from 0 to 65535";
+                push_once(problems, Problem::new(&file.path, "/port", expected));
                 3000
-            }
-        },
-        Some(Value::String(s)) => match s.parse::<u16>() {
-            Ok(p) => p,
-            Err(_) => {
-                push_once(
-                    problems,
-                    Problem::new(
-                        &file.path,
-                        "/port",
-                        "expected a TCP port number from 0 to 65535",
-                    ),
-                );
-                3000
-            }
-        },
-        Some(_) => 3000,
+            })
+        }
     };
     let limit = |pointer: &str, problems: &mut Problems| -> usize {
         let v = file.value.pointer(pointer);
