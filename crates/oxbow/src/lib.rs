@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{App, HttpResponse, HttpServer};
@@ -273,9 +273,4 @@ pub fn listen_from_env(plan: &AppPlan) -> Listen {
         port,
         workers: 0,
     }
-}
-
-/// A small delay helper for plugins that poll.
-pub async fn sleep(d: Duration) {
-    actix_rt::time::sleep(d).await;
 }
