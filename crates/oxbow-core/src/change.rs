@@ -219,3 +219,34 @@ impl ChangeStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_a_subscription_unsubscribes_and_publishing_never_waits() {
+        let feed = ChangeFeed::new(ModelName::new("Car"), 4);
+        let mut a = feed.subscribe();
+        let b = feed.subscribe();
+        assert_eq!(feed.subscriber_count(), 2);
+        drop(b);
+        assert_eq!(feed.subscriber_count(), 1);
+        // More events than the queue holds: publishing does not block, the reader learns it lagged.
+        for i in 0..10 {
+            feed.publish(ChangeType::Create, Some(i.into()), None, None);
+        }
+        assert_eq!(feed.last_seq(), 10);
+        assert_eq!(
+            a.try_recv().map(|r| r.err()),
+            Some(Some(RecvError::Lagged(6)))
+        );
+        let next = a.try_recv().unwrap().unwrap();
+        assert_eq!(
+            (next.seq, next.to_json()),
+            (7, r#"{"target":6,"type":"create"}"#)
+        );
+        drop(a);
+        assert_eq!(feed.subscriber_count(), 0);
+    }
+}

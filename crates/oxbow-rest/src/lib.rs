@@ -12,6 +12,7 @@ pub mod error;
 pub mod negotiate;
 pub mod qs;
 pub mod routes;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -206,7 +207,8 @@ pub async fn handle(
 ) -> HttpResponse {
     let query = qs::parse(req.query_string());
     match dispatch(&req, &query, payload, &api).await {
-        Ok(reply) => respond(&req, &query, reply),
+        Ok(Outcome::Reply(reply)) => respond(&req, &query, reply),
+        Ok(Outcome::Response(resp)) => resp,
         Err(e) => error_response(&req, &query, &e),
     }
 }
@@ -222,7 +224,7 @@ async fn dispatch(
     query: &Map<String, Value>,
     payload: web::Payload,
     api: &RestApi,
-) -> Result<Reply, RestError> {
+) -> Result<Outcome, RestError> {
     // body-parser runs before routing: an oversized or malformed body fails on any path.
     let body = read_body(req, payload, api).await?;
     let path = req.path();
@@ -273,7 +275,31 @@ async fn dispatch(
             ),
         ));
     };
-    run(model, &route, req, query, body).await
+    if route.op == Op::ChangeStream {
+        let from_body = match &body {
+            Body::Json(Value::Object(b)) => b.get("options").cloned(),
+            _ => None,
+        };
+        let opts = match query_or_header(req, query, "options")? {
+            Some(v) => Some(v.into_owned()),
+            None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
+        };
+        return Ok(Outcome::Response(stream::open(
+            model.clone(),
+            req,
+            query,
+            opts.as_ref(),
+        )?));
+    }
+    run(model, &route, req, query, body)
+        .await
+        .map(Outcome::Reply)
+}
+
+/// What a route produced: a value to negotiate, or a finished (streaming) response.
+enum Outcome {
+    Reply(Reply),
+    Response(HttpResponse),
 }
 
 /// The request body as strong-remoting sees it.
@@ -554,6 +580,8 @@ async fn run(
                 .await?;
             written_reply(def, &r)?
         }
+        // Answered by `dispatch` (a streaming response).
+        Op::ChangeStream => return Err(RestError::new(500, "change stream routed as a value")),
         Op::DeleteById => {
             let count = model.delete_by_id(&path_id(route)).await?;
             reply(&serde_json::json!({ "count": count }))?

@@ -91,6 +91,11 @@ fn best<'a>(req: &HttpRequest, available: &[&'a str]) -> Option<&'a str> {
     scored.first().map(|x| x.4)
 }
 
+/// Express's `req.accepts(type)`: true without an `Accept` header or when it admits `ty`.
+pub fn accepts(req: &HttpRequest, ty: &'static str) -> bool {
+    best(req, &[ty]).is_some()
+}
+
 /// How a successful result is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {

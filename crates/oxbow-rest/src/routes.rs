@@ -24,6 +24,7 @@ pub enum Op {
     DeleteById,
     Count,
     PatchAttributes,
+    ChangeStream,
 }
 
 impl Op {
@@ -57,6 +58,7 @@ impl Op {
             Self::DeleteById => "deleteById",
             Self::Count => "count",
             Self::PatchAttributes => "prototype.patchAttributes",
+            Self::ChangeStream => "createChangeStream",
         }
     }
 }
@@ -79,6 +81,8 @@ pub const TABLE: &[(&str, &[Seg], Op)] = &[
     ("GET", &[Seg::Lit("findOne")], Op::FindOne),
     ("POST", &[Seg::Lit("update")], Op::UpdateAll),
     ("GET", &[Seg::Lit("count")], Op::Count),
+    ("POST", &[Seg::Lit("change-stream")], Op::ChangeStream),
+    ("GET", &[Seg::Lit("change-stream")], Op::ChangeStream),
     ("GET", &[Seg::Id, Seg::Lit("exists")], Op::Exists),
     ("HEAD", &[Seg::Id], Op::ExistsHead),
     ("GET", &[Seg::Id], Op::FindById),
