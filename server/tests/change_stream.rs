@@ -16,10 +16,53 @@ impl Drop for Server {
     }
 }
 
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A copy of the default app with `changeStreams` (and MyModel settings) changed.
+fn app_with(change_streams: &str, model_extra: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("oxbow-cs-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("server")).unwrap();
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    for f in ["datasources.json", "model-config.json", "middleware.json"] {
+        std::fs::copy(repo().join("server").join(f), dir.join("server").join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(repo().join("server/config.json")).unwrap();
+    let config = config.replacen(
+        '{',
+        &format!("{{\n  \"changeStreams\": {change_streams},"),
+        1,
+    );
+    std::fs::write(dir.join("server/config.json"), config).unwrap();
+    let model = std::fs::read_to_string(repo().join("models/my-model.json")).unwrap();
+    let model = if model_extra.is_empty() {
+        model
+    } else {
+        model.replacen('{', &format!("{{\n  {model_extra},"), 1)
+    };
+    std::fs::write(dir.join("models/my-model.json"), model).unwrap();
+    dir
+}
+
 fn start() -> Server {
+    start_in(&repo())
+}
+
+fn start_in(dir: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow-default-app"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args([
+            "serve",
+            dir.to_str().unwrap(),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -122,7 +165,11 @@ const SSE: &str =
 
 #[test]
 fn event_stream_bytes_match_loopback() {
-    let server = start();
+    // With ids off (and no retry/heartbeat), the bytes are LoopBack's exactly.
+    let server = start_in(&app_with(
+        r#"{"ids": false, "retryMs": 0, "heartbeatSeconds": 0}"#,
+        "",
+    ));
     let mut s = Stream::open(server.1, SSE);
     let head = s.head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
@@ -171,7 +218,7 @@ fn event_stream_bytes_match_loopback() {
 
 #[test]
 fn options_filter_events_and_other_framings() {
-    let server = start();
+    let server = start_in(&app_with(r#"{"ids": false, "retryMs": 0}"#, ""));
     let port = server.1;
     // Without `_format`, no Accept header means SSE too; options from the query.
     let mut filtered = Stream::open(
@@ -257,4 +304,224 @@ fn streams_keep_working_after_many_disconnects() {
     s.wait_for(":ok\n\n");
     call(port, "POST", "/api/MyModels", r#"{"foo":"after"}"#);
     assert!(s.wait_for("after").contains("\"foo\":\"after\""));
+}
+
+/// The `id:` of every event in a body.
+fn ids(body: &str) -> Vec<u64> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|i| i.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn events_carry_ids_and_a_reconnect_resumes_without_gap_or_duplicate() {
+    let server = start();
+    let port = server.1;
+    let mut s = Stream::open(port, SSE);
+    assert!(
+        s.head
+            .to_ascii_lowercase()
+            .contains("x-accel-buffering: no"),
+        "{}",
+        s.head
+    );
+    assert_eq!(s.wait_for("retry: 2000\n\n"), ":ok\n\nretry: 2000\n\n");
+    call(port, "POST", "/api/MyModels", r#"{"foo":"a"}"#);
+    call(port, "POST", "/api/MyModels", r#"{"foo":"b"}"#);
+    let body = s.wait_for("\"b\"");
+    // The seed line's create was event 1.
+    assert!(body.ends_with("id: 3\nevent: data\ndata: {\"target\":3,\"data\":{\"foo\":\"b\",\"id\":3},\"type\":\"create\"}\n\n"), "{body}");
+    drop(s);
+    // Missed while disconnected:
+    call(port, "POST", "/api/MyModels", r#"{"foo":"c"}"#);
+    call(port, "DELETE", "/api/MyModels/2", "");
+    let mut again = Stream::open(
+        port,
+        &SSE.replace("\r\n\r\n", "\r\nLast-Event-ID: 3\r\n\r\n"),
+    );
+    again.wait_for("\"remove\"");
+    call(port, "POST", "/api/MyModels", r#"{"foo":"d"}"#);
+    let body = again.wait_for("\"d\"");
+    assert_eq!(ids(&body), [4, 5, 6], "{body}");
+    // The same through the query parameter.
+    let mut q = Stream::open(
+        port,
+        "GET /api/MyModels/change-stream?lastEventId=5 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(ids(&q.wait_for("\"d\"")), [6]);
+}
+
+#[test]
+fn an_id_past_retention_gets_a_reset() {
+    let server = start_in(&app_with(r#"{"retention": {"count": 2}}"#, ""));
+    let port = server.1;
+    for f in ["a", "b", "c", "d"] {
+        call(
+            port,
+            "POST",
+            "/api/MyModels",
+            &format!(r#"{{"foo":"{f}"}}"#),
+        );
+    }
+    // Events 1..5 were published; 4 and 5 are retained. Resuming after 1 lost 2 and 3.
+    let mut s = Stream::open(
+        port,
+        "GET /api/MyModels/change-stream?lastEventId=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let body = s.wait_for("event: reset");
+    assert!(
+        body.contains("id: 5\nevent: reset\ndata: {\"lastEventId\":5,\"reason\":"),
+        "{body}"
+    );
+    // An id this run never handed out (a restart) resets too; a current one replays nothing.
+    let mut s = Stream::open(
+        port,
+        "GET /api/MyModels/change-stream?lastEventId=99 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(s.wait_for("event: reset").contains("event: reset"));
+    let mut s = Stream::open(
+        port,
+        "GET /api/MyModels/change-stream?lastEventId=4 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(ids(&s.wait_for("\"d\"")), [5]);
+}
+
+#[test]
+fn idle_streams_get_heartbeats() {
+    let server = start_in(&app_with(r#"{"heartbeatSeconds": 0.2}"#, ""));
+    let mut s = Stream::open(server.1, SSE);
+    let started = Instant::now();
+    assert!(s.wait_for(":heartbeat\n\n").contains(":heartbeat\n\n"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn per_record_streams_see_only_their_record_deletes_included() {
+    let server = start();
+    let port = server.1;
+    call(port, "POST", "/api/MyModels", r#"{"foo":"two"}"#);
+    let mut s = Stream::open(
+        port,
+        "GET /api/MyModels/2/change-stream?_format=event-stream HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    s.wait_for("retry");
+    call(port, "PATCH", "/api/MyModels/1", r#"{"foo":"other"}"#);
+    call(port, "PATCH", "/api/MyModels/2", r#"{"foo":"mine"}"#);
+    call(port, "DELETE", "/api/MyModels/2", "");
+    let body = s.wait_for("remove");
+    assert!(!body.contains("other"), "{body}");
+    assert!(
+        body.contains("{\"target\":2,\"data\":{\"foo\":\"mine\",\"id\":2},\"type\":\"update\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("{\"target\":2,\"where\":{\"id\":2},\"type\":\"remove\"}"),
+        "{body}"
+    );
+    // A `where` on the id selects deletes too (LoopBack never delivers deletes to a `where`).
+    let mut w = Stream::open(
+        port,
+        "GET /api/MyModels/change-stream?options=%7B%22where%22%3A%7B%22id%22%3A1%7D%7D HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    w.wait_for("retry");
+    call(port, "DELETE", "/api/MyModels/1", "");
+    assert!(
+        w.wait_for("remove")
+            .contains("{\"target\":1,\"where\":{\"id\":1},\"type\":\"remove\"}")
+    );
+}
+
+#[test]
+fn a_model_can_turn_its_streams_off() {
+    let server = start_in(&app_with("{}", r#""changeStream": false"#));
+    let body = call(server.1, "GET", "/api/MyModels/change-stream", "");
+    assert_eq!(
+        body,
+        r#"{"error":{"statusCode":404,"name":"Error","message":"Shared class \"MyModel\" has no method handling GET /change-stream"}}"#
+    );
+}
+
+#[test]
+fn a_slow_reader_is_cut_off_with_its_last_id_and_can_resume() {
+    let server = start_in(&app_with(
+        r#"{"queueSize": 4, "retention": {"count": 10000}}"#,
+        "",
+    ));
+    let port = server.1;
+    let mut s = Stream::open(port, SSE);
+    s.wait_for("retry");
+    // The reader stops reading; big events fill the socket buffers, then its queue.
+    let big = format!(r#"{{"foo":"{}"}}"#, "x".repeat(60_000));
+    for _ in 0..200 {
+        call(port, "POST", "/api/MyModels", &big);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.body().contains("event: close") && Instant::now() < deadline {
+        s.read_some();
+    }
+    let body = s.body();
+    let close = body.rsplit("event: close\ndata: ").next().unwrap();
+    assert!(
+        close.starts_with("{\"lastEventId\":"),
+        "no close event: {}",
+        &body[body.len().saturating_sub(300)..]
+    );
+    let last: u64 = close["{\"lastEventId\":".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ids(&body).last(),
+        Some(&last),
+        "the close event names the last id sent"
+    );
+    assert!(close.contains("\"reason\":\"overflow\""));
+    // Resuming from there loses nothing: the rest up to event 201 arrive.
+    let mut again = Stream::open(
+        port,
+        &SSE.replace("\r\n\r\n", &format!("\r\nLast-Event-ID: {last}\r\n\r\n")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ids(&again.body()).last() != Some(&201) && Instant::now() < deadline {
+        again.read_some();
+    }
+    let got = ids(&again.body());
+    assert_eq!(got, ((last + 1)..=201).collect::<Vec<_>>());
+}
+
+#[test]
+fn shutdown_ends_streams_with_their_last_id_and_exits_promptly() {
+    let mut server = start();
+    let port = server.1;
+    let mut s = Stream::open(port, SSE);
+    s.wait_for("retry");
+    call(port, "POST", "/api/MyModels", r#"{"foo":"z"}"#);
+    s.wait_for("\"z\"");
+    let started = Instant::now();
+    let pid = server.0.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let body = s.wait_for("event: close");
+    assert!(
+        body.ends_with(
+            "retry: 2000\nevent: close\ndata: {\"lastEventId\":2,\"reason\":\"shutdown\"}\n\n"
+        ),
+        "{body}"
+    );
+    let status = loop {
+        if let Some(st) = server.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the server did not exit promptly"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }

@@ -40,8 +40,112 @@ pub struct AppConfig {
     pub json_limit: usize,
     /// `remoting.urlencoded.limit` in bytes.
     pub urlencoded_limit: usize,
+    /// `changeStreams`: how change streams behave (oxbow's own key).
+    pub change_streams: ChangeStreamConfig,
     /// The whole merged config.json (apps keep their own settings there).
     pub raw: Map<String, Value>,
+}
+
+/// config.json `changeStreams` (oxbow's own key, all optional):
+/// `{"ids": true, "retryMs": 2000, "heartbeatSeconds": 15, "queueSize": 1024,
+///   "retention": {"count": 1000, "seconds": 3600}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeStreamConfig {
+    /// Send `id:` lines (needed for `Last-Event-ID` resume). `false` gives LoopBack's exact bytes.
+    pub ids: bool,
+    /// The `retry:` hint in milliseconds (0: none).
+    pub retry_ms: u64,
+    /// Seconds between heartbeat comments on an idle stream (0: none).
+    pub heartbeat_seconds: f64,
+    /// Events a subscriber may have queued before it is cut off (it can resume).
+    pub queue_size: usize,
+    /// Events retained for resume: at most this many…
+    pub retain_count: usize,
+    /// …and none older than this many seconds.
+    pub retain_seconds: f64,
+}
+
+impl Default for ChangeStreamConfig {
+    fn default() -> Self {
+        Self {
+            ids: true,
+            retry_ms: 2000,
+            heartbeat_seconds: 15.0,
+            queue_size: 1024,
+            retain_count: 1000,
+            retain_seconds: 3600.0,
+        }
+    }
+}
+
+fn compile_change_streams(file: &read::Artifact, problems: &mut Problems) -> ChangeStreamConfig {
+    let mut c = ChangeStreamConfig::default();
+    let Some(v) = file.value.get("changeStreams") else {
+        return c;
+    };
+    let Some(o) = v.as_object() else {
+        push_once(
+            problems,
+            Problem::new(&file.path, "/changeStreams", "expected an object"),
+        );
+        return c;
+    };
+    let number = |key: &str, pointer: &str, problems: &mut Problems| -> Option<f64> {
+        let v = o.get(key)?;
+        match v.as_f64().filter(|n| *n >= 0.0) {
+            Some(n) => Some(n),
+            None => {
+                push_once(
+                    problems,
+                    Problem::new(
+                        &file.path,
+                        pointer,
+                        &format!("expected a non-negative number, found {v}"),
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if let Some(ids) = o.get("ids") {
+        match ids.as_bool() {
+            Some(b) => c.ids = b,
+            None => push_once(
+                problems,
+                Problem::new(
+                    &file.path,
+                    "/changeStreams/ids",
+                    &format!("expected a boolean, found {ids}"),
+                ),
+            ),
+        }
+    }
+    if let Some(n) = number("retryMs", "/changeStreams/retryMs", problems) {
+        c.retry_ms = n as u64;
+    }
+    if let Some(n) = number(
+        "heartbeatSeconds",
+        "/changeStreams/heartbeatSeconds",
+        problems,
+    ) {
+        c.heartbeat_seconds = n;
+    }
+    if let Some(n) = number("queueSize", "/changeStreams/queueSize", problems) {
+        c.queue_size = (n as usize).max(1);
+    }
+    if let Some(r) = o.get("retention").and_then(Value::as_object) {
+        if let Some(n) = r.get("count").and_then(Value::as_f64).filter(|n| *n >= 0.0) {
+            c.retain_count = n as usize;
+        }
+        if let Some(n) = r
+            .get("seconds")
+            .and_then(Value::as_f64)
+            .filter(|n| *n >= 0.0)
+        {
+            c.retain_seconds = n;
+        }
+    }
+    c
 }
 
 /// A checked app directory, ready to boot.
@@ -191,12 +295,14 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
     };
     let json_limit = limit("/remoting/json/limit", problems);
     let urlencoded_limit = limit("/remoting/urlencoded/limit", problems);
+    let change_streams = compile_change_streams(file, problems);
     AppConfig {
         rest_api_root,
         host,
         port,
         json_limit,
         urlencoded_limit,
+        change_streams,
         raw,
     }
 }

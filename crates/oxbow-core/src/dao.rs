@@ -83,9 +83,9 @@ impl Model {
     pub fn new(
         def: Arc<ModelDefinition>,
         connector: Arc<dyn Connector>,
-        feed_capacity: usize,
+        feed: crate::change::FeedSettings,
     ) -> Self {
-        let feed = ChangeFeed::new(def.name.clone(), feed_capacity);
+        let feed = ChangeFeed::with_settings(def.name.clone(), feed);
         Self {
             def,
             connector,

@@ -16,7 +16,9 @@ pub mod model;
 pub mod registry;
 pub mod row;
 
-pub use change::{ChangeData, ChangeEvent, ChangeFeed, ChangeStream, ChangeType, RecvError};
+pub use change::{
+    ChangeData, ChangeEvent, ChangeFeed, ChangeStream, ChangeType, FeedSettings, RecvError, Resume,
+};
 pub use connector::{BoxFuture, Connector};
 pub use dao::{Model, RecordView};
 pub use error::{Error, Result, ValidationError, Violation};

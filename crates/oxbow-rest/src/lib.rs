@@ -39,6 +39,10 @@ pub struct RestApi {
     pub root: String,
     pub json_limit: usize,
     pub form_limit: usize,
+    /// Change-stream behaviour (`changeStreams` in config.json).
+    pub streams: stream::StreamOptions,
+    /// Turns `true` when the server shuts down: open streams send their last event and end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -275,7 +279,20 @@ async fn dispatch(
             ),
         ));
     };
-    if route.op == Op::ChangeStream {
+    if matches!(route.op, Op::ChangeStream | Op::RecordChangeStream) {
+        if !streams_enabled(model.definition()) {
+            let sub = rel
+                .trim_start_matches('/')
+                .split_once('/')
+                .map_or_else(|| "/".to_owned(), |(_, s)| format!("/{s}"));
+            let message = format!(
+                "Shared class \"{}\" has no method handling {} {}",
+                model.name(),
+                req.method(),
+                with_query(&sub)
+            );
+            return Err(RestError::new(404, message));
+        }
         let from_body = match &body {
             Body::Json(Value::Object(b)) => b.get("options").cloned(),
             _ => None,
@@ -284,16 +301,31 @@ async fn dispatch(
             Some(v) => Some(v.into_owned()),
             None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
         };
-        return Ok(Outcome::Response(stream::open(
+        let target = (route.op == Op::RecordChangeStream).then(|| path_id(&route));
+        let resp = stream::open(
             model.clone(),
+            target,
             req,
             query,
             opts.as_ref(),
-        )?));
+            api.streams.clone(),
+            api.shutdown.clone(),
+        )?;
+        return Ok(Outcome::Response(resp));
     }
     run(model, &route, req, query, body)
         .await
         .map(Outcome::Reply)
+}
+
+/// A model's change stream routes exist unless its JSON says `"changeStream": false` (or
+/// `{"enabled": false}`).
+fn streams_enabled(def: &ModelDefinition) -> bool {
+    match def.settings.get("changeStream") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Object(o)) => o.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+        _ => true,
+    }
 }
 
 /// What a route produced: a value to negotiate, or a finished (streaming) response.
@@ -581,7 +613,9 @@ async fn run(
             written_reply(def, &r)?
         }
         // Answered by `dispatch` (a streaming response).
-        Op::ChangeStream => return Err(RestError::new(500, "change stream routed as a value")),
+        Op::ChangeStream | Op::RecordChangeStream => {
+            return Err(RestError::new(500, "change stream routed as a value"));
+        }
         Op::DeleteById => {
             let count = model.delete_by_id(&path_id(route)).await?;
             reply(&serde_json::json!({ "count": count }))?

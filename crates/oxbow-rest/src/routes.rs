@@ -25,6 +25,7 @@ pub enum Op {
     Count,
     PatchAttributes,
     ChangeStream,
+    RecordChangeStream,
 }
 
 impl Op {
@@ -59,6 +60,7 @@ impl Op {
             Self::Count => "count",
             Self::PatchAttributes => "prototype.patchAttributes",
             Self::ChangeStream => "createChangeStream",
+            Self::RecordChangeStream => "prototype.createChangeStream",
         }
     }
 }
@@ -84,6 +86,16 @@ pub const TABLE: &[(&str, &[Seg], Op)] = &[
     ("POST", &[Seg::Lit("change-stream")], Op::ChangeStream),
     ("GET", &[Seg::Lit("change-stream")], Op::ChangeStream),
     ("GET", &[Seg::Id, Seg::Lit("exists")], Op::Exists),
+    (
+        "GET",
+        &[Seg::Id, Seg::Lit("change-stream")],
+        Op::RecordChangeStream,
+    ),
+    (
+        "POST",
+        &[Seg::Id, Seg::Lit("change-stream")],
+        Op::RecordChangeStream,
+    ),
     ("HEAD", &[Seg::Id], Op::ExistsHead),
     ("GET", &[Seg::Id], Op::FindById),
     ("POST", &[Seg::Id, Seg::Lit("replace")], Op::ReplaceById),

@@ -1,22 +1,50 @@
-//! `GET/POST /{Model}/change-stream`: a model's change feed as server-sent events, with
-//! LoopBack 3's bytes (`:ok`, then `event: data` + `data: <change>` per change), or as the
-//! newline-delimited JSON framing LoopBack uses when the client does not accept event streams.
+//! `GET/POST /{Model}/change-stream` and `/{Model}/{id}/change-stream`: a model's change feed
+//! as server-sent events with LoopBack 3's framing (`:ok`, then `event: data` + `data:
+//! <change>` per change), or as the JSON lines LoopBack uses when the client does not accept
+//! event streams.
 //!
-//! A subscription lives exactly as long as the response body: when the client goes away, actix
-//! drops the body stream and with it the subscription.
+//! Beyond LoopBack, on by default (EventSource clients need no change): every event carries an
+//! `id:`; a client reconnecting with `Last-Event-ID` (or `?lastEventId=`) gets the retained
+//! events after it, then live ones, with no gap and no duplicate, or `event: reset` when they
+//! are gone; a `retry:` hint; heartbeat comments on idle streams; a subscriber that falls behind
+//! its bounded queue, and every stream at shutdown, gets a final `event: close` with the last
+//! id it received. A subscription lives exactly as long as the response body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
-use oxbow_core::{ChangeData, ChangeEvent, ChangeStream, Filter, Model, RecvError};
+use oxbow_core::{ChangeData, ChangeEvent, ChangeStream, Filter, Model, RecvError, Resume};
 
 use crate::RestError;
+
+/// Change-stream behaviour from config.json `changeStreams`.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// `id:` lines (and so resume). Off gives LoopBack's exact bytes.
+    pub ids: bool,
+    /// The `retry:` hint in milliseconds (0: none).
+    pub retry_ms: u64,
+    /// Heartbeat comment interval on idle streams.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            ids: true,
+            retry_ms: 2000,
+            heartbeat: Some(Duration::from_secs(15)),
+        }
+    }
+}
 
 /// How the stream is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,36 +68,49 @@ fn framing(req: &HttpRequest, query: &Map<String, Value>) -> Framing {
     }
 }
 
-/// The `options` argument: `where` and `fields` filter and shape the events.
-fn options(model: &Model, raw: Option<&Value>) -> Result<Option<Filter>, RestError> {
-    match raw {
-        None => Ok(None),
-        Some(v) => Ok(Some(model.parse_filter(v)?)),
-    }
+/// What a subscriber receives: its `options` filter and, for per-record streams, the id.
+struct Selection {
+    filter: Option<Filter>,
+    target: Option<Value>,
 }
 
-/// Whether an event passes the subscriber's `where` (LoopBack matches the event's `data`, so
-/// events without data never pass a `where`).
-fn passes(filter: &Filter, event: &ChangeEvent) -> bool {
-    let Some(w) = &filter.where_ else { return true };
-    match &event.data {
-        Some(ChangeData::Record(_, row)) => w.matches(&**row),
-        Some(ChangeData::Value(Value::Object(map))) => w.matches(map),
-        _ => false,
+impl Selection {
+    /// LoopBack matches `where` against the event's `data`; events without data (deletes) are
+    /// matched against `{<id>: target}`, so a `where` on the id also sees deletes.
+    fn passes(&self, model: &Model, event: &ChangeEvent) -> bool {
+        if let Some(t) = &self.target {
+            if event.target.as_ref() != Some(t) {
+                return false;
+            }
+        }
+        let Some(w) = self.filter.as_ref().and_then(|f| f.where_.as_ref()) else {
+            return true;
+        };
+        match &event.data {
+            Some(ChangeData::Record(_, row)) => w.matches(&**row),
+            Some(ChangeData::Value(Value::Object(map))) => w.matches(map),
+            Some(ChangeData::Value(_)) => false,
+            None => {
+                let Some(t) = &event.target else { return false };
+                let mut only_id = Map::new();
+                only_id.insert(model.definition().id_name().to_owned(), t.clone());
+                w.matches(&only_id)
+            }
+        }
     }
-}
 
-/// The change as JSON, with `data` reduced to `fields` when the subscriber asked for them.
-fn render(filter: Option<&Filter>, event: &ChangeEvent) -> String {
-    let Some(f) = filter.filter(|f| f.fields.is_some()) else {
-        return event.to_json().to_owned();
-    };
-    let mut payload = event.payload();
-    if let Some(Value::Object(data)) = payload.get("data") {
-        let projected = f.project(data).unwrap_or_default();
-        payload["data"] = Value::Object(projected);
+    /// The change as JSON, `data` reduced to `fields` when the subscriber asked for them.
+    fn render(&self, event: &ChangeEvent) -> String {
+        let Some(f) = self.filter.as_ref().filter(|f| f.fields.is_some()) else {
+            return event.to_json().to_owned();
+        };
+        let mut payload = event.payload();
+        if let Some(Value::Object(data)) = payload.get("data") {
+            let projected = f.project(data).unwrap_or_default();
+            payload["data"] = Value::Object(projected);
+        }
+        payload.to_string()
     }
-    payload.to_string()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -87,58 +128,183 @@ fn stream_id() -> String {
     )
 }
 
-/// Opens a change stream for `model`. `options` comes from the query or the POST body.
+/// The id a reconnecting client last received: the `Last-Event-ID` header (what browsers
+/// send) or `?lastEventId=`. `Some(None)`: present but not one of ours.
+fn last_event_id(req: &HttpRequest, query: &Map<String, Value>) -> Option<Option<u64>> {
+    let raw = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .get("lastEventId")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })?;
+    Some(raw.trim().parse().ok())
+}
+
+/// Everything one open stream needs while it runs.
+struct Run {
+    model: Arc<Model>,
+    changes: ChangeStream,
+    selection: Selection,
+    framing: Framing,
+    opts: StreamOptions,
+    shutdown: watch::Receiver<bool>,
+    id: String,
+    /// Chunks to send before reading the feed.
+    queued: std::collections::VecDeque<Bytes>,
+    /// The id of the last event this subscriber was sent.
+    last_sent: u64,
+    done: bool,
+}
+
+impl Run {
+    fn close_event(&self, reason: &str) -> Bytes {
+        let data = json!({ "lastEventId": self.last_sent, "reason": reason });
+        let retry = if self.opts.retry_ms > 0 {
+            format!("retry: {}\n", self.opts.retry_ms)
+        } else {
+            String::new()
+        };
+        match self.framing {
+            Framing::Sse => Bytes::from(format!("{retry}event: close\ndata: {data}\n\n")),
+            Framing::Lines => Bytes::from(format!("[\"{}\",\"end\"]\n", self.id)),
+        }
+    }
+
+    fn event_chunk(&self, event: &ChangeEvent) -> Bytes {
+        let json = self.selection.render(event);
+        Bytes::from(match self.framing {
+            Framing::Sse if self.opts.ids => {
+                format!("id: {}\nevent: data\ndata: {json}\n\n", event.seq)
+            }
+            Framing::Sse => format!("event: data\ndata: {json}\n\n"),
+            Framing::Lines => format!("[\"{}\",\"data\",{json}]\n", self.id),
+        })
+    }
+
+    /// The next chunk of the body, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.queued.pop_front() {
+            return Some(chunk);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                self.done = true;
+                return Some(self.close_event("shutdown"));
+            }
+            let heartbeat = self.opts.heartbeat.filter(|_| self.framing == Framing::Sse);
+            let recv = self.changes.recv();
+            let shutdown = self.shutdown.changed();
+            let got = tokio::select! {
+                r = recv => Some(r),
+                _ = shutdown => None,
+                _ = sleep_or_never(heartbeat) => return Some(Bytes::from_static(b":heartbeat\n\n")),
+            };
+            match got {
+                None => continue,
+                Some(Ok(event)) => {
+                    if !self.selection.passes(&self.model, &event) {
+                        continue;
+                    }
+                    if self.opts.ids {
+                        self.last_sent = event.seq;
+                    }
+                    return Some(self.event_chunk(&event));
+                }
+                // Cut off a subscriber that fell behind its bounded queue, telling it where it
+                // was: with `Last-Event-ID` it resumes from retention and loses nothing.
+                Some(Err(RecvError::Lagged(_))) => {
+                    self.done = true;
+                    return Some(self.close_event("overflow"));
+                }
+                Some(Err(RecvError::Closed)) => return None,
+            }
+        }
+    }
+}
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens a change stream for `model` (one record when `target` is set). `options` comes from
+/// the query or the POST body.
 pub fn open(
     model: Arc<Model>,
+    target: Option<Value>,
     req: &HttpRequest,
     query: &Map<String, Value>,
     raw_options: Option<&Value>,
+    opts: StreamOptions,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<HttpResponse, RestError> {
     let framing = framing(req, query);
-    let filter = options(&model, raw_options)?;
-    let changes = model.subscribe();
-    let id = stream_id();
-    let first = match framing {
-        Framing::Sse => Bytes::from_static(b":ok\n\n"),
-        Framing::Lines => Bytes::from(format!(
-            "[\"{id}\",\"new\",{{\"opts\":{{\"writable\":false,\"readable\":true}}}}]\n"
-        )),
+    let filter = match raw_options {
+        Some(v) => Some(model.parse_filter(v)?),
+        None => None,
     };
-    struct State {
-        changes: ChangeStream,
-        filter: Option<Filter>,
-        framing: Framing,
-        id: String,
-        first: Option<Bytes>,
-    }
-    let state = State {
-        changes,
-        filter,
-        framing,
-        id,
-        first: Some(first),
+    let target = target.map(|t| model.coerce_id(&t));
+    let resume = if opts.ids {
+        last_event_id(req, query)
+    } else {
+        None
     };
-    let body = stream::unfold(state, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok::<_, std::convert::Infallible>(first), st));
+    let (changes, reset, last_sent) = match resume {
+        None => (model.subscribe(), false, model.changes().last_seq()),
+        Some(None) => (model.subscribe(), true, model.changes().last_seq()),
+        Some(Some(last)) => {
+            let (s, how) = model.changes().subscribe_after(last);
+            (s, how == Resume::Reset, last)
         }
-        loop {
-            match st.changes.recv().await {
-                Ok(event) => {
-                    if st.filter.as_ref().is_some_and(|f| !passes(f, &event)) {
-                        continue;
-                    }
-                    let json = render(st.filter.as_ref(), &event);
-                    let chunk = match st.framing {
-                        Framing::Sse => format!("event: data\ndata: {json}\n\n"),
-                        Framing::Lines => format!("[\"{}\",\"data\",{json}]\n", st.id),
-                    };
-                    return Some((Ok(Bytes::from(chunk)), st));
-                }
-                // A subscriber that fell behind is closed rather than silently skipping events.
-                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return None,
+    };
+    let id = stream_id();
+    let mut queued = std::collections::VecDeque::new();
+    match framing {
+        Framing::Sse => {
+            queued.push_back(Bytes::from_static(b":ok\n\n"));
+            if opts.retry_ms > 0 && opts.ids {
+                queued.push_back(Bytes::from(format!("retry: {}\n\n", opts.retry_ms)));
+            }
+            if reset {
+                let last = model.changes().last_seq();
+                let data = json!({ "lastEventId": last, "reason": "events after the given id are no longer retained; refetch" });
+                queued.push_back(Bytes::from(format!(
+                    "id: {}\nevent: reset\ndata: {data}\n\n",
+                    model.changes().last_seq()
+                )));
             }
         }
+        Framing::Lines => {
+            queued.push_back(Bytes::from(format!(
+                "[\"{id}\",\"new\",{{\"opts\":{{\"writable\":false,\"readable\":true}}}}]\n"
+            )));
+        }
+    }
+    let run = Run {
+        model,
+        changes,
+        selection: Selection { filter, target },
+        framing,
+        opts,
+        shutdown,
+        id,
+        queued,
+        last_sent,
+        done: false,
+    };
+    let body = stream::unfold(run, |mut run| async move {
+        let chunk = run.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), run))
     });
     let mut resp = HttpResponse::Ok();
     match framing {

@@ -113,6 +113,8 @@ pub struct Booted {
     pub plan: Arc<AppPlan>,
     pub registry: Arc<Registry>,
     routes: Vec<RouteFn>,
+    /// Set at shutdown: open change streams send their last event and end.
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Builds connectors and the registry for a checked app.
@@ -147,12 +149,18 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
             models.push((d, connector.clone()));
         }
     }
+    let cs = &plan.config.change_streams;
+    let feed = oxbow_core::FeedSettings {
+        queue: cs.queue_size,
+        retain_count: cs.retain_count,
+        retain_age: std::time::Duration::from_secs_f64(cs.retain_seconds),
+    };
     // Keep model-config.json order.
     let order: Vec<&str> = plan.models.iter().map(|m| m.name.as_str()).collect();
     models.sort_by_key(|(d, _)| order.iter().position(|n| *n == d.name.as_str()));
     let models = models
         .into_iter()
-        .map(|(d, c)| Arc::new(Model::new(d, c, 1024)))
+        .map(|(d, c)| Arc::new(Model::new(d, c, feed)))
         .collect();
     Ok(Arc::new(Registry::new(models)))
 }
@@ -183,10 +191,12 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             .await
             .with_context(|| format!("boot plugin `{}` failed", p.name()))?;
     }
+    let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
         registry,
         routes: ctx.routes,
+        shutdown: Arc::new(shutdown),
     })
 }
 
@@ -208,6 +218,14 @@ impl Booted {
             root: cfg.rest_api_root.trim_end_matches('/').to_owned(),
             json_limit: cfg.json_limit,
             form_limit: cfg.urlencoded_limit,
+            streams: oxbow_rest::stream::StreamOptions {
+                ids: cfg.change_streams.ids,
+                retry_ms: cfg.change_streams.retry_ms,
+                heartbeat: (cfg.change_streams.heartbeat_seconds > 0.0).then(|| {
+                    std::time::Duration::from_secs_f64(cfg.change_streams.heartbeat_seconds)
+                }),
+            },
+            shutdown: self.shutdown.subscribe(),
         })
     }
 
@@ -239,7 +257,10 @@ impl Booted {
         on_bound: impl FnOnce(SocketAddr),
     ) -> anyhow::Result<()> {
         let configure = self.configure();
+        // Signals are handled here, not by actix: change streams must end before the server
+        // waits for open connections, or every shutdown would wait the full timeout.
         let mut server = HttpServer::new(move || App::new().configure(configure.clone()))
+            .disable_signals()
             .shutdown_timeout(5)
             .backlog(4096);
         if listen.workers > 0 {
@@ -254,7 +275,38 @@ impl Booted {
             .copied()
             .ok_or_else(|| anyhow!("no address bound"))?;
         on_bound(addr);
-        server.run().await.context("server stopped with an error")
+        let server = server.run();
+        let handle = server.handle();
+        let shutdown = self.shutdown.clone();
+        actix_rt::spawn(async move {
+            wait_for_signal().await;
+            let _ = shutdown.send(true);
+            handle.stop(true).await;
+        });
+        server.await.context("server stopped with an error")
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
