@@ -4,3 +4,4 @@
 mod boot;
 mod conformance;
 mod robustness;
+mod streams;
