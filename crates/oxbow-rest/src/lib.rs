@@ -9,6 +9,7 @@
 //! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
 
 pub mod error;
+pub mod files;
 pub mod negotiate;
 pub mod qs;
 pub mod routes;
@@ -43,6 +44,8 @@ pub struct RestApi {
     pub streams: stream::StreamOptions,
     /// Turns `true` when the server shuts down: open streams send their last event and end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Static roots from middleware.json (`loopback#static`), served after the REST routes.
+    pub files: Vec<files::StaticRoot>,
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -192,8 +195,11 @@ pub fn error_response(
     }
 }
 
-/// `loopback#urlNotFound`: `Cannot GET /nope`.
-pub async fn url_not_found(req: HttpRequest) -> HttpResponse {
+/// Static files, then `loopback#urlNotFound`: `Cannot GET /nope`.
+pub async fn url_not_found(req: HttpRequest, api: web::Data<RestApi>) -> HttpResponse {
+    if let Some(resp) = files::serve(&api.files, &req) {
+        return resp;
+    }
     let url = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let query = qs::parse(req.query_string());
     error_response(

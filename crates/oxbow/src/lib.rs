@@ -226,6 +226,10 @@ impl Booted {
                 }),
             },
             shutdown: self.shutdown.subscribe(),
+            files: oxbow_rest::files::roots_from_middleware(
+                &self.plan.middleware,
+                &self.plan.server_dir,
+            ),
         })
     }
 
