@@ -525,3 +525,58 @@ fn shutdown_ends_streams_with_their_last_id_and_exits_promptly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn with_compression_on_events_stay_live_and_uncompressed() {
+    let dir = app_with("{}", "");
+    let mw = std::fs::read_to_string(dir.join("server/middleware.json")).unwrap();
+    let on = mw.replace(
+        "\"compression\": {\n      \"enabled\": false\n    }",
+        "\"compression\": {}",
+    );
+    assert_ne!(on, mw, "the compression entry was switched on");
+    std::fs::write(dir.join("server/middleware.json"), on).unwrap();
+    let server = start_in(&dir);
+    let port = server.1;
+    // Ordinary JSON responses are compressed…
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.write_all(b"GET /api/MyModels HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).unwrap();
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    // …streams are not, and every event arrives at once.
+    for encoding in ["gzip", "br"] {
+        let mut s = Stream::open(
+            port,
+            &format!(
+                "GET /api/MyModels/change-stream HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {encoding}\r\n\r\n"
+            ),
+        );
+        assert!(
+            s.head
+                .to_ascii_lowercase()
+                .contains("content-encoding: x-no-compression"),
+            "{}",
+            s.head
+        );
+        s.wait_for("retry");
+        for i in 0..5 {
+            let foo = format!("{encoding}-{i}");
+            let sent = Instant::now();
+            call(
+                port,
+                "POST",
+                "/api/MyModels",
+                &format!(r#"{{"foo":"{foo}"}}"#),
+            );
+            let body = s.wait_for(&format!("\"{foo}\""));
+            let delay = sent.elapsed();
+            assert!(body.contains(&format!("\"{foo}\"")), "{body}");
+            assert!(
+                delay < Duration::from_millis(50),
+                "event {foo} took {delay:?}"
+            );
+        }
+    }
+}

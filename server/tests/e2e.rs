@@ -169,9 +169,16 @@ fn seed_line_is_printed_first_and_the_api_answers() {
     // never outside its root.
     let (status, head, body) = http(port, "GET", "/index.html", None);
     assert_eq!(status, 200);
-    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
     assert!(body.contains("new EventSource(url)"), "{body}");
-    for escape in ["/%2e%2e/Cargo.toml", "/..%2fCargo.toml", "/index.html/..%2f..%2fCargo.toml"] {
+    for escape in [
+        "/%2e%2e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/index.html/..%2f..%2fCargo.toml",
+    ] {
         let (status, _, _) = http(port, "GET", escape, None);
         assert_eq!(status, 404, "{escape}");
     }

@@ -263,10 +263,18 @@ impl Booted {
         let configure = self.configure();
         // Signals are handled here, not by actix: change streams must end before the server
         // waits for open connections, or every shutdown would wait the full timeout.
-        let mut server = HttpServer::new(move || App::new().configure(configure.clone()))
-            .disable_signals()
-            .shutdown_timeout(5)
-            .backlog(4096);
+        let compress = compression_enabled(&self.plan.middleware);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::Condition::new(
+                    compress,
+                    actix_web::middleware::Compress::default(),
+                ))
+                .configure(configure.clone())
+        })
+        .disable_signals()
+        .shutdown_timeout(5)
+        .backlog(4096);
         if listen.workers > 0 {
             server = server.workers(listen.workers);
         }
@@ -289,6 +297,20 @@ impl Booted {
         });
         server.await.context("server stopped with an error")
     }
+}
+
+/// Whether middleware.json enables the `compression` entry (LoopBack's `compression` module).
+/// Responses that already carry a `Content-Encoding` (change streams send
+/// `x-no-compression`, as LoopBack does) are left alone, so streams stay live.
+fn compression_enabled(middleware: &serde_json::Map<String, Value>) -> bool {
+    middleware
+        .values()
+        .filter_map(Value::as_object)
+        .any(|phase| {
+            phase
+                .get("compression")
+                .is_some_and(|e| e.get("enabled") != Some(&Value::Bool(false)))
+        })
 }
 
 /// SIGINT or SIGTERM.
