@@ -44,6 +44,12 @@ pub struct Step {
     pub mask: Vec<String>,
     #[serde(default)]
     pub compare: Option<String>,
+    /// Opens a change stream under this name (its response never ends).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Collects what the named stream received so far (in `response.body`) and closes it.
+    #[serde(default)]
+    pub collect: Option<String>,
     pub response: Option<Expected>,
 }
 
@@ -87,6 +93,27 @@ pub fn load_json<T: for<'de> Deserialize<'de> + Default>(file: &str) -> T {
         }
         Err(_) => T::default(),
     }
+}
+
+/// The scratch app replays change streams in oxbow's LoopBack-exact mode (no ids, no retry
+/// hint, no heartbeats), the mode whose bytes a LoopBack transcript can show.
+pub fn loopback_exact_streams(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("server/config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    config["changeStreams"] = serde_json::json!({"ids": false, "retryMs": 0, "heartbeatSeconds": 0});
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    Ok(())
+}
+
+/// Replaces LoopBack's random mux-demux stream id (`["<26 hex>","new",…`) by `<id>`.
+pub fn normalize_stream_id(body: &str) -> String {
+    let Some(rest) = body.strip_prefix("[\"") else { return body.to_owned() };
+    let Some(end) = rest.find('"') else { return body.to_owned() };
+    let id = &rest[..end];
+    if id.len() < 8 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return body.to_owned();
+    }
+    body.replace(id, "<id>")
 }
 
 /// Copies the config files of an app (`server/`, `models/`, `common/`, `data/`, `client/`) to a

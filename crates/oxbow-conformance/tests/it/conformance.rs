@@ -32,6 +32,11 @@ async fn replay(name: &str) {
     let devs = deviations.get(name).cloned().unwrap_or_default();
     let pend = pending.get(name).cloned().unwrap_or_default();
     let dir = scratch_copy(&transcript.app, name).expect("scratch copy");
+    let has_streams = transcript.steps.iter().any(|s| s.stream.is_some());
+    if has_streams {
+        oxbow_conformance::loopback_exact_streams(&dir).expect("stream config");
+    }
+    let mut streams: std::collections::HashMap<String, actix_web::body::BoxBody> = Default::default();
     let seed = transcript.app == ".";
     let mut app = boot(&dir, seed).await;
     let mut failures = Vec::new();
@@ -46,6 +51,18 @@ async fn replay(name: &str) {
         let Some(expected) = &step.response else {
             continue;
         };
+        if let Some(name) = &step.collect {
+            checked += 1;
+            let got = match streams.remove(name) {
+                Some(body) => drain(body).await,
+                None => String::from("<stream never opened>"),
+            };
+            let (got, want) = (oxbow_conformance::normalize_stream_id(&got), oxbow_conformance::normalize_stream_id(&expected.body));
+            if got != want {
+                failures.push(format!("  collect {name} — {}\n    stream body\n      oxbow:    {got:?}\n      LoopBack: {want:?}", step.title));
+            }
+            continue;
+        }
         let method = Method::from_bytes(step.method.as_bytes()).expect("method");
         let mut req = test::TestRequest::default().method(method).uri(&step.path);
         for (k, v) in &step.headers {
@@ -55,6 +72,17 @@ async fn replay(name: &str) {
             req = req.set_payload(b.clone());
         }
         let resp = test::call_service(&app, req.to_request()).await;
+        if let Some(name) = &step.stream {
+            checked += 1;
+            let status = resp.status().as_u16();
+            let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let want_ct = expected.headers.get("content-type").cloned().unwrap_or_default();
+            if status != expected.status || ctype != want_ct {
+                failures.push(format!("  {} {} — {}\n    stream opened with {status} `{ctype}`, LoopBack {} `{want_ct}`", step.method, step.path, step.title, expected.status));
+            }
+            streams.insert(name.clone(), resp.into_body());
+            continue;
+        }
         let status = resp.status().as_u16();
         let ctype = resp
             .headers()
@@ -139,6 +167,20 @@ async fn replay(name: &str) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Everything a stream body yields until it has been quiet for 100 ms.
+async fn drain(mut body: actix_web::body::BoxBody) -> String {
+    use actix_web::body::MessageBody;
+    let mut out = Vec::new();
+    loop {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx));
+        match actix_rt::time::timeout(std::time::Duration::from_millis(100), next).await {
+            Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 macro_rules! transcripts {
