@@ -17,16 +17,18 @@ def lb_answer(tr, title):
     t = json.loads((root / f"tests/conformance/transcripts/{tr}.json").read_text())
     for s in t["steps"]:
         if s.get("title") == title:
-            return s["response"]["status"], s["response"]["body"]
+            return s["response"].get("status", "stream"), s["response"]["body"]
     return None, None
 
 
 def cell(status, body):
+    if status == 0:
+        status = "stream"
     if body is None:
         return str(status)
     if len(body) > 150:
         body = body[:147] + "…"
-    body = body.replace("|", "\\|")
+    body = body.replace("|", "\\|").replace("\n", "\\n")
     return f"{status} `{body}`"
 
 

@@ -16,7 +16,10 @@
 // missing, start it with `run-app.sh TMPAPP PORT`, play every step with Node's http module
 // (method, path+query and body bytes exactly as written), and write each response back into
 // the transcript file. `{"restart": true}` steps stop the server and start it again on the
-// same temp dir (so a memory datasource `file` survives). Node built-ins only.
+// same temp dir (so a memory datasource `file` survives). `{"stream": "s1", method, path, …}`
+// steps open a request that is never waited for (change streams never end; status + headers
+// are recorded at once) and `{"collect": "s1", "settleMs": 300}` steps wait, then record the
+// bytes received on it so far and close it. Node built-ins only.
 'use strict';
 
 const fs = require('fs');
@@ -35,6 +38,8 @@ const LOGS = path.resolve(process.env.RECORD_LOGS || path.join(ROOT, 'target', '
 const NPM_CI_TIMEOUT_MS = 15 * 60 * 1000;
 const BOOT_TIMEOUT_MS = 60 * 1000;
 const REQUEST_TIMEOUT_MS = 20 * 1000;
+// A `collect` step waits this long (unless it says `settleMs`) before taking a stream's bytes.
+const DEFAULT_SETTLE_MS = 300;
 const STOP_TIMEOUT_MS = 5 * 1000;
 // Response headers that depend on the clock or the connection, never recorded.
 const SKIPPED_HEADERS = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding']);
@@ -249,23 +254,47 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 // ---------------------------------------------------------------------------------------------
 // playing a step
 
+function startRequest(port, step, timeoutMs) {
+  const headers = { ...(step.headers || {}) };
+  const body = step.body === undefined ? null : Buffer.from(String(step.body), 'utf8');
+  const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
+  if (body !== null && !has('content-length') && !has('transfer-encoding')) {
+    headers['Content-Length'] = String(body.length);
+  }
+  const req = http.request({
+    host: '127.0.0.1',
+    port,
+    method: step.method,
+    path: step.path, // sent verbatim: no re-encoding
+    headers,
+    agent: false, // one connection per step
+    timeout: timeoutMs,
+  });
+  return { req, body };
+}
+
+function recordedHeaders(res) {
+  const h = {};
+  for (let i = 0; i < res.rawHeaders.length; i += 2) {
+    const name = res.rawHeaders[i].toLowerCase();
+    if (SKIPPED_HEADERS.has(name)) continue;
+    h[name] = name in h ? `${h[name]}, ${res.rawHeaders[i + 1]}` : res.rawHeaders[i + 1];
+  }
+  return h;
+}
+
+// `body` (valid UTF-8) or `bodyBase64` (anything else) for a response object.
+function bodyField(buf) {
+  try {
+    return { body: new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf) };
+  } catch (_) {
+    return { bodyBase64: buf.toString('base64') };
+  }
+}
+
 function play(port, step) {
   return new Promise((resolve, reject) => {
-    const headers = { ...(step.headers || {}) };
-    const body = step.body === undefined ? null : Buffer.from(String(step.body), 'utf8');
-    const has = (name) => Object.keys(headers).some((k) => k.toLowerCase() === name);
-    if (body !== null && !has('content-length') && !has('transfer-encoding')) {
-      headers['Content-Length'] = String(body.length);
-    }
-    const req = http.request({
-      host: '127.0.0.1',
-      port,
-      method: step.method,
-      path: step.path, // sent verbatim: no re-encoding
-      headers,
-      agent: false, // one connection per step
-      timeout: REQUEST_TIMEOUT_MS,
-    });
+    const { req, body } = startRequest(port, step, REQUEST_TIMEOUT_MS);
     const timer = setTimeout(() => req.destroy(new Error(`no complete response within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS);
     req.on('timeout', () => req.destroy(new Error('socket timeout')));
     req.on('error', (e) => {
@@ -281,22 +310,8 @@ function play(port, step) {
       });
       res.on('end', () => {
         clearTimeout(timer);
-        const h = {};
-        for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          const name = res.rawHeaders[i].toLowerCase();
-          if (SKIPPED_HEADERS.has(name)) continue;
-          h[name] = name in h ? `${h[name]}, ${res.rawHeaders[i + 1]}` : res.rawHeaders[i + 1];
-        }
-        const buf = Buffer.concat(chunks);
-        const response = { status: res.statusCode, headers: h };
-        let text = null;
-        try {
-          text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf);
-        } catch (_) {
-          text = null;
-        }
-        if (text !== null) response.body = text;
-        else response.bodyBase64 = buf.toString('base64');
+        const response = { status: res.statusCode, headers: recordedHeaders(res) };
+        Object.assign(response, bodyField(Buffer.concat(chunks)));
         resolve(response);
       });
     });
@@ -305,10 +320,50 @@ function play(port, step) {
   });
 }
 
+// A `stream` step: send the request and resolve as soon as the status line and headers are in
+// (LB3 registers its observers before it answers), with `{response, stream}`. The body bytes
+// (de-chunked by Node's parser) keep accumulating in `stream.chunks` until `closeStream`.
+// A response that ends by itself (e.g. a 400) simply stops accumulating.
+function openStream(port, step) {
+  return new Promise((resolve, reject) => {
+    const { req, body } = startRequest(port, step, REQUEST_TIMEOUT_MS);
+    const stream = { req, res: null, chunks: [], closed: false };
+    let answered = false;
+    const timer = setTimeout(() => req.destroy(new Error(`no response headers within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS);
+    req.on('timeout', () => {
+      if (!answered) req.destroy(new Error('socket timeout'));
+    });
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      if (!answered) reject(e); // later errors (our own destroy, a server stop) are expected
+    });
+    req.on('response', (res) => {
+      answered = true;
+      clearTimeout(timer);
+      req.setTimeout(0); // an idle stream is not an error
+      stream.res = res;
+      res.on('data', (c) => {
+        if (!stream.closed) stream.chunks.push(c);
+      });
+      res.on('error', () => {});
+      res.on('aborted', () => {});
+      resolve({ response: { status: res.statusCode, headers: recordedHeaders(res), body: '' }, stream });
+    });
+    if (body !== null) req.end(body);
+    else req.end();
+  });
+}
+
+function closeStream(stream) {
+  if (stream.closed) return;
+  stream.closed = true;
+  stream.req.destroy();
+}
+
 // ---------------------------------------------------------------------------------------------
 // transcript files
 
-const STEP_KEYS = ['title', 'restart', 'method', 'path', 'headers', 'body', 'mask', 'compare'];
+const STEP_KEYS = ['title', 'stream', 'collect', 'settleMs', 'restart', 'method', 'path', 'headers', 'body', 'mask', 'compare'];
 const TOP_KEYS = ['description', 'app', 'lb3App'];
 
 function orderKeys(obj, first, last) {
@@ -329,9 +384,29 @@ function normalizeTranscript(t) {
 
 function validate(t, file) {
   if (!t || typeof t !== 'object' || !Array.isArray(t.steps)) throw new Error(`${file}: no "steps" array`);
+  const open = new Set(); // stream names opened and not collected yet
   t.steps.forEach((s, i) => {
     const where = `${file} step ${i + 1} (${s.title || 'untitled'})`;
     if (s.restart) return;
+    if (s.collect !== undefined) {
+      if (typeof s.collect !== 'string' || !open.has(s.collect)) {
+        throw new Error(`${where}: "collect" must name a stream opened by an earlier step and not collected yet`);
+      }
+      if (s.stream !== undefined || s.method !== undefined || s.path !== undefined || s.body !== undefined) {
+        throw new Error(`${where}: a "collect" step has no "stream", "method", "path" or "body"`);
+      }
+      if (s.settleMs !== undefined && !(Number.isFinite(s.settleMs) && s.settleMs >= 0)) {
+        throw new Error(`${where}: "settleMs" must be a number >= 0`);
+      }
+      open.delete(s.collect);
+      return;
+    }
+    if (s.settleMs !== undefined) throw new Error(`${where}: "settleMs" only goes with "collect"`);
+    if (s.stream !== undefined) {
+      if (typeof s.stream !== 'string' || s.stream === '') throw new Error(`${where}: "stream" must be a name`);
+      if (open.has(s.stream)) throw new Error(`${where}: stream "${s.stream}" is already open`);
+      open.add(s.stream);
+    }
     if (typeof s.method !== 'string' || typeof s.path !== 'string' || !s.path.startsWith('/')) {
       throw new Error(`${where}: needs "method" and a "path" starting with /`);
     }
@@ -373,22 +448,43 @@ async function recordOne(file) {
   const started = Date.now();
   let server = null;
   let changed = 0;
+  const streams = new Map(); // name -> open stream (see openStream)
   try {
     server = await startServer(appDir, logStream);
     for (let i = 0; i < t.steps.length; i++) {
       const step = t.steps[i];
       if (step.restart) {
+        // open streams end with the old server; what they received can still be collected
         logStream.write(`\n----- restart (step ${i + 1}) -----\n`);
         await stopServer(server.child);
         server = await startServer(appDir, logStream);
         continue;
       }
-      logStream.write(`\n----- step ${i + 1}: ${step.method} ${step.path} -----\n`);
-      const response = await play(server.port, step);
+      let response;
+      if (step.collect !== undefined) {
+        const settle = step.settleMs === undefined ? DEFAULT_SETTLE_MS : step.settleMs;
+        await sleep(settle);
+        logStream.write(`\n----- step ${i + 1}: collect stream ${step.collect} (after ${settle} ms) -----\n`);
+        const stream = streams.get(step.collect);
+        streams.delete(step.collect);
+        const buf = Buffer.concat(stream.chunks);
+        closeStream(stream);
+        response = bodyField(buf);
+      } else if (step.stream !== undefined) {
+        logStream.write(`\n----- step ${i + 1}: open stream ${step.stream}: ${step.method} ${step.path} -----\n`);
+        const opened = await openStream(server.port, step);
+        streams.set(step.stream, opened.stream);
+        response = opened.response;
+      } else {
+        logStream.write(`\n----- step ${i + 1}: ${step.method} ${step.path} -----\n`);
+        response = await play(server.port, step);
+      }
       if (JSON.stringify(response) !== JSON.stringify(step.response)) changed++;
       step.response = response;
     }
   } finally {
+    for (const stream of streams.values()) closeStream(stream); // still open at the end
+    streams.clear();
     if (server) await stopServer(server.child);
     await new Promise((r) => logStream.end(r));
     // keep what LB3 persisted (memory `file` datasources) next to the log, for reference
