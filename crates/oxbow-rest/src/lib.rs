@@ -11,6 +11,7 @@
 pub mod error;
 pub mod files;
 pub mod negotiate;
+pub mod plans;
 pub mod qs;
 pub mod routes;
 pub mod stream;
@@ -215,11 +216,12 @@ pub async fn handle(
     payload: web::Payload,
     api: web::Data<RestApi>,
 ) -> HttpResponse {
-    let query = qs::parse(req.query_string());
-    match dispatch(&req, &query, payload, &api).await {
-        Ok(Outcome::Reply(reply)) => respond(&req, &query, reply),
+    let plan = plans::parsed(&req);
+    let query = &plan.query;
+    match dispatch(&req, &plan, payload, &api).await {
+        Ok(Outcome::Reply(reply)) => respond(&req, query, reply),
         Ok(Outcome::Response(resp)) => resp,
-        Err(e) => error_response(&req, &query, &e),
+        Err(e) => error_response(&req, query, &e),
     }
 }
 
@@ -231,10 +233,11 @@ fn decode(seg: &str) -> String {
 
 async fn dispatch(
     req: &HttpRequest,
-    query: &Map<String, Value>,
+    plan: &plans::Parsed,
     payload: web::Payload,
     api: &RestApi,
 ) -> Result<Outcome, RestError> {
+    let query = &plan.query;
     // body-parser runs before routing: an oversized or malformed body fails on any path.
     let body = read_body(req, payload, api).await?;
     let path = req.path();
@@ -319,7 +322,7 @@ async fn dispatch(
         )?;
         return Ok(Outcome::Response(resp));
     }
-    run(model, &route, req, query, body)
+    run(model, &route, req, plan, body)
         .await
         .map(Outcome::Reply)
 }
@@ -457,6 +460,25 @@ fn query_or_header<'a>(
     }
 }
 
+/// The `filter` argument of find: parsed once per distinct query string (see `plans`) when it
+/// comes from the query string, parsed every time when it comes from a header.
+fn filter_arg(
+    req: &HttpRequest,
+    model: &Model,
+    plan: &plans::Parsed,
+) -> Result<std::rc::Rc<oxbow_core::Filter>, RestError> {
+    if plan.query.contains_key("filter") {
+        return plan.filter(|| {
+            let raw = object_arg(plan.query.get("filter"))?;
+            Ok::<_, RestError>(model.parse_filter(raw.as_deref().unwrap_or(&Value::Null))?)
+        });
+    }
+    let raw = query_or_header(req, &plan.query, "filter")?;
+    Ok(std::rc::Rc::new(
+        model.parse_filter(raw.as_deref().unwrap_or(&Value::Null))?,
+    ))
+}
+
 /// The `data` argument: an object (or, for `create`, an array of objects).
 fn data_arg(body: Body, allow_array: bool) -> Result<DataArg, RestError> {
     let not_object = || RestError::new(400, "Value is not an object.");
@@ -511,9 +533,10 @@ async fn run(
     model: &Model,
     route: &Route,
     req: &HttpRequest,
-    query: &Map<String, Value>,
+    plan: &plans::Parsed,
     body: Body,
 ) -> Result<Reply, RestError> {
+    let query = &plan.query;
     let def = model.definition();
     let one = |data: DataArg| match data {
         DataArg::One(r) => Ok(r),
@@ -521,11 +544,7 @@ async fn run(
     };
     Ok(match route.op {
         Op::Find => {
-            let filter = model.parse_filter(
-                query_or_header(req, query, "filter")?
-                    .as_deref()
-                    .unwrap_or(&Value::Null),
-            )?;
+            let filter = filter_arg(req, model, plan)?;
             let rows = model.find(&filter).await?;
             rows_reply(def, &rows, filter.fields.as_deref())?
         }
