@@ -138,7 +138,7 @@ impl Model {
     }
 
     fn publish(&self, kind: ChangeType, record: &Arc<Row>) {
-        let target = record.get(self.def.id_name()).cloned();
+        let target = record.value_of(self.def.id_name());
         let data = ChangeData::Record(self.def.clone(), record.clone());
         self.feed.publish(kind, target, None, Some(data));
     }

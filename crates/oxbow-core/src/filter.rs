@@ -642,14 +642,23 @@ fn get_path<'a, F: Fields + ?Sized>(
     key: &str,
 ) -> Option<std::borrow::Cow<'a, Value>> {
     use std::borrow::Cow;
-    if let Some(v) = record.field(key) {
-        return Some(Cow::Borrowed(v));
+    if let Some(v) = record.lookup(key) {
+        return Some(v);
     }
     if !key.contains('.') {
         return None;
     }
     let mut parts = key.split('.');
-    let mut cur = record.field(parts.next()?)?;
+    let mut cur = match record.lookup(parts.next()?)? {
+        Cow::Borrowed(v) => v,
+        // A scalar: only a string's `length` lies below it.
+        Cow::Owned(Value::String(s))
+            if parts.next() == Some("length") && parts.next().is_none() =>
+        {
+            return Some(Cow::Owned(Value::from(s.encode_utf16().count())));
+        }
+        Cow::Owned(_) => return None,
+    };
     for part in parts {
         cur = match cur {
             Value::Object(o) => o.get(part)?,
@@ -676,7 +685,7 @@ impl Where {
             Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
             Self::Cond { key, slot, test } => {
                 let value = match slot {
-                    Some(i) => record.field_at(*i, key).map(std::borrow::Cow::Borrowed),
+                    Some(i) => record.lookup_at(*i, key),
                     None => get_path(record, key),
                 };
                 if let Some(Value::Array(items)) = value.as_deref() {
@@ -696,7 +705,7 @@ impl Where {
                         slot: None,
                         test: test.clone(),
                     };
-                    match record.field(head) {
+                    match record.lookup(head).as_deref() {
                         Some(Value::Array(items)) => {
                             return items
                                 .iter()
