@@ -48,10 +48,11 @@ pub trait Connector: Send + Sync {
     ) -> BoxFuture<'a, Result<u64>>;
 
     /// Inserts a record, generating the id when it is missing. 409 on a duplicate id.
+    /// `data` is the validated instance's properties in canonical order.
     fn create<'a>(
         &'a self,
         model: &'a ModelDefinition,
-        data: Record,
+        data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>>;
 
     /// Replaces a stored record whole; `None` when the id does not exist.

@@ -185,7 +185,10 @@ impl Model {
     pub async fn create(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
         inst.validate(&self.def, true)?;
-        let record = self.connector.create(&self.def, inst.data).await?;
+        let record = self
+            .connector
+            .create(&self.def, inst.into_entries())
+            .await?;
         self.publish(ChangeType::Create, &record);
         Ok(record)
     }
@@ -201,7 +204,10 @@ impl Model {
         }
         let mut out = Vec::with_capacity(built.len());
         for inst in built {
-            let record = self.connector.create(&self.def, inst.data).await?;
+            let record = self
+                .connector
+                .create(&self.def, inst.into_entries())
+                .await?;
             self.publish(ChangeType::Create, &record);
             out.push(record);
         }
@@ -247,7 +253,10 @@ impl Model {
         if self.def.validate_upsert {
             inst.validate(&self.def, false)?;
         }
-        let record = self.connector.create(&self.def, inst.data).await?;
+        let record = self
+            .connector
+            .create(&self.def, inst.into_entries())
+            .await?;
         self.publish(ChangeType::Create, &record);
         Ok(record)
     }
@@ -323,7 +332,7 @@ impl Model {
         inst.validate(&self.def, false)?;
         match self
             .connector
-            .replace_by_id(&self.def, &id, inst.data)
+            .replace_by_id(&self.def, &id, inst.into_record())
             .await?
         {
             Some(record) => {
@@ -367,7 +376,7 @@ impl Model {
             if validate {
                 inst.validate(def, false)?;
             }
-            Ok(inst.data)
+            Ok(inst.into_record())
         });
         match self.connector.modify_by_id(&self.def, &id, modify).await? {
             Some(record) => {
@@ -407,7 +416,7 @@ impl Model {
             Ok(i) => i,
             Err(e) => return Err(e),
         };
-        for (k, v) in inst.data {
+        for (k, v) in inst.into_entries() {
             if data.contains_key(&k) {
                 patch.insert(k, v);
             }

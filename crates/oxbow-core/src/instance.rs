@@ -10,7 +10,6 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result, ValidationError, Violation};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType, Strict};
-use crate::row::Fields;
 
 /// A stored or returned row: property name to JSON value, in canonical order.
 pub type Record = Map<String, Value>;
@@ -25,7 +24,9 @@ enum Oddity {
 /// Client data turned into a typed record, with what validation needs to know about it.
 #[derive(Debug)]
 pub struct Instance {
-    pub data: Record,
+    /// The record's properties in canonical order (kept as a list: most instances go straight
+    /// into a stored row, and a map would be built only to be taken apart).
+    entries: Vec<(String, Value)>,
     oddities: Vec<(String, Oddity)>,
     /// Unknown properties a `strict` model refused.
     unknown: Vec<String>,
@@ -153,14 +154,26 @@ impl Instance {
             }
         }
         // One spare slot when the id is missing: the connector adds it.
-        let id_missing = !data.iter().any(|(k, _)| k == def.id_name());
-        let mut record = Record::with_capacity(data.len() + usize::from(id_missing));
-        record.extend(data);
+        data.reserve_exact(1);
         Ok(Self {
-            data: record,
+            entries: data,
             oddities,
             unknown,
         })
+    }
+
+    /// The properties in canonical order.
+    pub fn into_entries(self) -> Vec<(String, Value)> {
+        self.entries
+    }
+
+    /// The properties as a JSON map in canonical order.
+    pub fn into_record(self) -> Record {
+        self.entries.into_iter().collect()
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// Merges a patch into a stored record (the patch's keys win), in canonical order.
@@ -179,7 +192,7 @@ impl Instance {
     pub fn validate(&self, def: &ModelDefinition, new_record: bool) -> Result<()> {
         let mut violations = Vec::new();
         for prop in &def.properties {
-            let value = self.data.field(&prop.name);
+            let value = self.get(&prop.name);
             let odd = self.oddity(&prop.name);
             if prop.required && is_blank(value, odd) {
                 violations.push(violation(
@@ -202,7 +215,7 @@ impl Instance {
         }
         if new_record && def.force_id {
             let id = def.id_name();
-            let value = self.data.field(id);
+            let value = self.get(id);
             if !is_blank(value, None) {
                 violations.push(violation(id, "absence", "can't be set", value, None));
             }

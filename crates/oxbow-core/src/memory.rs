@@ -19,7 +19,7 @@ use crate::filter::{Filter, Where};
 use crate::instance::Record;
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
-use crate::row::{Fields, Layout, Row, StoredJson};
+use crate::row::{Layout, Row, StoredJson};
 
 /// An id as a sort key: numbers before strings, numbers numerically.
 #[derive(Debug, Clone, PartialEq)]
@@ -353,7 +353,7 @@ impl Connector for MemoryConnector {
     fn create<'a>(
         &'a self,
         model: &'a ModelDefinition,
-        mut data: Record,
+        mut data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>> {
         ready((|| {
             let record = {
@@ -363,7 +363,12 @@ impl Connector for MemoryConnector {
                     .unwrap_or_else(|e| e.into_inner());
                 let id_name = model.id_name();
                 // LoopBack treats a falsy id (0, "", null) as "no id".
-                let given = data.field(id_name).filter(|v| is_truthy_id(v)).cloned();
+                let given = data
+                    .iter()
+                    .find(|(k, _)| k == id_name)
+                    .map(|(_, v)| v)
+                    .filter(|v| is_truthy_id(v))
+                    .cloned();
                 let mut current = coll.next_id;
                 let id = match given {
                     Some(id) => {
@@ -385,8 +390,11 @@ impl Connector for MemoryConnector {
                     });
                 }
                 // The row layout puts the id at its declared place.
-                data.insert(id_name.to_owned(), id);
-                let record = Arc::new(Row::from_record(&coll.layout, data));
+                match data.iter_mut().find(|(k, _)| k == id_name) {
+                    Some((_, v)) => *v = id,
+                    None => data.push((id_name.to_owned(), id)),
+                }
+                let record = Arc::new(Row::from_entries(&coll.layout, data));
                 coll.rows.insert(key, record.clone());
                 record
             };

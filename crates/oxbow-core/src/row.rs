@@ -99,13 +99,18 @@ pub struct Row {
 impl Row {
     /// Stores a record: declared properties by position, the others aside.
     pub fn from_record(layout: &Arc<Layout>, record: Record) -> Self {
+        Self::from_entries(layout, record.into_iter().collect())
+    }
+
+    /// Stores a record given as a list of properties (each name once).
+    pub fn from_entries(layout: &Arc<Layout>, record: Vec<(String, Value)>) -> Self {
         // Records arrive in canonical order (declared properties first, in declaration
         // order), so values are pushed as they come; anything else is sorted first.
         let mut mask = 0u128;
         let mut last = None;
         let mut ordered = true;
         let mut declared = 0;
-        for k in record.keys() {
+        for (k, _) in &record {
             if let Some(i) = layout.index(k).filter(|&i| i < MASKED) {
                 ordered &= last.is_none_or(|l| i > l);
                 last = Some(i);
