@@ -4,14 +4,13 @@
 //! Skipped, with a message, where Chromium, Node or playwright-core is not installed;
 //! `.ci/run` installs them.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+
+use common::repo;
 
 fn missing() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -38,20 +37,8 @@ fn live_page_shows_changes_and_resumes_after_a_disconnect() {
         eprintln!("skipping the browser test: {why}");
         return;
     }
-    let mut server = Command::new(env!("CARGO_BIN_EXE_oxbow-default-app"))
-        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the default app");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let _seed = lines.next().unwrap().unwrap();
-    let listening = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    let base = listening
-        .trim_start_matches("Web server listening at: ")
-        .to_owned();
+    let server = common::start(None);
+    let base = server.base();
     let shot = repo().join("target/browser-live-list.png");
     let mut driver = Command::new("node")
         .arg(repo().join("tests/browser/live-list.mjs"))
@@ -74,8 +61,7 @@ fn live_page_shows_changes_and_resumes_after_a_disconnect() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let out = driver.wait_with_output().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "browser test failed:\n{stdout}\n{stderr}");

@@ -1,24 +1,15 @@
 //! `GET/POST /api/MyModels/change-stream` over real sockets: LoopBack 3's headers and bytes for
 //! every write route (WIRE.md A.6), `options` filtering, the JSON-lines variant, and cleanup.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Server(Child, u16);
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{App, repo};
 
 /// A copy of the default app with `changeStreams` (and MyModel settings) changed.
 fn app_with(change_streams: &str, model_extra: &str) -> PathBuf {
@@ -48,32 +39,12 @@ fn app_with(change_streams: &str, model_extra: &str) -> PathBuf {
     dir
 }
 
-fn start() -> Server {
-    start_in(&repo())
+fn start() -> App {
+    common::start(None)
 }
 
-fn start_in(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow-default-app"))
-        .args([
-            "serve",
-            dir.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _seed = lines.next().unwrap().unwrap();
-    let listening = lines.next().unwrap().unwrap();
-    let port = listening.rsplit(':').next().unwrap().parse().unwrap();
-    // Keep draining stdout so the realtime plugin never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server(child, port)
+fn start_in(dir: &std::path::Path) -> App {
+    common::start(Some(dir))
 }
 
 fn call(port: u16, method: &str, path: &str, body: &str) -> String {
@@ -170,7 +141,7 @@ fn event_stream_bytes_match_loopback() {
         r#"{"ids": false, "retryMs": 0, "heartbeatSeconds": 0}"#,
         "",
     ));
-    let mut s = Stream::open(server.1, SSE);
+    let mut s = Stream::open(server.port, SSE);
     let head = s.head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
     for h in [
@@ -183,7 +154,7 @@ fn event_stream_bytes_match_loopback() {
     }
     assert_eq!(s.wait_for(":ok\n\n"), ":ok\n\n");
 
-    let port = server.1;
+    let port = server.port;
     assert_eq!(
         call(port, "POST", "/api/MyModels", r#"{"foo":"baz"}"#),
         r#"{"foo":"baz","id":2}"#
@@ -219,7 +190,7 @@ fn event_stream_bytes_match_loopback() {
 #[test]
 fn options_filter_events_and_other_framings() {
     let server = start_in(&app_with(r#"{"ids": false, "retryMs": 0}"#, ""));
-    let port = server.1;
+    let port = server.port;
     // Without `_format`, no Accept header means SSE too; options from the query.
     let mut filtered = Stream::open(
         port,
@@ -292,7 +263,7 @@ fn options_filter_events_and_other_framings() {
 #[test]
 fn streams_keep_working_after_many_disconnects() {
     let server = start();
-    let port = server.1;
+    let port = server.port;
     for _ in 0..50 {
         let mut s = Stream::open(port, SSE);
         s.wait_for(":ok\n\n");
@@ -317,7 +288,7 @@ fn ids(body: &str) -> Vec<u64> {
 #[test]
 fn events_carry_ids_and_a_reconnect_resumes_without_gap_or_duplicate() {
     let server = start();
-    let port = server.1;
+    let port = server.port;
     let mut s = Stream::open(port, SSE);
     assert!(
         s.head
@@ -355,7 +326,7 @@ fn events_carry_ids_and_a_reconnect_resumes_without_gap_or_duplicate() {
 #[test]
 fn an_id_past_retention_gets_a_reset() {
     let server = start_in(&app_with(r#"{"retention": {"count": 2}}"#, ""));
-    let port = server.1;
+    let port = server.port;
     for f in ["a", "b", "c", "d"] {
         call(
             port,
@@ -390,7 +361,7 @@ fn an_id_past_retention_gets_a_reset() {
 #[test]
 fn idle_streams_get_heartbeats() {
     let server = start_in(&app_with(r#"{"heartbeatSeconds": 0.2}"#, ""));
-    let mut s = Stream::open(server.1, SSE);
+    let mut s = Stream::open(server.port, SSE);
     let started = Instant::now();
     assert!(s.wait_for(":heartbeat\n\n").contains(":heartbeat\n\n"));
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -399,7 +370,7 @@ fn idle_streams_get_heartbeats() {
 #[test]
 fn per_record_streams_see_only_their_record_deletes_included() {
     let server = start();
-    let port = server.1;
+    let port = server.port;
     call(port, "POST", "/api/MyModels", r#"{"foo":"two"}"#);
     let mut s = Stream::open(
         port,
@@ -435,7 +406,7 @@ fn per_record_streams_see_only_their_record_deletes_included() {
 #[test]
 fn a_model_can_turn_its_streams_off() {
     let server = start_in(&app_with("{}", r#""changeStream": false"#));
-    let body = call(server.1, "GET", "/api/MyModels/change-stream", "");
+    let body = call(server.port, "GET", "/api/MyModels/change-stream", "");
     assert_eq!(
         body,
         r#"{"error":{"statusCode":404,"name":"Error","message":"Shared class \"MyModel\" has no method handling GET /change-stream"}}"#
@@ -448,7 +419,7 @@ fn a_slow_reader_is_cut_off_with_its_last_id_and_can_resume() {
         r#"{"queueSize": 4, "retention": {"count": 10000}}"#,
         "",
     ));
-    let port = server.1;
+    let port = server.port;
     let mut s = Stream::open(port, SSE);
     s.wait_for("retry");
     // The reader stops reading; big events fill the socket buffers, then its queue.
@@ -495,13 +466,13 @@ fn a_slow_reader_is_cut_off_with_its_last_id_and_can_resume() {
 #[test]
 fn shutdown_ends_streams_with_their_last_id_and_exits_promptly() {
     let mut server = start();
-    let port = server.1;
+    let port = server.port;
     let mut s = Stream::open(port, SSE);
     s.wait_for("retry");
     call(port, "POST", "/api/MyModels", r#"{"foo":"z"}"#);
     s.wait_for("\"z\"");
     let started = Instant::now();
-    let pid = server.0.id();
+    let pid = server.child.id();
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -514,7 +485,7 @@ fn shutdown_ends_streams_with_their_last_id_and_exits_promptly() {
         "{body}"
     );
     let status = loop {
-        if let Some(st) = server.0.try_wait().unwrap() {
+        if let Some(st) = server.child.try_wait().unwrap() {
             break st;
         }
         assert!(
@@ -537,7 +508,7 @@ fn with_compression_on_events_stay_live_and_uncompressed() {
     assert_ne!(on, mw, "the compression entry was switched on");
     std::fs::write(dir.join("server/middleware.json"), on).unwrap();
     let server = start_in(&dir);
-    let port = server.1;
+    let port = server.port;
     // Ordinary JSON responses are compressed…
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.write_all(b"GET /api/MyModels HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
