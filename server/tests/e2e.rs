@@ -157,6 +157,39 @@ fn seed_line_is_printed_first_and_the_api_answers() {
     let (status, head, body) = http(port, "HEAD", "/api/MyModels/1", None);
     assert_eq!((status, body.as_str()), (200, ""));
     assert!(head.contains("content-length: 15"), "{head}");
+
+    // Express's weak ETag on every body `res.send` writes (tag computed with Node's crypto),
+    // and a bare 304 — tag kept, no content headers, no body — when the client has it.
+    let tag = r#"W/"14-Q+FZIQReVSXKYjfuS8vxdlRXxkE""#;
+    let (status, head, _) = http(port, "GET", "/api/MyModels/1", None);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(&format!("etag: {}", tag.to_ascii_lowercase())),
+        "{head}"
+    );
+    let conditional = |extra: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET /api/MyModels/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    let raw = conditional(&format!("If-None-Match: {tag}\r\n"));
+    assert!(raw.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{raw}");
+    assert!(raw.contains(&format!("etag: {tag}\r\n")), "{raw}");
+    assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+    assert!(
+        !raw.contains("content-type") && !raw.contains("content-length"),
+        "{raw}"
+    );
+    let raw = conditional(&format!(
+        "If-None-Match: {tag}\r\nCache-Control: no-cache\r\n"
+    ));
+    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
     let (status, _, body) = http(port, "GET", "/nope", None);
     assert_eq!(
         (status, body.as_str()),

@@ -9,6 +9,7 @@
 //! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
 
 pub mod error;
+pub mod etag;
 pub mod files;
 pub mod negotiate;
 pub mod plans;
@@ -47,6 +48,8 @@ pub struct RestApi {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Static roots from middleware.json (`loopback#static`), served after the REST routes.
     pub files: Vec<files::StaticRoot>,
+    /// Express's `etag` setting (config.json `etag`).
+    pub etag: etag::EtagMode,
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -127,7 +130,12 @@ fn rows_reply(
 }
 
 /// Writes a result in the format the client negotiated (strong-remoting's `done`).
-fn respond(req: &HttpRequest, query: &Map<String, Value>, reply: Reply) -> HttpResponse {
+fn respond(
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+    reply: Reply,
+    etags: etag::EtagMode,
+) -> HttpResponse {
     let (ctype, body): (&str, Vec<u8>) = match negotiate::success_format(req, query) {
         Format::Json => (JSON, reply.json),
         Format::Js => match negotiate::jsonp_callback(query) {
@@ -152,18 +160,16 @@ fn respond(req: &HttpRequest, query: &Map<String, Value>, reply: Reply) -> HttpR
             (ctype, negotiate::result_xml(&v).into_bytes())
         }
         Format::NotAcceptable => {
-            return HttpResponse::NotAcceptable()
-                .insert_header((
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                ))
-                .body("Not Acceptable");
+            return etag::send(
+                req,
+                etags,
+                StatusCode::NOT_ACCEPTABLE,
+                "text/plain; charset=utf-8",
+                b"Not Acceptable".to_vec(),
+            );
         }
     };
-    // For HEAD, actix-http sends the headers of this body (Content-Length included) and no bytes.
-    HttpResponse::build(reply.status)
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)))
-        .body(body)
+    etag::send(req, etags, reply.status, ctype, body)
 }
 
 /// Writes an error in the format strong-error-handler negotiates (JSON, HTML or XML).
@@ -219,7 +225,7 @@ pub async fn handle(
     let plan = plans::parsed(&req);
     let query = &plan.query;
     match dispatch(&req, &plan, payload, &api).await {
-        Ok(Outcome::Reply(reply)) => respond(&req, query, reply),
+        Ok(Outcome::Reply(reply)) => respond(&req, query, reply, api.etag),
         Ok(Outcome::Response(resp)) => resp,
         Err(e) => error_response(&req, query, &e),
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{App, HttpResponse, HttpServer};
+use actix_web::{App, HttpServer};
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
@@ -75,6 +75,7 @@ impl BootContext {
         let started = chrono_now_iso();
         let since = Instant::now();
         let path = path.to_owned();
+        let etags = oxbow_rest::etag::EtagMode::from_config(self.plan.config.raw.get("etag"));
         self.configure(move |cfg| {
             let started = started.clone();
             cfg.route(
@@ -83,14 +84,18 @@ impl BootContext {
                     .guard(
                         actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()),
                     )
-                    .to(move || {
+                    .to(move |req: actix_web::HttpRequest| {
                         let started = started.clone();
                         async move {
                             let uptime = since.elapsed().as_millis() as f64 / 1000.0;
                             let body = serde_json::json!({ "started": started, "uptime": uptime });
-                            HttpResponse::Ok()
-                                .content_type("application/json; charset=utf-8")
-                                .body(body.to_string())
+                            oxbow_rest::etag::send(
+                                &req,
+                                etags,
+                                actix_web::http::StatusCode::OK,
+                                "application/json; charset=utf-8",
+                                body.to_string().into_bytes(),
+                            )
                         }
                     }),
             );
@@ -230,6 +235,7 @@ impl Booted {
                 &self.plan.middleware,
                 &self.plan.server_dir,
             ),
+            etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
         })
     }
 

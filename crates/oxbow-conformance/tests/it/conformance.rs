@@ -110,6 +110,11 @@ async fn replay(name: &str) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = String::from_utf8_lossy(&test::read_body(resp).await).into_owned();
 
         let (want_status, want_body, exact) = match devs.get(&step.title) {
@@ -133,6 +138,20 @@ async fn replay(name: &str) {
                 && !(step.method == "HEAD" && ctype.is_empty())
             {
                 problems.push(format!("content-type `{ctype}`, LoopBack `{want_ct}`"));
+            }
+        }
+        // Express tags every body `res.send` writes (not errors): same body, same tag, and
+        // none where LoopBack sent none. Masked bodies (dates, ids) carry their own tags.
+        if exact && step.mask.is_empty() && !devs.contains_key(&step.title) {
+            let want_etag = expected.headers.get("etag");
+            // A HEAD's body is not compared, so neither is its tag, only its presence.
+            let differs = if step.method == "HEAD" {
+                etag.is_some() != want_etag.is_some()
+            } else {
+                etag.as_ref() != want_etag
+            };
+            if differs {
+                problems.push(format!("etag {etag:?}, LoopBack {want_etag:?}"));
             }
         }
         if exact && step.method != "HEAD" {
