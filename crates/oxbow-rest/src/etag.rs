@@ -10,6 +10,8 @@ use actix_web::http::header::{
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
+use sha1::Digest;
+use std::fmt::Write as _;
 
 /// config.json `etag`, Express's app setting of that name (loopback-boot sets every config.json
 /// key on the app).
@@ -41,10 +43,15 @@ impl EtagMode {
             Self::Weak => "W/",
             Self::Strong => "",
         };
-        let digest = sha1_smol::Sha1::from(body).digest().bytes();
-        let mut hash = base64(&digest);
-        hash.truncate(27);
-        Some(format!("{weak}\"{:x}-{hash}\"", body.len()))
+        let digest: [u8; 20] = sha1::Sha1::digest(body).into();
+        let mut tag = String::with_capacity(weak.len() + 16 + 1 + 28 + 2);
+        tag.push_str(weak);
+        tag.push('"');
+        write!(tag, "{:x}-", body.len()).ok();
+        base64_into(&digest, &mut tag);
+        tag.truncate(tag.len() - 1); // 27 of the 28 characters: drops the one `=`
+        tag.push('"');
+        Some(tag)
     }
 }
 
@@ -73,9 +80,15 @@ pub fn send(
 }
 
 /// Standard base64 with padding (27 of its 28 characters make the tag).
+#[cfg(test)]
 fn base64(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    base64_into(bytes, &mut out);
+    out
+}
+
+fn base64_into(bytes: &[u8], out: &mut String) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
             .iter()
@@ -89,7 +102,6 @@ fn base64(bytes: &[u8]) -> String {
             }
         }
     }
-    out
 }
 
 /// Whether the client's cached copy, tagged as it says, is still this response (`fresh` npm
