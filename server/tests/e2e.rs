@@ -207,6 +207,38 @@ fn seed_line_is_printed_first_and_the_api_answers() {
         "{head}"
     );
     assert!(body.contains("new EventSource(url)"), "{body}");
+    // serve-static's validators: a weak size-mtime tag, Last-Modified, and 304s for either.
+    assert!(head.contains("cache-control: public, max-age=0"), "{head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+            .to_owned()
+    };
+    let (file_tag, modified) = (header("etag"), header("last-modified"));
+    let len = std::fs::metadata(repo_root().join("client/index.html"))
+        .unwrap()
+        .len();
+    assert!(file_tag.starts_with(&format!("w/\"{len:x}-")), "{file_tag}");
+    for condition in [
+        format!("If-None-Match: {}", file_tag.replacen("w/", "W/", 1)),
+        // Lower-cased by `http`, so rebuilt: `sat, 28 nov 2026` → `Sat, 28 Nov 2026`.
+        format!("If-Modified-Since: {}", title_case_date(&modified)),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{condition}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(
+            raw.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+            "{condition}: {raw}"
+        );
+        assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+    }
     for escape in [
         "/%2e%2e/Cargo.toml",
         "/..%2fCargo.toml",
@@ -238,4 +270,22 @@ fn port_comes_from_the_environment() {
         http(free, "GET", "/api/MyModels/count", None).2,
         r#"{"count":1}"#
     );
+}
+
+/// `sat, 28 nov 2026 05:44:50 gmt` → `Sat, 28 Nov 2026 05:44:50 GMT`.
+fn title_case_date(lower: &str) -> String {
+    lower
+        .split(' ')
+        .map(|w| {
+            if w == "gmt" {
+                "GMT".to_owned()
+            } else {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

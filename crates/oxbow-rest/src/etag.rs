@@ -5,8 +5,10 @@
 //! base64, first 27 characters>"`. Freshness follows the `fresh` npm module: only GET and HEAD,
 //! only 2xx results, `Cache-Control: no-cache` in the request always wants the body.
 
+use std::time::SystemTime;
+
 use actix_web::http::header::{
-    CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, HttpDate, IF_MODIFIED_SINCE, IF_NONE_MATCH,
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
@@ -105,11 +107,18 @@ fn base64_into(bytes: &[u8], out: &mut String) {
 }
 
 /// Whether the client's cached copy, tagged as it says, is still this response (`fresh` npm
-/// semantics; oxbow sends no `Last-Modified`, so `If-Modified-Since` alone never matches).
+/// semantics; REST responses carry no `Last-Modified`, so `If-Modified-Since` alone never
+/// matches them).
 pub fn is_fresh(req: &HttpRequest, status: u16, etag: &str) -> bool {
     if !matches!(*req.method(), Method::GET | Method::HEAD) || !(200..300).contains(&status) {
         return false;
     }
+    fresh(req, etag, None)
+}
+
+/// The `fresh` module proper: the request's `If-None-Match` / `If-Modified-Since` against the
+/// response's tag and last modification (whole seconds, as `Last-Modified` carries it).
+pub fn fresh(req: &HttpRequest, etag: &str, last_modified: Option<SystemTime>) -> bool {
     let headers = req.headers();
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let none_match = header(IF_NONE_MATCH);
@@ -128,8 +137,21 @@ pub fn is_fresh(req: &HttpRequest, status: u16, etag: &str) -> bool {
             return false;
         }
     }
-    // No Last-Modified is ever sent: a date condition is always stale.
-    modified_since.is_none()
+    match modified_since {
+        None => true,
+        Some(since) => {
+            let since = since.parse::<HttpDate>().map(SystemTime::from);
+            match (last_modified, since) {
+                (Some(modified), Ok(since)) => whole_seconds(modified) <= whole_seconds(since),
+                _ => false,
+            }
+        }
+    }
+}
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `Cache-Control` holds the `no-cache` directive.
@@ -207,6 +229,37 @@ mod tests {
             &get(&[("if-modified-since", "Sat, 28 Nov 2026 00:00:00 GMT")]),
             200,
             tag
+        ));
+        // Static files carry Last-Modified: a date condition compares whole seconds.
+        use std::time::Duration;
+        let modified = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_500);
+        let at = HttpDate::from(modified).to_string();
+        let later = HttpDate::from(modified + Duration::from_secs(1)).to_string();
+        let earlier = HttpDate::from(modified - Duration::from_secs(1)).to_string();
+        assert!(fresh(
+            &get(&[("if-modified-since", &at)]),
+            tag,
+            Some(modified)
+        ));
+        assert!(fresh(
+            &get(&[("if-modified-since", &later)]),
+            tag,
+            Some(modified)
+        ));
+        assert!(!fresh(
+            &get(&[("if-modified-since", &earlier)]),
+            tag,
+            Some(modified)
+        ));
+        assert!(!fresh(
+            &get(&[("if-modified-since", "yesterday")]),
+            tag,
+            Some(modified)
+        ));
+        assert!(!fresh(
+            &get(&[("if-modified-since", &at), ("if-none-match", "W/\"0-x\"")]),
+            tag,
+            Some(modified)
         ));
         let post = TestRequest::post()
             .insert_header(("if-none-match", tag))

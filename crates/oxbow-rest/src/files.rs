@@ -3,9 +3,12 @@
 //! `urlNotFound`.
 
 use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
 
-use actix_web::http::Method;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue, HttpDate, LAST_MODIFIED,
+};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
 /// One static root: requests under `mount` are served from `dir`.
@@ -71,9 +74,24 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
     }
     let file = resolve(roots, req)?;
     let bytes = std::fs::read(&file).ok()?;
+    // serve-static's validators: a weak tag of size and mtime (ms), the mtime as
+    // Last-Modified, and a 304 when the client's copy is current.
+    let modified = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mtime_ms = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let tag = format!("W/\"{:x}-{mtime_ms:x}\"", bytes.len());
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((CACHE_CONTROL, HeaderValue::from_static("public, max-age=0")))
+        .insert_header((LAST_MODIFIED, HttpDate::from(modified)))
+        .insert_header((ETAG, tag.clone()));
+    if crate::etag::fresh(req, &tag, Some(modified)) {
+        return Some(resp.status(StatusCode::NOT_MODIFIED).finish());
+    }
     Some(
-        HttpResponse::Ok()
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static(content_type(&file))))
+        resp.insert_header((CONTENT_TYPE, HeaderValue::from_static(content_type(&file))))
             .body(bytes),
     )
 }
