@@ -239,6 +239,21 @@ fn seed_line_is_printed_first_and_the_api_answers() {
         );
         assert!(raw.ends_with("\r\n\r\n"), "{raw}");
     }
+    // Byte ranges as serve-static answers them (compared with the rig's LoopBack 3).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: bytes=0-9\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{raw}");
+    assert!(
+        raw.contains(&format!("content-range: bytes 0-9/{len}\r\n")),
+        "{raw}"
+    );
+    assert!(raw.ends_with("\r\n\r\n<!doctype "), "{raw}");
     for escape in [
         "/%2e%2e/Cargo.toml",
         "/..%2fCargo.toml",
