@@ -254,6 +254,19 @@ fn seed_line_is_printed_first_and_the_api_answers() {
         "{raw}"
     );
     assert!(raw.ends_with("\r\n\r\n<!doctype "), "{raw}");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        s,
+        "GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\nIf-Match: W/\"nope\"\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.1 412 Precondition Failed\r\n"),
+        "{raw}"
+    );
+    assert!(raw.ends_with(r#"{"error":{"statusCode":412,"name":"PreconditionFailedError","message":"Precondition Failed"}}"#), "{raw}");
     for escape in [
         "/%2e%2e/Cargo.toml",
         "/..%2fCargo.toml",

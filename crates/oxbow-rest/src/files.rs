@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use actix_web::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, HttpDate,
-    IF_RANGE, LAST_MODIFIED, RANGE,
+    IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
@@ -89,6 +89,12 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
         .insert_header((CACHE_CONTROL, HeaderValue::from_static("public, max-age=0")))
         .insert_header((LAST_MODIFIED, HttpDate::from(modified)))
         .insert_header((ETAG, tag.clone()));
+    if precondition_failed(req, &tag, modified) {
+        let query = crate::qs::parse(req.query_string());
+        let err =
+            crate::error::RestError::named(412, "PreconditionFailedError", "Precondition Failed");
+        return Some(crate::error_response(req, &query, &err));
+    }
     if crate::etag::fresh(req, &tag, Some(modified)) {
         return Some(resp.status(StatusCode::NOT_MODIFIED).finish());
     }
@@ -124,6 +130,25 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
             Some(out)
         }
     }
+}
+
+/// `If-Match` names another version, or `If-Unmodified-Since` predates the file (send's
+/// `isPreconditionFailure`).
+fn precondition_failed(req: &HttpRequest, tag: &str, modified: SystemTime) -> bool {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(list) = header(IF_MATCH) {
+        return list != "*"
+            && list.split([' ', ',']).filter(|t| !t.is_empty()).all(|t| {
+                t != tag && tag.strip_prefix("W/") != Some(t) && t.strip_prefix("W/") != Some(tag)
+            });
+    }
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    header(IF_UNMODIFIED_SINCE)
+        .and_then(|d| d.parse::<HttpDate>().ok())
+        .is_some_and(|since| secs(modified) > secs(SystemTime::from(since)))
 }
 
 /// `If-Range` as send does it: a tag must be the file's, a date must not predate it.
