@@ -129,29 +129,32 @@ pub fn fresh(req: &HttpRequest, etag: &str, last_modified: Option<SystemTime>) -
     if header(CACHE_CONTROL).is_some_and(wants_no_cache) {
         return false;
     }
-    if let Some(list) = none_match.filter(|l| *l != "*") {
-        let matched = list.split([' ', ',']).filter(|t| !t.is_empty()).any(|t| {
-            t == etag || etag.strip_prefix("W/") == Some(t) || t.strip_prefix("W/") == Some(etag)
-        });
-        if !matched {
-            return false;
-        }
+    if none_match.is_some_and(|list| list != "*" && !names_tag(list, etag)) {
+        return false;
     }
-    match modified_since {
-        None => true,
-        Some(since) => {
-            let since = since.parse::<HttpDate>().map(SystemTime::from);
-            match (last_modified, since) {
-                (Some(modified), Ok(since)) => whole_seconds(modified) <= whole_seconds(since),
-                _ => false,
-            }
-        }
+    match (modified_since, last_modified) {
+        (None, _) => true,
+        (Some(since), Some(modified)) => unchanged_since(modified, since) == Some(true),
+        (Some(_), None) => false,
     }
 }
 
-fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// A list of entity tags (`If-None-Match`, `If-Match`) names `tag`, weak or strong alike.
+pub(crate) fn names_tag(list: &str, tag: &str) -> bool {
+    list.split([' ', ','])
+        .filter(|t| !t.is_empty())
+        .any(|t| t == tag || tag.strip_prefix("W/") == Some(t) || t.strip_prefix("W/") == Some(tag))
+}
+
+/// Whether a resource modified at `modified` is unchanged as of the HTTP date `date`, in whole
+/// seconds as `Last-Modified` carries it; `None` when `date` is not an HTTP date.
+pub(crate) fn unchanged_since(modified: SystemTime, date: &str) -> Option<bool> {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let since = date.parse::<HttpDate>().ok()?;
+    Some(secs(modified) <= secs(SystemTime::from(since)))
 }
 
 /// `Cache-Control` holds the `no-cache` directive.

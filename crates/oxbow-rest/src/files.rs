@@ -2,6 +2,7 @@
 //! `client/` this way in the `files` phase), answered after the REST routes and before
 //! `urlNotFound`.
 
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
@@ -74,10 +75,14 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
         return None;
     }
     let file = resolve(roots, req)?;
-    let bytes = std::fs::read(&file).ok()?;
+    // One open: the validators describe exactly the bytes sent.
+    let mut handle = std::fs::File::open(&file).ok()?;
+    let mut bytes = Vec::new();
+    handle.read_to_end(&mut bytes).ok()?;
     // serve-static's validators: a weak tag of size and mtime (ms), the mtime as
     // Last-Modified, and a 304 when the client's copy is current.
-    let modified = std::fs::metadata(&file)
+    let modified = handle
+        .metadata()
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mtime_ms = modified
@@ -90,10 +95,12 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
         .insert_header((LAST_MODIFIED, HttpDate::from(modified)))
         .insert_header((ETAG, tag.clone()));
     if precondition_failed(req, &tag, modified) {
-        let query = crate::qs::parse(req.query_string());
-        let err =
-            crate::error::RestError::named(412, "PreconditionFailedError", "Precondition Failed");
-        return Some(crate::error_response(req, &query, &err));
+        return Some(error(
+            req,
+            412,
+            "PreconditionFailedError",
+            "Precondition Failed",
+        ));
     }
     if crate::etag::fresh(req, &tag, Some(modified)) {
         return Some(resp.status(StatusCode::NOT_MODIFIED).finish());
@@ -115,13 +122,12 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
             )
         }
         Some(Range::Unsatisfiable) => {
-            let query = crate::qs::parse(req.query_string());
-            let err = crate::error::RestError::named(
+            let mut out = error(
+                req,
                 416,
                 "RangeNotSatisfiableError",
                 "Range Not Satisfiable",
             );
-            let mut out = crate::error_response(req, &query, &err);
             if let Ok(v) = HeaderValue::try_from(format!("bytes */{}", bytes.len())) {
                 out.headers_mut().insert(CONTENT_RANGE, v);
             }
@@ -132,39 +138,34 @@ pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
     }
 }
 
+/// The error body strong-error-handler writes for send's errors.
+fn error(req: &HttpRequest, status: u16, name: &'static str, message: &str) -> HttpResponse {
+    let query = crate::qs::parse(req.query_string());
+    crate::error_response(
+        req,
+        &query,
+        &crate::error::RestError::named(status, name, message),
+    )
+}
+
 /// `If-Match` names another version, or `If-Unmodified-Since` predates the file (send's
 /// `isPreconditionFailure`).
 fn precondition_failed(req: &HttpRequest, tag: &str, modified: SystemTime) -> bool {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Some(list) = header(IF_MATCH) {
-        return list != "*"
-            && list.split([' ', ',']).filter(|t| !t.is_empty()).all(|t| {
-                t != tag && tag.strip_prefix("W/") != Some(t) && t.strip_prefix("W/") != Some(tag)
-            });
+        return list != "*" && !crate::etag::names_tag(list, tag);
     }
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    header(IF_UNMODIFIED_SINCE)
-        .and_then(|d| d.parse::<HttpDate>().ok())
-        .is_some_and(|since| secs(modified) > secs(SystemTime::from(since)))
+    header(IF_UNMODIFIED_SINCE).and_then(|date| crate::etag::unchanged_since(modified, date))
+        == Some(false)
 }
 
 /// `If-Range` as send does it: a tag must be the file's, a date must not predate it.
 fn range_fresh(if_range: Option<&str>, tag: &str, modified: SystemTime) -> bool {
-    let Some(cond) = if_range else {
-        return true;
-    };
-    if cond.contains('"') {
-        return cond.contains(tag);
+    match if_range {
+        None => true,
+        Some(cond) if cond.contains('"') => cond.contains(tag),
+        Some(date) => crate::etag::unchanged_since(modified, date) == Some(true),
     }
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    cond.parse::<HttpDate>()
-        .is_ok_and(|since| secs(modified) <= secs(SystemTime::from(since)))
 }
 
 /// What a `Range: bytes=…` header asks of a file of `size` bytes (the range-parser module with

@@ -86,12 +86,7 @@ async fn replay(name: &str) {
         if let Some(name) = &step.stream {
             checked += 1;
             let status = resp.status().as_u16();
-            let ctype = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let ctype = header(&resp, "content-type").unwrap_or_default();
             let want_ct = expected
                 .headers
                 .get("content-type")
@@ -104,17 +99,8 @@ async fn replay(name: &str) {
             continue;
         }
         let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let ctype = header(&resp, "content-type").unwrap_or_default();
+        let etag = header(&resp, "etag");
         let body = String::from_utf8_lossy(&test::read_body(resp).await).into_owned();
 
         let (want_status, want_body, exact) = match devs.get(&step.title) {
@@ -209,6 +195,14 @@ async fn replay(name: &str) {
 }
 
 /// Everything a stream body yields until it has been quiet for 100 ms.
+/// A response header as text.
+fn header<B>(resp: &actix_web::dev::ServiceResponse<B>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 async fn drain(mut body: actix_web::body::BoxBody) -> String {
     use actix_web::body::MessageBody;
     let mut out = Vec::new();
