@@ -5,7 +5,9 @@
 //! names the file, the JSON pointer inside it, and what was expected. Nothing here serves
 //! requests or touches the network.
 
+pub mod middleware;
 mod models;
+pub mod overlay;
 mod problem;
 mod read;
 mod schema;
@@ -161,6 +163,10 @@ pub struct AppPlan {
     pub models: Vec<ModelDefinition>,
     /// middleware.json as read (compiled into a pipeline by the REST layer).
     pub middleware: Map<String, Value>,
+    /// middleware.json compiled: what runs, in which order, with which checked options.
+    pub pipeline: middleware::MiddlewarePlan,
+    /// The environment the overlays were chosen for (`NODE_ENV`, default `development`).
+    pub env: String,
     /// Non-fatal findings (e.g. JavaScript boot scripts oxbow cannot run).
     pub warnings: Vec<String>,
 }
@@ -193,19 +199,50 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         server.clone()
     };
     let schemas = schema::Schemas::compile();
-    let config_file = read::read_artifact(&server, "config", &schemas.config, &mut problems);
-    let ds_file = read::read_artifact(&server, "datasources", &schemas.datasources, &mut problems);
-    let mc_file = read::read_artifact(
-        &server,
-        "model-config",
-        &schemas.model_config,
-        &mut problems,
-    );
-    let mw_file = read::read_artifact(&server, "middleware", &schemas.middleware, &mut problems);
+    let env = overlay::env_name();
+    let mut warnings = Vec::new();
+    let mut read = |name: &str, schema: &schema::Schema, rule: overlay::MergeRule| {
+        overlay::read_merged(
+            &server,
+            name,
+            &env,
+            schema,
+            rule,
+            &mut problems,
+            &mut warnings,
+        )
+    };
+    use overlay::MergeRule::{Generic, Middleware};
+    let (config_file, _) = read("config", &schemas.config, Generic);
+    let (mut ds_file, _) = read("datasources", &schemas.datasources, Generic);
+    let (mc_file, _) = read("model-config", &schemas.model_config, Generic);
+    let (mut mw_file, mw_declared) = read("middleware", &schemas.middleware, Middleware);
 
     let config = compile_config(&config_file, &mut problems);
+    // `${VAR}` applies to datasources and middleware entries only, as in LoopBack.
+    overlay::substitute(
+        &mut ds_file.value,
+        &config.raw,
+        &ds_file.path,
+        "",
+        &mut warnings,
+    );
+    overlay::substitute(
+        &mut mw_file.value,
+        &config.raw,
+        &mw_file.path,
+        "",
+        &mut warnings,
+    );
     let datasources = compile_datasources(&ds_file, &mut problems);
-    let mut warnings = Vec::new();
+    let middleware_plan = middleware::compile(
+        &mw_file.path,
+        &mw_file.value,
+        mw_declared,
+        &server,
+        &mut problems,
+        &mut warnings,
+    );
     let models = models::compile_models(
         &server,
         &mc_file,
@@ -242,6 +279,8 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         datasources,
         models,
         middleware: mw_file.value.as_object().cloned().unwrap_or_default(),
+        pipeline: middleware_plan,
+        env,
         warnings,
     })
 }
