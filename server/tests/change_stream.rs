@@ -509,12 +509,26 @@ fn with_compression_on_events_stay_live_and_uncompressed() {
     std::fs::write(dir.join("server/middleware.json"), on).unwrap();
     let server = start_in(&dir);
     let port = server.port;
-    // Ordinary JSON responses are compressed…
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.write_all(b"GET /api/MyModels HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    sock.read_to_end(&mut raw).unwrap();
-    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    // Ordinary JSON responses of 1 kB and more are compressed (compression's threshold)…
+    let get_list = || {
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.write_all(b"GET /api/MyModels HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        sock.read_to_end(&mut raw).unwrap();
+        String::from_utf8_lossy(&raw).to_ascii_lowercase()
+    };
+    let head = get_list();
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(head.contains("vary: origin, accept-encoding"), "{head}");
+    for i in 0..20 {
+        call(
+            port,
+            "POST",
+            "/api/MyModels",
+            &format!(r#"{{"foo":"{i:0>60}"}}"#),
+        );
+    }
+    let head = get_list();
     assert!(head.contains("content-encoding: gzip"), "{head}");
     // …streams are not, and every event arrives at once.
     for encoding in ["gzip", "br"] {

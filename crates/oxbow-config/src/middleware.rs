@@ -102,8 +102,8 @@ pub enum Kind {
     Favicon(FaviconOptions),
     /// `loopback#rest`: the generated REST API.
     Rest,
-    /// `loopback#static` / `serve-static`.
-    Static,
+    /// `loopback#static` / `serve-static`: files under `root`.
+    Static { root: PathBuf },
     /// `loopback#status`: `{"started": …, "uptime": …}`.
     Status,
     /// `loopback#urlNotFound`: requests nobody answered become 404 errors.
@@ -133,7 +133,7 @@ impl Kind {
             Kind::Helmet(_) => "helmet",
             Kind::Favicon(_) => "favicon",
             Kind::Rest => "rest",
-            Kind::Static => "static",
+            Kind::Static { .. } => "static",
             Kind::Status => "status",
             Kind::UrlNotFound => "urlNotFound",
             Kind::ErrorHandler(_) => "error handler",
@@ -465,7 +465,18 @@ fn compile_entry(
             Kind::Favicon(favicon_options(&mut cx, &args, server_dir, name))
         }
         "loopback#rest" => Kind::Rest,
-        "loopback#static" | "serve-static" => Kind::Static,
+        "loopback#static" | "serve-static" => match args.first() {
+            Some(Value::String(root)) => Kind::Static {
+                root: resolve_param_path(root, server_dir),
+            },
+            _ => {
+                cx.bad(
+                    "/params",
+                    "expected the folder to serve, such as \"$!../client\"",
+                );
+                return None;
+            }
+        },
         "loopback#status" => Kind::Status,
         "loopback#urlNotFound" => Kind::UrlNotFound,
         "loopback#token" => {

@@ -1,9 +1,7 @@
 //! The one error table: every failure becomes strong-error-handler's body
 //! `{"error":{"statusCode","name","message","code","details"}}`, 5xx messages masked.
 
-use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value};
 
 use oxbow_core::Error;
@@ -39,46 +37,42 @@ impl RestError {
         }
     }
 
-    /// The JSON body (production mode: 5xx keep only statusCode and the reason phrase).
+    /// The JSON body in production mode: `{"error": {...}}`.
     pub fn body(&self) -> Value {
+        let mut root = Map::new();
+        root.insert("error".into(), Value::Object(self.fields(false)));
+        Value::Object(root)
+    }
+
+    /// The error object strong-error-handler writes. Production mode: 5xx keep only
+    /// statusCode and the reason phrase. Debug mode: every field, the real message, and a
+    /// `stack` (oxbow has no JavaScript stack; it is `name: message`).
+    pub fn fields(&self, debug: bool) -> Map<String, Value> {
         let mut e = Map::new();
         e.insert("statusCode".into(), Value::from(self.status));
-        if self.status >= 500 {
+        if self.status >= 500 && !debug {
             let reason = StatusCode::from_u16(self.status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("Internal Server Error");
             e.insert("message".into(), Value::from(reason));
-        } else {
-            e.insert("name".into(), Value::from(self.name));
-            e.insert("message".into(), Value::from(self.message.clone()));
-            if let Some(code) = self.code {
-                e.insert("code".into(), Value::from(code));
-            }
-            if let Some(d) = &self.details {
-                e.insert("details".into(), d.clone());
-            }
+            return e;
         }
-        let mut root = Map::new();
-        root.insert("error".into(), Value::Object(e));
-        Value::Object(root)
-    }
-
-    /// The response; `head` leaves the body out (and with it Content-Length), as Express does.
-    pub fn response(&self, head: bool) -> HttpResponse {
-        if self.status >= 500 {
-            tracing::error!(status = self.status, message = %self.message, "request failed");
+        e.insert("name".into(), Value::from(self.name));
+        e.insert("message".into(), Value::from(self.message.clone()));
+        if let Some(code) = self.code {
+            e.insert("code".into(), Value::from(code));
         }
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = HttpResponse::build(status);
-        resp.insert_header((
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        ));
-        if head {
-            return resp.finish();
+        if let Some(d) = &self.details {
+            e.insert("details".into(), d.clone());
         }
-        resp.body(self.body().to_string())
+        if debug {
+            e.insert(
+                "stack".into(),
+                Value::from(format!("{}: {}", self.name, self.message)),
+            );
+        }
+        e
     }
 }
 

@@ -43,8 +43,8 @@ fn content_type(path: &Path) -> &'static str {
 }
 
 /// The file a request names under one of the roots, if any (never outside a root).
-fn resolve(roots: &[StaticRoot], req: &HttpRequest) -> Option<PathBuf> {
-    let path = percent_encoding::percent_decode_str(req.path())
+fn resolve(roots: &[StaticRoot], raw_path: &str) -> Option<PathBuf> {
+    let path = percent_encoding::percent_decode_str(raw_path)
         .decode_utf8()
         .ok()?;
     for root in roots {
@@ -71,10 +71,15 @@ fn resolve(roots: &[StaticRoot], req: &HttpRequest) -> Option<PathBuf> {
 
 /// Serves a static file for GET/HEAD, or `None` to fall through.
 pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
+    serve_at(roots, req, req.path())
+}
+
+/// [`serve`] for a path relative to the entry's mount point (Express strips it).
+pub fn serve_at(roots: &[StaticRoot], req: &HttpRequest, path: &str) -> Option<HttpResponse> {
     if roots.is_empty() || !(req.method() == Method::GET || req.method() == Method::HEAD) {
         return None;
     }
-    let file = resolve(roots, req)?;
+    let file = resolve(roots, path)?;
     // One open: the validators describe exactly the bytes sent.
     let mut handle = std::fs::File::open(&file).ok()?;
     let mut bytes = Vec::new();
@@ -230,63 +235,6 @@ fn js_int(s: Option<&str>) -> Option<i128> {
         .collect();
     let v: i128 = n.parse().ok()?;
     Some(if neg { -v } else { v })
-}
-
-/// The static roots declared in middleware.json (`loopback#static`, `serve-static`), enabled
-/// ones only, in file order. `$!../client`-style roots are relative to `server_dir`.
-pub fn roots_from_middleware(
-    middleware: &serde_json::Map<String, serde_json::Value>,
-    server_dir: &Path,
-) -> Vec<StaticRoot> {
-    use serde_json::Value;
-    let mut out = Vec::new();
-    for phase in middleware.values() {
-        let Some(entries) = phase.as_object() else {
-            continue;
-        };
-        for (name, entry) in entries {
-            if name != "loopback#static" && name != "serve-static" {
-                continue;
-            }
-            let configs: Vec<&Value> = match entry {
-                Value::Array(a) => a.iter().collect(),
-                other => vec![other],
-            };
-            for cfg in configs {
-                if cfg.get("enabled") == Some(&Value::Bool(false)) {
-                    continue;
-                }
-                let root = match cfg.get("params") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(a)) => match a.first() {
-                        Some(Value::String(s)) => s.clone(),
-                        _ => continue,
-                    },
-                    _ => continue,
-                };
-                let dir = match root.strip_prefix("$!") {
-                    Some(rel) => server_dir.join(rel),
-                    None => PathBuf::from(root),
-                };
-                let mounts: Vec<String> = match cfg.get("paths") {
-                    Some(Value::String(p)) => vec![p.clone()],
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect(),
-                    _ => vec!["/".to_owned()],
-                };
-                for mount in mounts {
-                    out.push(StaticRoot {
-                        mount,
-                        dir: dir.clone(),
-                    });
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //! **Architecture invariant:** no handler is generated per model or per route; routes are data
 //! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
 
+pub mod compress;
 pub mod error;
 pub mod etag;
 pub mod files;
 pub mod negotiate;
+pub mod pipeline;
 pub mod plans;
 pub mod qs;
 pub mod routes;
@@ -46,8 +48,9 @@ pub struct RestApi {
     pub streams: stream::StreamOptions,
     /// Turns `true` when the server shuts down: open streams send their last event and end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Static roots from middleware.json (`loopback#static`), served after the REST routes.
-    pub files: Vec<files::StaticRoot>,
+    /// middleware.json compiled; its entries after `loopback#rest` answer what nobody else
+    /// did ([`url_not_found`]), and it holds strong-error-handler's options.
+    pub pipeline: Arc<pipeline::Compiled>,
     /// Express's `etag` setting (config.json `etag`).
     pub etag: etag::EtagMode,
 }
@@ -172,48 +175,85 @@ fn respond(
     etag::send(req, etags, reply.status, ctype, body)
 }
 
-/// Writes an error in the format strong-error-handler negotiates (JSON, HTML or XML).
+/// Writes an error in the format strong-error-handler negotiates (JSON, HTML or XML), with
+/// the app's strong-error-handler options (debug, log, rootProperty, defaultType).
 pub fn error_response(
     req: &HttpRequest,
     query: &Map<String, Value>,
     err: &RestError,
 ) -> HttpResponse {
-    let head = req.method() == Method::HEAD;
-    match negotiate::error_format(req, query) {
-        ErrorFormat::Json => err.response(head),
-        fmt => {
-            let body = err.body();
-            let inner = body
-                .get("error")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            let (ctype, text) = if fmt == ErrorFormat::Html {
-                ("text/html; charset=utf-8", negotiate::error_html(&inner))
-            } else {
-                ("text/xml; charset=utf-8", negotiate::error_xml(&inner))
-            };
-            let status =
-                StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut r = HttpResponse::build(status);
-            r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
-            if head { r.finish() } else { r.body(text) }
-        }
+    let api = req.app_data::<web::Data<RestApi>>();
+    let default = pipeline::ErrorOptions::default();
+    let opts = api.map_or(&default, |a| &a.pipeline.errors);
+    if opts.log {
+        let url = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        tracing::warn!(
+            target: "oxbow::errors",
+            "Request {} {url} failed: {}: {}",
+            req.method(),
+            err.name,
+            err.message
+        );
+    } else if err.status >= 500 {
+        tracing::error!(status = err.status, message = %err.message, "request failed");
     }
+    let head = req.method() == Method::HEAD;
+    let fmt = if opts.negotiate_content_type {
+        negotiate::error_format(req, query)
+    } else {
+        match opts.default_type.as_str() {
+            "html" => ErrorFormat::Html,
+            "xml" => ErrorFormat::Xml,
+            _ => ErrorFormat::Json,
+        }
+    };
+    let inner = err.fields(opts.debug);
+    let (ctype, text) = match fmt {
+        ErrorFormat::Json => {
+            let body = match &opts.root_property {
+                Some(root) => {
+                    let mut m = Map::new();
+                    m.insert(root.clone(), Value::Object(inner));
+                    Value::Object(m)
+                }
+                None => Value::Object(inner),
+            };
+            ("application/json; charset=utf-8", body.to_string())
+        }
+        ErrorFormat::Html => ("text/html; charset=utf-8", negotiate::error_html(&inner)),
+        ErrorFormat::Xml => ("text/xml; charset=utf-8", negotiate::error_xml(&inner)),
+    };
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = HttpResponse::build(status);
+    r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
+    if head { r.finish() } else { r.body(text) }
 }
 
-/// Static files, then `loopback#urlNotFound`: `Cannot GET /nope`.
-pub async fn url_not_found(req: HttpRequest, api: web::Data<RestApi>) -> HttpResponse {
-    if let Some(resp) = files::serve(&api.files, &req) {
-        return resp;
-    }
+/// `loopback#urlNotFound`: `Cannot GET /nope`.
+pub fn not_found_response(req: &HttpRequest) -> HttpResponse {
     let url = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let query = qs::parse(req.query_string());
     error_response(
-        &req,
+        req,
         &query,
         &RestError::new(404, format!("Cannot {} {url}", req.method())),
     )
+}
+
+/// What nobody answered: the entries after `loopback#rest` (static files, `urlNotFound`, …).
+pub async fn url_not_found(req: HttpRequest, api: web::Data<RestApi>) -> HttpResponse {
+    pipeline::fallback(&req, &api.pipeline).await
+}
+
+/// Now as an ISO date with milliseconds (`2026-11-28T06:00:00.000Z`), as JavaScript prints it.
+pub fn now_iso() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    oxbow_core::js::to_date(&Value::from(ms))
+        .map(|d| oxbow_core::js::format_date(&d))
+        .unwrap_or_default()
 }
 
 /// The handler of everything under the REST root.

@@ -5,6 +5,7 @@
 //! (LoopBack sorts `server/boot/*.js` the same way) → listen. Everything is built before the
 //! HTTP server starts; the server's per-worker factory only clones `Arc`s.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub use oxbow_config::{AppPlan, Problems};
 pub use oxbow_core::{
     self as core, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry,
 };
+pub use oxbow_rest::pipeline::{Middleware, MiddlewareFactory, RequestId};
+pub use oxbow_rest::{RestError, error_response};
 
 /// The future a boot plugin returns. Boot runs on the server's main thread, so it need not be
 /// `Send`.
@@ -44,6 +47,7 @@ pub struct BootContext {
     registry: Arc<Registry>,
     routes: Vec<RouteFn>,
     plan: Arc<AppPlan>,
+    middleware: HashMap<String, MiddlewareFactory>,
 }
 
 impl BootContext {
@@ -67,6 +71,16 @@ impl BootContext {
     /// Adds routes to the app (outside the REST root), e.g. `GET /`.
     pub fn configure(&mut self, f: impl Fn(&mut ServiceConfig) + Send + Sync + 'static) {
         self.routes.push(Arc::new(f));
+    }
+
+    /// Registers the middleware that middleware.json names `name` (`"./middleware/audit"`);
+    /// `factory` gets the entry's `params`. Entries naming nothing registered fail boot.
+    pub fn middleware(
+        &mut self,
+        name: &str,
+        factory: impl Fn(&Value) -> anyhow::Result<Arc<dyn Middleware>> + Send + Sync + 'static,
+    ) {
+        self.middleware.insert(name.to_owned(), Arc::new(factory));
     }
 
     /// Mounts LoopBack's `loopback#status` handler at `path`:
@@ -104,13 +118,7 @@ impl BootContext {
 }
 
 fn chrono_now_iso() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let ms = now.as_millis() as i64;
-    oxbow_core::js::to_date(&Value::from(ms))
-        .map(|d| oxbow_core::js::format_date(&d))
-        .unwrap_or_default()
+    oxbow_rest::now_iso()
 }
 
 /// An app ready to serve: registry built, plugins run.
@@ -118,6 +126,8 @@ pub struct Booted {
     pub plan: Arc<AppPlan>,
     pub registry: Arc<Registry>,
     routes: Vec<RouteFn>,
+    /// middleware.json compiled, with the plugins' middleware resolved.
+    pipeline: Arc<oxbow_rest::pipeline::Compiled>,
     /// Set at shutdown: open change streams send their last event and end.
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -188,6 +198,7 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
         registry: registry.clone(),
         routes: Vec::new(),
         plan: plan.clone(),
+        middleware: HashMap::new(),
     };
     let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
     ordered.sort_by_key(|p| p.name().to_lowercase());
@@ -196,11 +207,13 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             .await
             .with_context(|| format!("boot plugin `{}` failed", p.name()))?;
     }
+    let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
         registry,
         routes: ctx.routes,
+        pipeline: Arc::new(pipeline),
         shutdown: Arc::new(shutdown),
     })
 }
@@ -220,7 +233,11 @@ impl Booted {
         let cfg = &self.plan.config;
         web::Data::new(oxbow_rest::RestApi {
             registry: self.registry.clone(),
-            root: cfg.rest_api_root.trim_end_matches('/').to_owned(),
+            root: self
+                .plan
+                .pipeline
+                .rest_root(&cfg.rest_api_root)
+                .unwrap_or_default(),
             json_limit: cfg.json_limit,
             form_limit: cfg.urlencoded_limit,
             streams: oxbow_rest::stream::StreamOptions {
@@ -231,33 +248,38 @@ impl Booted {
                 }),
             },
             shutdown: self.shutdown.subscribe(),
-            files: oxbow_rest::files::roots_from_middleware(
-                &self.plan.middleware,
-                &self.plan.server_dir,
-            ),
+            pipeline: self.pipeline.clone(),
             etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
         })
     }
 
     /// Registers everything the app serves on an actix `ServiceConfig`: plugin routes, the REST
-    /// root and LoopBack's `urlNotFound` fallback. Used by [`Booted::serve`] and by tests.
+    /// root and what middleware.json puts after it (static files, `urlNotFound`). Used by
+    /// [`Booted::serve`] and by tests, together with [`Booted::pipeline`].
     pub fn configure(&self) -> impl Fn(&mut ServiceConfig) + Clone + Send + 'static {
         let api = self.rest_api();
         let routes = self.routes.clone();
+        let rest = self
+            .plan
+            .pipeline
+            .rest_root(&self.plan.config.rest_api_root);
         move |cfg: &mut ServiceConfig| {
             cfg.app_data(api.clone());
             for r in &routes {
                 r(cfg);
             }
-            let root = api.root.clone();
-            let scope = if root.is_empty() {
-                "/".to_owned()
-            } else {
-                root
-            };
-            cfg.service(web::scope(&scope).default_service(web::to(oxbow_rest::handle)));
+            if let Some(root) = &rest {
+                let scope = if root.is_empty() { "/" } else { root.as_str() };
+                cfg.service(web::scope(scope).default_service(web::to(oxbow_rest::handle)));
+            }
             cfg.default_service(web::to(oxbow_rest::url_not_found));
         }
+    }
+
+    /// The middleware.json entries that run before the router, as an actix middleware:
+    /// `App::new().wrap(booted.pipeline()).configure(booted.configure())`.
+    pub fn pipeline(&self) -> oxbow_rest::pipeline::Pipeline {
+        oxbow_rest::pipeline::Pipeline(self.pipeline.clone())
     }
 
     /// Binds and serves until SIGINT/SIGTERM. `on_bound` gets the bound address (port 0 works).
@@ -269,13 +291,10 @@ impl Booted {
         let configure = self.configure();
         // Signals are handled here, not by actix: change streams must end before the server
         // waits for open connections, or every shutdown would wait the full timeout.
-        let compress = compression_enabled(&self.plan.middleware);
+        let pipeline = self.pipeline();
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::Condition::new(
-                    compress,
-                    actix_web::middleware::Compress::default(),
-                ))
+                .wrap(pipeline.clone())
                 .configure(configure.clone())
         })
         .disable_signals()
@@ -303,20 +322,6 @@ impl Booted {
         });
         server.await.context("server stopped with an error")
     }
-}
-
-/// Whether middleware.json enables the `compression` entry (LoopBack's `compression` module).
-/// Responses that already carry a `Content-Encoding` (change streams send
-/// `x-no-compression`, as LoopBack does) are left alone, so streams stay live.
-fn compression_enabled(middleware: &serde_json::Map<String, Value>) -> bool {
-    middleware
-        .values()
-        .filter_map(Value::as_object)
-        .any(|phase| {
-            phase
-                .get("compression")
-                .is_some_and(|e| e.get("enabled") != Some(&Value::Bool(false)))
-        })
 }
 
 /// SIGINT or SIGTERM.

@@ -22,7 +22,12 @@ async fn boot(
         Vec::new()
     };
     let booted = oxbow::boot(plan, &plugins).await.expect("boot");
-    test::init_service(App::new().configure(booted.configure())).await
+    test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await
 }
 
 async fn replay(name: &str) {
@@ -101,6 +106,7 @@ async fn replay(name: &str) {
         let status = resp.status().as_u16();
         let ctype = header(&resp, "content-type").unwrap_or_default();
         let etag = header(&resp, "etag");
+        let header_problems = compare_headers(&resp, &expected.headers, step);
         let body = String::from_utf8_lossy(&test::read_body(resp).await).into_owned();
 
         let (want_status, want_body, exact) = match devs.get(&step.title) {
@@ -115,6 +121,9 @@ async fn replay(name: &str) {
             ),
         };
         let mut problems = Vec::new();
+        if !devs.contains_key(&step.title) {
+            problems.extend(header_problems);
+        }
         if status != want_status {
             problems.push(format!("status {status}, LoopBack {want_status}"));
         }
@@ -192,6 +201,58 @@ async fn replay(name: &str) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Headers LoopBack's middleware sets (cors, helmet, Vary, caching), compared by value.
+/// Framing headers, dates, ETags (compared above, with their own rules) and `X-Powered-By`
+/// (oxbow never claims to be Express; docs/COMPATIBILITY.md) are left out.
+fn compare_headers(
+    resp: &ServiceResponse,
+    want: &std::collections::BTreeMap<String, String>,
+    step: &oxbow_conformance::Step,
+) -> Vec<String> {
+    const SKIP: &[&str] = &[
+        "date",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-type",
+        "etag",
+        "x-powered-by",
+        "last-modified",
+    ];
+    let mut out = Vec::new();
+    for (name, value) in want {
+        if SKIP.contains(&name.as_str()) {
+            continue;
+        }
+        let got = header(resp, name);
+        if got.as_deref() != Some(value.as_str()) {
+            out.push(format!("header {name}: {got:?}, LoopBack {value:?}"));
+        }
+    }
+    // And nothing LoopBack did not send among the headers middleware sets.
+    for (name, _) in resp.headers() {
+        let n = name.as_str();
+        if SKIP.contains(&n) || want.contains_key(n) {
+            continue;
+        }
+        if step.response.is_some() {
+            out.push(format!("header {n}: oxbow sends it, LoopBack does not"));
+        }
+    }
+    // Content-Length where LoopBack sent one, for bodies compared byte for byte.
+    if let (Some(want_len), Some(got_len)) =
+        (want.get("content-length"), header(resp, "content-length"))
+    {
+        if *want_len != got_len && step.method != "HEAD" && step.mask.is_empty() {
+            out.push(format!(
+                "header content-length: {got_len:?}, LoopBack {want_len:?}"
+            ));
+        }
+    }
+    out
 }
 
 /// Everything a stream body yields until it has been quiet for 100 ms.

@@ -22,7 +22,12 @@ async fn nasty_requests_get_answers_not_panics() {
     let dir = oxbow_conformance::scratch_copy("examples/shop", "robust").unwrap();
     let plan = oxbow_config::load(&dir).unwrap();
     let booted = oxbow::boot(plan, &[]).await.unwrap();
-    let app = test::init_service(App::new().configure(booted.configure())).await;
+    let app = test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await;
     let deep = format!("{}{}", "{\"and\":[".repeat(60), "]}".repeat(60));
     let cases: Vec<(&str, String, Option<&str>)> = vec![
         ("POST", "/api/catalog".into(), Some(r#"[{"name":"Pen","price":1},{"name":"Cup","price":2.5,"tags":["x"]}]"#)),

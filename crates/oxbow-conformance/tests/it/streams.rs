@@ -21,7 +21,12 @@ async fn ten_thousand_connects_and_disconnects_leave_nothing_behind() {
     let plan = oxbow_config::load(&dir).unwrap();
     let booted = oxbow::boot(plan, &[]).await.unwrap();
     let model = booted.registry.model("MyModel").unwrap().clone();
-    let app = test::init_service(App::new().configure(booted.configure())).await;
+    let app = test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await;
     let open = |_: usize| {
         test::TestRequest::get()
             .uri("/api/MyModels/change-stream?_format=event-stream")
