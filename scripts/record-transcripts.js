@@ -27,6 +27,7 @@ const os = require('os');
 const path = require('path');
 const net = require('net');
 const http = require('http');
+const zlib = require('zlib');
 const { spawn, spawnSync } = require('child_process');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -311,7 +312,14 @@ function play(port, step) {
       res.on('end', () => {
         clearTimeout(timer);
         const response = { status: res.statusCode, headers: recordedHeaders(res) };
-        Object.assign(response, bodyField(Buffer.concat(chunks)));
+        let raw = Buffer.concat(chunks);
+        // A compressed body is recorded decoded (the coding stays in the headers): compressed
+        // bytes depend on the zlib build, the decoded body is the contract.
+        const coding = (res.headers['content-encoding'] || '').trim();
+        if (raw.length && coding === 'gzip') raw = zlib.gunzipSync(raw);
+        else if (raw.length && coding === 'deflate') raw = zlib.inflateSync(raw);
+        else if (raw.length && coding === 'br') raw = zlib.brotliDecompressSync(raw);
+        Object.assign(response, bodyField(raw));
         resolve(response);
       });
     });

@@ -44,6 +44,10 @@ pub struct Step {
     pub mask: Vec<String>,
     #[serde(default)]
     pub compare: Option<String>,
+    /// Response headers whose value depends on the moment of recording (a static file's
+    /// mtime-based ETag); their presence is still compared.
+    #[serde(default, rename = "ignoreHeaders")]
+    pub ignore_headers: Vec<String>,
     /// Opens a change stream under this name (its response never ends).
     #[serde(default)]
     pub stream: Option<String>,
@@ -62,6 +66,28 @@ pub struct Expected {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub body: String,
+    /// A body that is not UTF-8 (an icon), base64-encoded.
+    #[serde(default, rename = "bodyBase64")]
+    pub body_base64: Option<String>,
+}
+
+/// Standard base64 with padding (how the recorder writes `bodyBase64`).
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A deliberate difference from LoopBack 3 for one step: what oxbow answers instead, and why.
@@ -147,7 +173,13 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         if path.is_dir() {
             copy_dir(&path, &to.join(entry.file_name()))?;
         } else if path.extension().is_some_and(|e| {
-            e == "json" || e == "yaml" || e == "yml" || e == "html" || e == "js" || e == "css"
+            e == "json"
+                || e == "yaml"
+                || e == "yml"
+                || e == "html"
+                || e == "js"
+                || e == "css"
+                || e == "ico"
         }) {
             if path.parent().is_some_and(|p| p.ends_with("data"))
                 && path.extension().is_some_and(|e| e == "json")

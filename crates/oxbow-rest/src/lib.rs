@@ -226,6 +226,10 @@ pub fn error_response(
     let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = HttpResponse::build(status);
     r.insert_header((CONTENT_TYPE, HeaderValue::from_static(ctype)));
+    r.insert_header((
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ));
     if head { r.finish() } else { r.body(text) }
 }
 

@@ -345,13 +345,8 @@ fn run_sync(stage: &Stage, req: &HttpRequest, rel: &str, fx: &mut Effects) -> Op
             Some(r) => Flow::Answer(r),
             None => Flow::Next,
         },
-        Run::Status(s) => {
-            if (req.method() == Method::GET || req.method() == Method::HEAD) && rel == "/" {
-                Flow::Answer(s.response(req))
-            } else {
-                Flow::Next
-            }
-        }
+        // loopback#status answers every request that reaches it (any verb, any sub-path).
+        Run::Status(s) => Flow::Answer(s.response(req)),
         Run::UrlNotFound => Flow::Answer(crate::not_found_response(req)),
         Run::RequestId(o, name) => {
             let incoming = o
@@ -889,8 +884,7 @@ pub async fn fallback(req: &HttpRequest, plan: &Compiled) -> HttpResponse {
 
 /// Express's `finalhandler` 404 page, for apps without `loopback#urlNotFound`.
 fn final_handler(req: &HttpRequest) -> HttpResponse {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let text = format!("Cannot {} {}", req.method(), html_escape(path));
+    let text = format!("Cannot {} {}", req.method(), html_escape(req.path()));
     let body = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>{text}</pre>\n</body>\n</html>\n"
     );
