@@ -813,23 +813,48 @@ where
                     return Ok(req.into_response(resp));
                 }
             }
-            let http = req.request().clone();
             let result = match fx.timeout {
                 None => service.call(req).await,
+                // The router needs the only handle on the request, so a timed-out request
+                // is answered through actix's error path (JSON, without the other entries'
+                // headers).
                 Some(d) => match tokio::time::timeout(d, service.call(req)).await {
                     Ok(r) => r,
-                    Err(_) => {
-                        let resp = crate::error_response(
-                            &http,
-                            &crate::qs::parse(http.query_string()),
-                            &RestError::new(503, "the request timed out"),
-                        );
-                        Ok(ServiceResponse::new(http, resp))
-                    }
+                    Err(_) => return Err(TimedOut.into()),
                 },
             };
             finish(result, fx)
         })
+    }
+}
+
+/// `oxbow#timeout` fired: LoopBack's masked 503 body.
+#[derive(Debug)]
+struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request timed out")
+    }
+}
+
+impl actix_web::ResponseError for TimedOut {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        tracing::warn!(target: "oxbow::errors", "request timed out");
+        HttpResponse::ServiceUnavailable()
+            .insert_header((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            ))
+            .insert_header((
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .body(r#"{"error":{"statusCode":503,"message":"Service Unavailable"}}"#)
     }
 }
 

@@ -3,5 +3,6 @@
 
 mod boot;
 mod conformance;
+mod pipeline;
 mod robustness;
 mod streams;
