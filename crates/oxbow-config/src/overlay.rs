@@ -120,6 +120,9 @@ fn merge_value(
     problems: &mut Problems,
 ) {
     if !compatible(orig, new) {
+        if problems.has(file, pointer) {
+            return; // the schema check already said what this file should hold here
+        }
         problems.push(Problem::new(
             file,
             pointer,
@@ -130,6 +133,9 @@ fn merge_value(
     match (orig, new) {
         (Value::Array(a), Value::Array(b)) => {
             if a.len() != b.len() {
+                if problems.has(file, pointer) {
+                    return;
+                }
                 problems.push(Problem::new(
                     file,
                     pointer,

@@ -19,7 +19,43 @@ fn render(case: &Path) -> String {
                     )
                 })
                 .collect();
-            format!("ok: {}\n", names.join(", "))
+            let mut out = format!("ok: {}\n", names.join(", "));
+            let c = &plan.config;
+            out.push_str(&format!(
+                "config: restApiRoot {}, port {}, json limit {}\n",
+                c.rest_api_root, c.port, c.json_limit
+            ));
+            for ds in &plan.datasources {
+                let mut settings = ds.settings.clone();
+                settings.remove("name");
+                out.push_str(&format!(
+                    "datasource {}: {} {}\n",
+                    ds.name,
+                    ds.connector,
+                    serde_json::Value::Object(settings)
+                ));
+            }
+            if plan.pipeline.declared {
+                for e in &plan.pipeline.entries {
+                    let params = match &e.kind {
+                        oxbow_config::middleware::Kind::Custom { params } => format!(" {params}"),
+                        oxbow_config::middleware::Kind::Cors(o) => format!(" {:?}", o.origin),
+                        _ => String::new(),
+                    };
+                    out.push_str(&format!(
+                        "middleware {} {} ({}) paths {:?}{params}\n",
+                        e.phase,
+                        e.name,
+                        e.kind.label(),
+                        e.paths
+                    ));
+                }
+            }
+            for w in &plan.warnings {
+                let prefix = format!("{}/", case.display());
+                out.push_str(&format!("warning: {}\n", w.replace(&prefix, "")));
+            }
+            out
         }
         Err(problems) => {
             let prefix = format!("{}/", case.display());
