@@ -148,7 +148,7 @@ impl Kind {
 }
 
 /// npm `compression` options oxbow honours.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CompressionOptions {
     /// Bodies shorter than this are sent as they are (default 1 kB).
     pub threshold: usize,

@@ -11,10 +11,13 @@
 //! pipeline (cors and helmet) costs a few header inserts per request.
 
 use std::collections::HashMap;
+use std::future::{Future, Ready};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::body::BoxBody;
@@ -24,7 +27,7 @@ use actix_web::http::header::{
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Either, LocalBoxFuture};
 use serde_json::Value;
 
 use oxbow_config::middleware::{
@@ -59,12 +62,16 @@ pub type MiddlewareFactory =
 struct Stage {
     entry: Entry,
     run: Run,
+    /// Headers this entry always sets (helmet's, cors's credentials and exposed headers),
+    /// built once; a request only records that the entry ran.
+    statics: Vec<(HeaderName, HeaderValue)>,
 }
 
 enum Run {
     Compression(CompressionOptions),
     Cors(Box<Cors>),
-    Headers(Vec<(HeaderName, HeaderValue)>, Option<HeaderValue>),
+    /// helmet: its headers are the stage's statics; X-XSS-Protection depends on the client.
+    Headers(Option<HeaderValue>),
     Favicon(Favicon),
     Static(Vec<files::StaticRoot>),
     Status(Status),
@@ -148,6 +155,7 @@ impl Compiled {
         let mut errors = None;
         let mut seen_rest = !plan.declared;
         for entry in &plan.entries {
+            let mut statics = Vec::new();
             let run = match &entry.kind {
                 Kind::Rest => {
                     seen_rest = true;
@@ -159,8 +167,16 @@ impl Compiled {
                 }
                 Kind::Token => Run::Nothing,
                 Kind::Compression(o) => Run::Compression(o.clone()),
-                Kind::Cors(o) => Run::Cors(Box::new(Cors::new(o)?)),
-                Kind::Helmet(rules) => helmet(rules)?,
+                Kind::Cors(o) => {
+                    let cors = Cors::new(o)?;
+                    statics = cors.statics();
+                    Run::Cors(Box::new(cors))
+                }
+                Kind::Helmet(rules) => {
+                    let (set, xss) = helmet(rules)?;
+                    statics = set;
+                    Run::Headers(xss)
+                }
                 Kind::Favicon(o) => Run::Favicon(Favicon::new(o)?),
                 Kind::Static { root } => Run::Static(vec![files::StaticRoot {
                     mount: String::new(),
@@ -203,6 +219,7 @@ impl Compiled {
             let stage = Stage {
                 entry: entry.clone(),
                 run,
+                statics,
             };
             if seen_rest {
                 after.push(stage);
@@ -237,10 +254,13 @@ impl Compiled {
 /// What the entries that ran leave on the response.
 #[derive(Default)]
 struct Effects {
-    /// Headers set before the handler ran (the handler's own win, except `Cache-Control`).
+    /// Which stages (by index, the first 64) ran: their static headers apply.
+    ran: u64,
+    /// Headers that depend on the request (an echoed origin, a request id, …), and the static
+    /// headers of stages past the 64th.
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// `Vary` tokens, in the order they were added.
-    vary: Vec<&'static str>,
+    /// `Vary` tokens to add: [`VARY_ORIGIN`], [`VARY_REQUEST_HEADERS`].
+    vary: u8,
     compression: Option<CompressionOptions>,
     access_log: Option<(u64, Instant)>,
     request_id: Option<String>,
@@ -248,19 +268,54 @@ struct Effects {
     timeout: Option<Duration>,
 }
 
+const VARY_ORIGIN: u8 = 1;
+const VARY_REQUEST_HEADERS: u8 = 2;
+
 impl Effects {
-    fn apply(self, req: &HttpRequest, mut res: HttpResponse) -> HttpResponse {
+    /// Records that stage `i` of `stages` ran, so its static headers apply.
+    fn ran(&mut self, i: usize, stage: &Stage) {
+        if stage.statics.is_empty() {
+            return;
+        }
+        if i < 64 {
+            self.ran |= 1 << i;
+        } else {
+            self.headers.extend(stage.statics.iter().cloned());
+        }
+    }
+
+    /// Puts the effects on a response. Headers the handler set win over the entries' (as in
+    /// Express, where entries set theirs first and the handler overwrites), except
+    /// `Cache-Control` (serve-static leaves one that is already set); among the entries, a
+    /// later one wins.
+    fn apply(self, stages: &[Stage], req: &HttpRequest, mut res: HttpResponse) -> HttpResponse {
         for m in self.custom.iter().rev() {
             m.respond(req, &mut res);
         }
         let heads = res.headers_mut();
-        for (name, value) in self.headers {
-            if name == CACHE_CONTROL || !heads.contains_key(&name) {
-                heads.insert(name, value);
+        // serve-static leaves a Cache-Control that an entry (helmet#noCache) already set.
+        let mut replace_cache_control = heads.contains_key(CACHE_CONTROL);
+        let put = |heads: &mut HeaderMap, name: &HeaderName, value: &HeaderValue, cc: &mut bool| {
+            if *name == CACHE_CONTROL && *cc {
+                *cc = false;
+                heads.insert(name.clone(), value.clone());
+            } else if !heads.contains_key(name) {
+                heads.insert(name.clone(), value.clone());
+            }
+        };
+        for (name, value) in self.headers.iter().rev() {
+            put(heads, name, value, &mut replace_cache_control);
+        }
+        let mut ran = self.ran;
+        while ran != 0 {
+            let i = 63 - ran.leading_zeros() as usize;
+            ran &= !(1 << i);
+            for (name, value) in stages[i].statics.iter().rev() {
+                put(heads, name, value, &mut replace_cache_control);
             }
         }
-        if !self.vary.is_empty() {
-            merge_vary(heads, &self.vary);
+        if self.vary != 0 {
+            merge_vary(heads, self.vary);
         }
         if let Some(opts) = &self.compression {
             res = compress::maybe_compress(req, res, opts);
@@ -285,7 +340,16 @@ impl Effects {
 }
 
 /// The `vary` module: our tokens first, then the handler's, each once (case-insensitive).
-fn merge_vary(heads: &mut HeaderMap, ours: &[&'static str]) {
+fn merge_vary(heads: &mut HeaderMap, flags: u8) {
+    let ours: &'static str = match flags {
+        VARY_ORIGIN => "Origin",
+        VARY_REQUEST_HEADERS => "Access-Control-Request-Headers",
+        _ => "Origin, Access-Control-Request-Headers",
+    };
+    if !heads.contains_key(VARY) {
+        heads.insert(VARY, HeaderValue::from_static(ours));
+        return;
+    }
     let theirs: Vec<String> = heads
         .get_all(VARY)
         .filter_map(|v| v.to_str().ok())
@@ -296,12 +360,8 @@ fn merge_vary(heads: &mut HeaderMap, ours: &[&'static str]) {
     if theirs.iter().any(|t| t == "*") {
         return;
     }
-    let mut all: Vec<&str> = Vec::with_capacity(ours.len() + theirs.len());
-    for t in ours
-        .iter()
-        .copied()
-        .chain(theirs.iter().map(String::as_str))
-    {
+    let mut all: Vec<&str> = ours.split(", ").collect();
+    for t in &theirs {
         if !all.iter().any(|a| a.eq_ignore_ascii_case(t)) {
             all.push(t);
         }
@@ -318,11 +378,17 @@ enum Flow {
 }
 
 /// Runs one entry's request side. Returns `None` for entries that need the async path.
-fn run_sync(stage: &Stage, req: &HttpRequest, rel: &str, fx: &mut Effects) -> Option<Flow> {
+fn run_sync(
+    i: usize,
+    stage: &Stage,
+    req: &HttpRequest,
+    rel: &str,
+    fx: &mut Effects,
+) -> Option<Flow> {
     Some(match &stage.run {
         Run::Nothing => Flow::Next,
-        Run::Headers(set, xss) => {
-            fx.headers.extend(set.iter().cloned());
+        Run::Headers(xss) => {
+            fx.ran(i, stage);
             if let Some(xss) = xss {
                 fx.headers.push((
                     HeaderName::from_static("x-xss-protection"),
@@ -335,9 +401,9 @@ fn run_sync(stage: &Stage, req: &HttpRequest, rel: &str, fx: &mut Effects) -> Op
             }
             Flow::Next
         }
-        Run::Cors(c) => c.run(req, fx),
+        Run::Cors(c) => c.run(i, stage, req, fx),
         Run::Compression(o) => {
-            fx.compression = Some(o.clone());
+            fx.compression = Some(*o);
             Flow::Next
         }
         Run::Favicon(f) => f.run(req, rel),
@@ -413,7 +479,9 @@ fn old_ie(req: &HttpRequest) -> bool {
     digits.parse::<u32>().is_ok_and(|v| v < 9)
 }
 
-fn helmet(rules: &[HeaderRule]) -> anyhow::Result<Run> {
+type HelmetHeaders = (Vec<(HeaderName, HeaderValue)>, Option<HeaderValue>);
+
+fn helmet(rules: &[HeaderRule]) -> anyhow::Result<HelmetHeaders> {
     let mut set = Vec::new();
     let mut xss = None;
     for r in rules {
@@ -434,7 +502,7 @@ fn helmet(rules: &[HeaderRule]) -> anyhow::Result<Run> {
             }
         }
     }
-    Ok(Run::Headers(set, xss))
+    Ok((set, xss))
 }
 
 // ------------------------------------------------------------------------------- cors
@@ -469,49 +537,63 @@ impl Cors {
         })
     }
 
+    /// What cors sets on every request it handles whatever the request says: a fixed or `*`
+    /// origin, credentials, exposed headers.
+    fn statics(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        match &self.opts.origin {
+            CorsOrigin::Disabled => return out,
+            CorsOrigin::Any => out.push((
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            )),
+            CorsOrigin::Fixed(_) => {
+                if let Some(v) = &self.fixed {
+                    out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, v.clone()));
+                }
+            }
+            CorsOrigin::Reflect | CorsOrigin::List(_) => {}
+        }
+        if self.opts.credentials {
+            out.push((
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ));
+        }
+        if let Some(v) = &self.exposed {
+            out.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone()));
+        }
+        out
+    }
+
     /// npm cors 2.8: origin, credentials, exposed headers; on OPTIONS also methods, allowed
     /// headers and max age, then a 204 unless `preflightContinue`.
-    fn run(&self, req: &HttpRequest, fx: &mut Effects) -> Flow {
-        const ALLOW_ORIGIN: HeaderName = header::ACCESS_CONTROL_ALLOW_ORIGIN;
+    fn run(&self, i: usize, stage: &Stage, req: &HttpRequest, fx: &mut Effects) -> Flow {
         let origin = req.headers().get(header::ORIGIN);
         match &self.opts.origin {
             CorsOrigin::Disabled => return Flow::Next,
-            CorsOrigin::Any => fx
-                .headers
-                .push((ALLOW_ORIGIN, HeaderValue::from_static("*"))),
-            CorsOrigin::Fixed(_) => {
-                if let Some(v) = &self.fixed {
-                    fx.headers.push((ALLOW_ORIGIN, v.clone()));
-                }
-                fx.vary.push("Origin");
-            }
+            CorsOrigin::Any => {}
+            CorsOrigin::Fixed(_) => fx.vary |= VARY_ORIGIN,
             CorsOrigin::Reflect => {
                 if let Some(o) = origin.filter(|o| !o.is_empty()) {
-                    fx.headers.push((ALLOW_ORIGIN, o.clone()));
+                    fx.headers
+                        .push((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone()));
                 }
-                fx.vary.push("Origin");
+                fx.vary |= VARY_ORIGIN;
             }
             CorsOrigin::List(list) => {
                 if let Some(o) = origin.filter(|o| {
                     o.to_str()
                         .is_ok_and(|o| list.iter().any(|allowed| allowed == o))
                 }) {
-                    fx.headers.push((ALLOW_ORIGIN, o.clone()));
+                    fx.headers
+                        .push((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone()));
                 }
-                fx.vary.push("Origin");
+                fx.vary |= VARY_ORIGIN;
             }
         }
-        if self.opts.credentials {
-            fx.headers.push((
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            ));
-        }
+        fx.ran(i, stage);
         if req.method() != Method::OPTIONS {
-            if let Some(v) = &self.exposed {
-                fx.headers
-                    .push((header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone()));
-            }
             return Flow::Next;
         }
         fx.headers
@@ -521,7 +603,7 @@ impl Cors {
                 .headers
                 .push((header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone())),
             None => {
-                fx.vary.push("Access-Control-Request-Headers");
+                fx.vary |= VARY_REQUEST_HEADERS;
                 if let Some(v) = req
                     .headers()
                     .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -534,10 +616,6 @@ impl Cors {
         }
         if let Some(v) = &self.max_age {
             fx.headers.push((header::ACCESS_CONTROL_MAX_AGE, v.clone()));
-        }
-        if let Some(v) = &self.exposed {
-            fx.headers
-                .push((header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone()));
         }
         if self.opts.preflight_continue {
             return Flow::Next;
@@ -752,80 +830,128 @@ where
 {
     type Response = ServiceResponse<BoxBody>;
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = Either<
+        Ready<Result<ServiceResponse<BoxBody>, Error>>,
+        Either<Finish<S::Future>, LocalBoxFuture<'static, Result<Self::Response, Self::Error>>>,
+    >;
 
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let plan = self.plan.clone();
-        let service = self.service.clone();
-        if !plan.needs_async {
-            let mut fx = Effects::default();
-            let method = req.method().as_str().to_owned();
-            let path = req.path().to_owned();
-            for stage in &plan.before {
-                let Some(rel) = stage.entry.applies(&method, &path) else {
-                    continue;
-                };
-                if let Some(Flow::Answer(resp)) = run_sync(stage, req.request(), rel, &mut fx) {
-                    let resp = fx.apply(req.request(), resp);
-                    return Box::pin(async move { Ok(req.into_response(resp)) });
-                }
-            }
-            return Box::pin(async move { finish(service.call(req).await, fx) });
+        if self.plan.needs_async {
+            let plan = self.plan.clone();
+            let service = self.service.clone();
+            return Either::Right(Either::Right(Box::pin(call_async(plan, service, req))));
         }
-        Box::pin(async move {
-            let mut fx = Effects::default();
-            let method = req.method().as_str().to_owned();
-            let path = req.path().to_owned();
-            for stage in &plan.before {
-                let Some(rel) = stage.entry.applies(&method, &path) else {
+        // The usual pipeline (cors, helmet, compression, favicon): no allocation of its own.
+        let mut fx = Effects::default();
+        let mut answer = None;
+        {
+            let http = req.request();
+            let (method, path) = (http.method().as_str(), http.path());
+            for (i, stage) in self.plan.before.iter().enumerate() {
+                let Some(rel) = stage.entry.applies(method, path) else {
                     continue;
                 };
-                let flow = match run_sync(stage, req.request(), rel, &mut fx) {
-                    Some(f) => f,
-                    None => match &stage.run {
-                        Run::AccessLog(ms) => {
-                            fx.access_log = Some((*ms, Instant::now()));
-                            Flow::Next
-                        }
-                        Run::Timeout(d) => {
-                            fx.timeout = Some(fx.timeout.map_or(*d, |t| t.min(*d)));
-                            Flow::Next
-                        }
-                        Run::Custom(m) => match m.handle(req.request()).await {
-                            Ok(Some(resp)) => Flow::Answer(resp),
-                            Ok(None) => {
-                                fx.custom.push(m.clone());
-                                Flow::Next
-                            }
-                            Err(e) => Flow::Answer(crate::error_response(
-                                req.request(),
-                                &crate::qs::parse(req.query_string()),
-                                &e,
-                            )),
-                        },
-                        _ => Flow::Next,
-                    },
-                };
-                if let Flow::Answer(resp) = flow {
-                    let resp = fx.apply(req.request(), resp);
-                    return Ok(req.into_response(resp));
+                if let Some(Flow::Answer(resp)) = run_sync(i, stage, http, rel, &mut fx) {
+                    answer = Some(resp);
+                    break;
                 }
             }
-            let result = match fx.timeout {
-                None => service.call(req).await,
-                // The router needs the only handle on the request, so a timed-out request
-                // is answered through actix's error path (JSON, without the other entries'
-                // headers).
-                Some(d) => match tokio::time::timeout(d, service.call(req)).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(TimedOut.into()),
-                },
-            };
-            finish(result, fx)
-        })
+        }
+        if let Some(resp) = answer {
+            let resp = fx.apply(&self.plan.before, req.request(), resp);
+            return Either::Left(std::future::ready(Ok(req.into_response(resp))));
+        }
+        Either::Right(Either::Left(Finish {
+            inner: self.service.call(req),
+            fx: Some(fx),
+            plan: self.plan.clone(),
+        }))
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's future, then the effects on its response.
+    pub struct Finish<F> {
+        #[pin]
+        inner: F,
+        fx: Option<Effects>,
+        plan: Arc<Compiled>,
+    }
+}
+
+impl<F> Future for Finish<F>
+where
+    F: Future<Output = Result<ServiceResponse<BoxBody>, Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let fx = this.fx.take().unwrap_or_default();
+        Poll::Ready(finish(result, fx, &this.plan.before))
+    }
+}
+
+/// Pipelines with plugin middleware, timeouts or an access log.
+async fn call_async<S>(
+    plan: Arc<Compiled>,
+    service: Rc<S>,
+    req: ServiceRequest,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error> + 'static,
+{
+    let mut fx = Effects::default();
+    let method = req.method().as_str().to_owned();
+    let path = req.path().to_owned();
+    for (i, stage) in plan.before.iter().enumerate() {
+        let Some(rel) = stage.entry.applies(&method, &path) else {
+            continue;
+        };
+        let flow = match run_sync(i, stage, req.request(), rel, &mut fx) {
+            Some(f) => f,
+            None => match &stage.run {
+                Run::AccessLog(ms) => {
+                    fx.access_log = Some((*ms, Instant::now()));
+                    Flow::Next
+                }
+                Run::Timeout(d) => {
+                    fx.timeout = Some(fx.timeout.map_or(*d, |t| t.min(*d)));
+                    Flow::Next
+                }
+                Run::Custom(m) => match m.handle(req.request()).await {
+                    Ok(Some(resp)) => Flow::Answer(resp),
+                    Ok(None) => {
+                        fx.custom.push(m.clone());
+                        Flow::Next
+                    }
+                    Err(e) => Flow::Answer(crate::error_response(
+                        req.request(),
+                        &crate::qs::parse(req.query_string()),
+                        &e,
+                    )),
+                },
+                _ => Flow::Next,
+            },
+        };
+        if let Flow::Answer(resp) = flow {
+            let resp = fx.apply(&plan.before, req.request(), resp);
+            return Ok(req.into_response(resp));
+        }
+    }
+    let result = match fx.timeout {
+        None => service.call(req).await,
+        // The router needs the only handle on the request, so a timed-out request is
+        // answered through actix's error path (JSON, without the other entries' headers).
+        Some(d) => match tokio::time::timeout(d, service.call(req)).await {
+            Ok(r) => r,
+            Err(_) => return Err(TimedOut.into()),
+        },
+    };
+    finish(result, fx, &plan.before)
 }
 
 /// `oxbow#timeout` fired: LoopBack's masked 503 body.
@@ -861,10 +987,11 @@ impl actix_web::ResponseError for TimedOut {
 fn finish(
     result: Result<ServiceResponse<BoxBody>, Error>,
     fx: Effects,
+    stages: &[Stage],
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let res = result?;
     let (req, resp) = res.into_parts();
-    let resp = fx.apply(&req, resp);
+    let resp = fx.apply(stages, &req, resp);
     Ok(ServiceResponse::new(req, resp))
 }
 
@@ -874,11 +1001,11 @@ pub async fn fallback(req: &HttpRequest, plan: &Compiled) -> HttpResponse {
     let mut fx = Effects::default();
     let method = req.method().as_str();
     let path = req.path();
-    for stage in &plan.after {
+    for (i, stage) in plan.after.iter().enumerate() {
         let Some(rel) = stage.entry.applies(method, path) else {
             continue;
         };
-        let flow = match run_sync(stage, req, rel, &mut fx) {
+        let flow = match run_sync(i, stage, req, rel, &mut fx) {
             Some(f) => f,
             None => match &stage.run {
                 Run::Custom(m) => match m.handle(req).await {
@@ -901,10 +1028,10 @@ pub async fn fallback(req: &HttpRequest, plan: &Compiled) -> HttpResponse {
             },
         };
         if let Flow::Answer(resp) = flow {
-            return fx.apply(req, resp);
+            return fx.apply(&plan.after, req, resp);
         }
     }
-    fx.apply(req, final_handler(req))
+    fx.apply(&plan.after, req, final_handler(req))
 }
 
 /// Express's `finalhandler` 404 page, for apps without `loopback#urlNotFound`.
