@@ -166,7 +166,7 @@ impl Compiled {
                     continue;
                 }
                 Kind::Token => Run::Nothing,
-                Kind::Compression(o) => Run::Compression(o.clone()),
+                Kind::Compression(o) => Run::Compression(*o),
                 Kind::Cors(o) => {
                     let cors = Cors::new(o)?;
                     statics = cors.statics();
