@@ -116,7 +116,7 @@ pub enum Kind {
     RequestId(RequestIdOptions),
     /// `oxbow#accessLog`: one structured line per request, through `tracing`.
     AccessLog(AccessLogOptions),
-    /// `oxbow#rateLimit`: a token bucket per client address (and path prefix).
+    /// `oxbow#rateLimit`: a fixed-window request budget per client address (and path).
     RateLimit(RateLimitOptions),
     /// `oxbow#timeout`: a 503 when the rest of the pipeline takes longer.
     Timeout(TimeoutOptions),
@@ -258,7 +258,7 @@ pub struct RateLimitOptions {
     /// Requests allowed per window per client.
     pub max: u32,
     pub window_ms: u64,
-    /// Count per client address and matched path prefix instead of per address only.
+    /// Count per client address and request path instead of per address only.
     pub per_path: bool,
     /// Send `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` headers.
     pub headers: bool,

@@ -716,11 +716,13 @@ impl Status {
 
 // ------------------------------------------------------------------------------- rate limit
 
-/// A fixed-window counter per client (and per mount path with `perPath`).
+/// A fixed-window counter per client address (and per request path with `perPath`).
 pub struct RateLimiter {
     opts: RateLimitOptions,
     epoch: Instant,
-    counts: Mutex<HashMap<(IpAddr, u16), (u64, u32)>>,
+    /// (client, path key) → (window number, requests in it).
+    counts: Mutex<HashMap<(IpAddr, u64), (u64, u32)>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl RateLimiter {
@@ -729,6 +731,7 @@ impl RateLimiter {
             opts,
             epoch: Instant::now(),
             counts: Mutex::new(HashMap::new()),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -753,7 +756,16 @@ impl RateLimiter {
         let window = self.opts.window_ms;
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let slot = now_ms / window;
-        let key = (self.client(req), 0u16);
+        // `perPath`: each path has its own budget (the query string does not count).
+        let path_key = if self.opts.per_path {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = self.hasher.build_hasher();
+            h.write(req.path().as_bytes());
+            h.finish()
+        } else {
+            0
+        };
+        let key = (self.client(req), path_key);
         let used = {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             if counts.len() > 100_000 {

@@ -264,3 +264,78 @@ async fn request_ids_rate_limits_and_timeouts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_web::test]
+async fn methods_and_per_path_budgets() {
+    let dir = shop_with("mw-methods", |mw| {
+        let initial = mw["initial"].as_object_mut().unwrap();
+        // Only writes are limited, each path on its own budget of one.
+        initial.insert(
+            "oxbow#rateLimit".into(),
+            json!({"params": {"max": 1, "perPath": true, "headers": false}, "methods": ["post", "PATCH"]}),
+        );
+        // Request ids only for GET under /api.
+        initial.insert(
+            "oxbow#requestId".into(),
+            json!({"methods": ["GET"], "paths": "${restApiRoot}"}),
+        );
+    });
+    let app = boot(&dir).await.expect("boot");
+    let post = |path: &str, body: &str| {
+        test::TestRequest::post()
+            .uri(path)
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(body.to_owned())
+            .to_request()
+    };
+    let resp = test::call_service(
+        &app,
+        post("/api/Customers", r#"{"name":"A","email":"a@x.io"}"#),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "ratelimit-limit"), None, "headers: false");
+    let resp = test::call_service(
+        &app,
+        post("/api/Customers", r#"{"name":"B","email":"b@x.io"}"#),
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    // Another path has its own budget; GETs are not counted.
+    let resp = test::call_service(
+        &app,
+        post(
+            "/api/Customers/1/replace",
+            r#"{"name":"C","email":"c@x.io"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    for _ in 0..3 {
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/api/Customers/1")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert!(header(&resp, "x-request-id").is_some());
+    }
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/nope").to_request()).await;
+    assert_eq!(
+        header(&resp, "x-request-id"),
+        None,
+        "outside the entry's path"
+    );
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::delete()
+            .uri("/api/Customers/1")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-request-id"), None, "not a GET");
+    let _ = std::fs::remove_dir_all(&dir);
+}
