@@ -49,6 +49,9 @@ pub struct Entry {
     /// Upper-case verbs the entry runs for; `None` means all.
     pub methods: Option<Vec<String>>,
     pub kind: Kind,
+    /// `optional: true`: a plugin middleware nobody registered is skipped with a warning
+    /// instead of failing boot (LoopBack skips a module it cannot resolve).
+    pub optional: bool,
     /// Where the entry is declared, for messages.
     pub file: PathBuf,
     pub pointer: String,
@@ -545,13 +548,14 @@ fn compile_entry(
         paths: mounts,
         methods,
         kind,
+        optional: is_optional(spec),
         file: file.to_owned(),
         pointer: pointer.to_owned(),
     })
 }
 
 /// Whether an entry may be skipped when nothing provides it (`optional: true`).
-pub fn is_optional(entry_spec: &Map<String, Value>) -> bool {
+fn is_optional(entry_spec: &Map<String, Value>) -> bool {
     matches!(entry_spec.get("optional"), Some(Value::Bool(true)))
 }
 

@@ -70,8 +70,9 @@ struct Stage {
 enum Run {
     Compression(CompressionOptions),
     Cors(Box<Cors>),
-    /// helmet: its headers are the stage's statics; X-XSS-Protection depends on the client.
-    Headers(Option<HeaderValue>),
+    /// helmet: its headers are the stage's statics; `true` when X-XSS-Protection must be
+    /// `0` for old Internet Explorer.
+    Headers(bool),
     Favicon(Favicon),
     Static(Vec<files::StaticRoot>),
     Status(Status),
@@ -173,9 +174,15 @@ impl Compiled {
                     Run::Cors(Box::new(cors))
                 }
                 Kind::Helmet(rules) => {
-                    let (set, xss) = helmet(rules)?;
+                    let (mut set, xss) = helmet(rules)?;
+                    // The usual value is static; Internet Explorer before 9 gets a `0` that
+                    // wins over it (request-dependent headers are applied first).
+                    let old_ie = xss.is_some();
+                    if let Some(v) = xss {
+                        set.push((HeaderName::from_static("x-xss-protection"), v));
+                    }
                     statics = set;
-                    Run::Headers(xss)
+                    Run::Headers(old_ie)
                 }
                 Kind::Favicon(o) => Run::Favicon(Favicon::new(o)?),
                 Kind::Static { root } => Run::Static(vec![files::StaticRoot {
@@ -201,6 +208,15 @@ impl Compiled {
                             entry.name
                         )
                     })?),
+                    None if entry.optional => {
+                        tracing::warn!(
+                            "{}: {}: no middleware is registered as `{}`; skipped (optional)",
+                            entry.file.display(),
+                            entry.pointer,
+                            entry.name
+                        );
+                        continue;
+                    }
                     None => {
                         let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
                         let mut plugins: Vec<&str> = custom.keys().map(String::as_str).collect();
@@ -387,16 +403,12 @@ fn run_sync(
 ) -> Option<Flow> {
     Some(match &stage.run {
         Run::Nothing => Flow::Next,
-        Run::Headers(xss) => {
+        Run::Headers(old_ie_check) => {
             fx.ran(i, stage);
-            if let Some(xss) = xss {
+            if *old_ie_check && old_ie(req) {
                 fx.headers.push((
                     HeaderName::from_static("x-xss-protection"),
-                    if old_ie(req) {
-                        HeaderValue::from_static("0")
-                    } else {
-                        xss.clone()
-                    },
+                    HeaderValue::from_static("0"),
                 ));
             }
             Flow::Next

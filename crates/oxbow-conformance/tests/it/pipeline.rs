@@ -339,3 +339,22 @@ async fn methods_and_per_path_budgets() {
     assert_eq!(header(&resp, "x-request-id"), None, "not a GET");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_web::test]
+async fn an_optional_middleware_nobody_registered_is_skipped() {
+    let dir = shop_with("mw-optional", |mw| {
+        mw["parse"] = json!({"morgan": {"optional": true, "params": "dev"}});
+    });
+    let app = boot(&dir)
+        .await
+        .expect("an optional entry does not stop boot");
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/Customers/count")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
