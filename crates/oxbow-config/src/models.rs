@@ -400,6 +400,7 @@ fn compile_one(
         validate_upsert,
         public,
         data_source: ds.to_owned(),
+        relations: oxbow_core::Relation::from_settings(name, json),
         settings: json.clone(),
     })
 }

@@ -14,6 +14,7 @@ pub mod js;
 pub mod memory;
 pub mod model;
 pub mod registry;
+pub mod relation;
 pub mod row;
 
 pub use change::{
@@ -27,4 +28,5 @@ pub use instance::Record;
 pub use memory::MemoryConnector;
 pub use model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
 pub use registry::Registry;
+pub use relation::{Relation, RelationKind};
 pub use row::{Fields, Layout, Row};

@@ -114,6 +114,8 @@ pub struct ModelDefinition {
     pub public: bool,
     /// Name of the datasource the model is attached to.
     pub data_source: String,
+    /// `relations`, keys resolved with LoopBack's defaults.
+    pub relations: Vec<crate::relation::Relation>,
     /// Every other setting, kept for plugins and later features.
     pub settings: Map<String, Value>,
 }
@@ -125,6 +127,16 @@ impl ModelDefinition {
 
     pub fn id_name(&self) -> &str {
         &self.properties[self.id_index].name
+    }
+
+    /// A relation by name (Express matches route segments case-insensitively; names are
+    /// compared exactly first).
+    pub fn relation(&self, name: &str) -> Option<&crate::relation::Relation> {
+        self.relations.iter().find(|r| r.name == name).or_else(|| {
+            self.relations
+                .iter()
+                .find(|r| r.name.eq_ignore_ascii_case(name))
+        })
     }
 
     pub fn property(&self, name: &str) -> Option<&Property> {

@@ -49,6 +49,7 @@ fn model() -> ModelDefinition {
         validate_upsert: false,
         public: true,
         data_source: "db".into(),
+        relations: Vec::new(),
         settings: Default::default(),
     }
 }

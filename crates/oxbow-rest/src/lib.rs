@@ -16,6 +16,7 @@ pub mod negotiate;
 pub mod pipeline;
 pub mod plans;
 pub mod qs;
+pub mod relations;
 pub mod routes;
 pub mod stream;
 
@@ -88,6 +89,30 @@ fn row_reply(
             record: row,
             fields,
         }),
+    }
+}
+
+/// One row with the filter's fields and include.
+async fn one_reply(
+    registry: &Registry,
+    model: &Model,
+    row: Arc<Row>,
+    filter: &oxbow_core::Filter,
+) -> Result<Reply, RestError> {
+    let def = model.definition();
+    match &filter.include {
+        None => row_reply(def, &row, filter.fields.as_deref()),
+        Some(inc) => {
+            let mut objs = oxbow_core::relation::render(
+                registry,
+                model,
+                std::slice::from_ref(&row),
+                filter.fields.as_deref(),
+                Some(inc),
+            )
+            .await?;
+            reply(&objs.pop().unwrap_or_default())
+        }
     }
 }
 
@@ -323,7 +348,13 @@ async fn dispatch(
         return Err(no_method());
     };
     let rest: Vec<&str> = segs.collect();
-    let Some(route) = routes::match_route(req.method(), &rest) else {
+    let route = routes::match_route(req.method(), &rest);
+    if route.is_none() {
+        if let Some(rel_route) = relations::match_route(model.definition(), req.method(), &rest) {
+            return relations::run(&api.registry, model, rel_route, req, plan, body).await;
+        }
+    }
+    let Some(route) = route else {
         let sub = rel
             .trim_start_matches('/')
             .split_once('/')
@@ -372,7 +403,7 @@ async fn dispatch(
         )?;
         return Ok(Outcome::Response(resp));
     }
-    run(model, &route, req, plan, body)
+    run(&api.registry, model, &route, req, plan, body)
         .await
         .map(Outcome::Reply)
 }
@@ -580,6 +611,7 @@ fn not_found_by_id(model: &Model, id: &Value) -> RestError {
 }
 
 async fn run(
+    registry: &Registry,
     model: &Model,
     route: &Route,
     req: &HttpRequest,
@@ -596,7 +628,20 @@ async fn run(
         Op::Find => {
             let filter = filter_arg(req, model, plan)?;
             let rows = model.find(&filter).await?;
-            rows_reply(def, &rows, filter.fields.as_deref())?
+            match &filter.include {
+                Some(inc) => {
+                    let objs = oxbow_core::relation::render(
+                        registry,
+                        model,
+                        &rows,
+                        filter.fields.as_deref(),
+                        Some(inc),
+                    )
+                    .await?;
+                    reply(&objs)?
+                }
+                None => rows_reply(def, &rows, filter.fields.as_deref())?,
+            }
         }
         Op::FindOne => {
             let filter = model.parse_filter(
@@ -605,7 +650,7 @@ async fn run(
                     .unwrap_or(&Value::Null),
             )?;
             match model.find_one(&filter).await? {
-                Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
+                Some(r) => one_reply(registry, model, r, &filter).await?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
             }
         }
@@ -617,7 +662,7 @@ async fn run(
                     .unwrap_or(&Value::Null),
             )?;
             match model.find_by_id(&id).await? {
-                Some(r) => row_reply(def, &r, filter.fields.as_deref())?,
+                Some(r) => one_reply(registry, model, r, &filter).await?,
                 None => return Err(not_found_by_id(model, &id)),
             }
         }

@@ -322,6 +322,7 @@ transcripts! {
     shop_errors => "shop-errors",
     shop_filters => "shop-filters",
     shop_http => "shop-http",
+    shop_relations => "shop-relations",
     pipeline => "pipeline",
     pipeline_off => "pipeline-off",
     filters_more => "filters-more",

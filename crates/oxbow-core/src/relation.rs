@@ -1,0 +1,411 @@
+//! Relations declared in model JSON (`relations`), and `include`: related records fetched in
+//! one query per relation and level (`inq` over the keys of every parent), never one per row.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::dao::{Model, RecordView};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::js;
+use crate::registry::Registry;
+use crate::row::Row;
+
+/// LoopBack's relation types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    BelongsTo,
+    HasMany,
+    HasOne,
+    /// `hasMany` with `through`.
+    HasManyThrough,
+    HasAndBelongsToMany,
+    ReferencesMany,
+    EmbedsOne,
+    EmbedsMany,
+}
+
+/// One relation of a model, its keys resolved with LoopBack's defaults.
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub name: String,
+    pub kind: RelationKind,
+    /// The related model's name.
+    pub target: String,
+    /// belongsTo: the property on this model; hasMany/hasOne: the property on the target;
+    /// through: the property on the through model pointing at this model.
+    pub foreign_key: String,
+    /// The through model (hasManyThrough).
+    pub through: Option<String>,
+    /// The property on the through model pointing at the target (hasManyThrough).
+    pub key_through: Option<String>,
+}
+
+fn camel(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+impl Relation {
+    /// The relations of a model's settings (`relations` in its JSON), in declaration order.
+    pub fn from_settings(model: &str, settings: &Map<String, Value>) -> Vec<Relation> {
+        let Some(Value::Object(rels)) = settings.get("relations") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, r) in rels {
+            let s = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            let target = s("model").unwrap_or_default();
+            let through = s("through");
+            let kind = match (r.get("type").and_then(Value::as_str), &through) {
+                (Some("belongsTo"), _) => RelationKind::BelongsTo,
+                (Some("hasMany"), Some(_)) => RelationKind::HasManyThrough,
+                (Some("hasMany"), None) => RelationKind::HasMany,
+                (Some("hasOne"), _) => RelationKind::HasOne,
+                (Some("hasAndBelongsToMany"), _) => RelationKind::HasAndBelongsToMany,
+                (Some("referencesMany"), _) => RelationKind::ReferencesMany,
+                (Some("embedsOne"), _) => RelationKind::EmbedsOne,
+                (Some("embedsMany"), _) => RelationKind::EmbedsMany,
+                _ => continue,
+            };
+            let foreign_key = s("foreignKey").unwrap_or_else(|| match kind {
+                RelationKind::BelongsTo => format!("{name}Id"),
+                _ => format!("{}Id", camel(model)),
+            });
+            let key_through = (kind == RelationKind::HasManyThrough)
+                .then(|| s("keyThrough").unwrap_or_else(|| format!("{}Id", camel(&target))));
+            out.push(Relation {
+                name: name.clone(),
+                kind,
+                target,
+                foreign_key,
+                through,
+                key_through,
+            });
+        }
+        out
+    }
+}
+
+/// The key two values are matched by (`1` and `"1"` alike, as JavaScript's `==` would).
+pub fn key_of(v: &Value) -> String {
+    js::to_js_string(v)
+}
+
+/// One relation an `include` names, with its scope and nested include.
+#[derive(Debug, Clone)]
+struct IncludeItem {
+    relation: String,
+    scope: Map<String, Value>,
+}
+
+/// `include` in its every form: `"a"`, `["a", {"b": "c"}]`, `{"a": "b"}`,
+/// `{"relation": "a", "scope": {...}}`.
+fn parse_include(v: &Value, out: &mut Vec<IncludeItem>) {
+    match v {
+        Value::String(s) => out.push(IncludeItem {
+            relation: s.clone(),
+            scope: Map::new(),
+        }),
+        Value::Array(items) => {
+            for i in items {
+                parse_include(i, out);
+            }
+        }
+        Value::Object(o) => {
+            if let Some(rel) = o.get("relation").and_then(Value::as_str) {
+                out.push(IncludeItem {
+                    relation: rel.to_owned(),
+                    scope: o
+                        .get("scope")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default(),
+                });
+                return;
+            }
+            for (rel, nested) in o {
+                let mut scope = Map::new();
+                if !nested.is_null() && nested != &Value::Bool(true) {
+                    scope.insert("include".into(), nested.clone());
+                }
+                out.push(IncludeItem {
+                    relation: rel.clone(),
+                    scope,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rows as REST shows them (hidden properties removed, `fields` applied), with every relation
+/// `include` names attached.
+pub async fn render(
+    registry: &Registry,
+    model: &Model,
+    rows: &[Arc<Row>],
+    fields: Option<&[String]>,
+    include: Option<&Value>,
+) -> Result<Vec<Map<String, Value>>> {
+    let def = model.definition();
+    let mut objs: Vec<Map<String, Value>> = rows
+        .iter()
+        .map(|r| {
+            match (RecordView {
+                def,
+                record: &**r,
+                fields,
+            })
+            .to_value()
+            {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            }
+        })
+        .collect();
+    if let Some(include) = include {
+        attach(registry, model, rows, &mut objs, include).await?;
+    }
+    Ok(objs)
+}
+
+type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Fetches what `include` names for `rows` and puts it on `objs` (the same rows, rendered).
+fn attach<'a>(
+    registry: &'a Registry,
+    model: &'a Model,
+    rows: &'a [Arc<Row>],
+    objs: &'a mut [Map<String, Value>],
+    include: &'a Value,
+) -> LocalFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let mut items = Vec::new();
+        parse_include(include, &mut items);
+        for item in items {
+            let def = model.definition();
+            let rel = def.relation(&item.relation).ok_or_else(|| {
+                Error::bad_request(format!(
+                    "Relation \"{}\" is not defined for {} model",
+                    item.relation, def.name
+                ))
+            })?;
+            let target = related(registry, &rel.target)?;
+            match rel.kind {
+                RelationKind::BelongsTo => {
+                    let keys = distinct(rows.iter().filter_map(|r| r.value_of(&rel.foreign_key)));
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    let pk = target.definition().id_name().to_owned();
+                    let (found, found_objs) =
+                        fetch(registry, target, &item.scope, &pk, keys, true).await?;
+                    let by_key: HashMap<String, usize> = found
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.value_of(&pk).map(|k| (key_of(&k), i)))
+                        .collect();
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        let hit = row
+                            .value_of(&rel.foreign_key)
+                            .and_then(|k| by_key.get(&key_of(&k)));
+                        if let Some(&i) = hit {
+                            obj.insert(rel.name.clone(), Value::Object(found_objs[i].clone()));
+                        }
+                    }
+                }
+                RelationKind::HasMany | RelationKind::HasOne => {
+                    let pk = def.id_name();
+                    let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
+                    let (found, found_objs) =
+                        fetch(registry, target, &item.scope, &rel.foreign_key, keys, false).await?;
+                    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+                    for (i, r) in found.iter().enumerate() {
+                        if let Some(k) = r.value_of(&rel.foreign_key) {
+                            groups.entry(key_of(&k)).or_default().push(i);
+                        }
+                    }
+                    let (skip, limit) = page(&item.scope);
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        let list: Vec<Value> = row
+                            .value_of(pk)
+                            .and_then(|k| groups.get(&key_of(&k)))
+                            .map(|ix| {
+                                ix.iter()
+                                    .skip(skip)
+                                    .take(limit.unwrap_or(usize::MAX))
+                                    .map(|&i| Value::Object(found_objs[i].clone()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if rel.kind == RelationKind::HasOne {
+                            if let Some(first) = list.into_iter().next() {
+                                obj.insert(rel.name.clone(), first);
+                            }
+                        } else {
+                            obj.insert(rel.name.clone(), Value::Array(list));
+                        }
+                    }
+                }
+                RelationKind::HasManyThrough => {
+                    let through = related(registry, rel.through.as_deref().unwrap_or(""))?;
+                    let key_through = rel.key_through.clone().unwrap_or_default();
+                    let pk = def.id_name();
+                    let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
+                    let links = through
+                        .find(&through.parse_filter(
+                            &json!({"where": {rel.foreign_key.as_str(): {"inq": keys}}}),
+                        )?)
+                        .await?;
+                    let target_keys =
+                        distinct(links.iter().filter_map(|l| l.value_of(&key_through)));
+                    let target_pk = target.definition().id_name().to_owned();
+                    let (found, found_objs) =
+                        fetch(registry, target, &item.scope, &target_pk, target_keys, true).await?;
+                    let mut linked: HashMap<String, Vec<String>> = HashMap::new();
+                    for l in &links {
+                        if let (Some(owner), Some(t)) =
+                            (l.value_of(&rel.foreign_key), l.value_of(&key_through))
+                        {
+                            linked.entry(key_of(&owner)).or_default().push(key_of(&t));
+                        }
+                    }
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        let mine = row
+                            .value_of(pk)
+                            .and_then(|k| linked.get(&key_of(&k)))
+                            .cloned()
+                            .unwrap_or_default();
+                        let list: Vec<Value> = found
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| {
+                                r.value_of(&target_pk)
+                                    .is_some_and(|k| mine.contains(&key_of(&k)))
+                            })
+                            .map(|(i, _)| Value::Object(found_objs[i].clone()))
+                            .collect();
+                        obj.insert(rel.name.clone(), Value::Array(list));
+                    }
+                }
+                _ => {
+                    return Err(Error::bad_request(format!(
+                        "include of the {:?} relation \"{}\" is not supported yet",
+                        rel.kind, rel.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The model a relation points at.
+pub fn related<'r>(registry: &'r Registry, name: &str) -> Result<&'r Arc<Model>> {
+    registry.model(name).ok_or_else(|| {
+        Error::internal(format!(
+            "the relation's model \"{name}\" is not attached to a datasource"
+        ))
+    })
+}
+
+/// Each value once, in first-seen order (nulls dropped).
+fn distinct(values: impl Iterator<Item = Value>) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    values
+        .filter(|v| !v.is_null())
+        .filter(|v| seen.insert(key_of(v)))
+        .collect()
+}
+
+/// The scope's `skip` / `limit`, applied per parent.
+fn page(scope: &Map<String, Value>) -> (usize, Option<usize>) {
+    let n = |k: &str| scope.get(k).and_then(Value::as_u64).map(|n| n as usize);
+    (n("skip").or_else(|| n("offset")).unwrap_or(0), n("limit"))
+}
+
+/// One query for every parent: the scope's filter with `key IN keys` added (and the key kept
+/// in `fields`, as LoopBack adds it), its nested include attached. With `paged`, the scope's
+/// own skip/limit apply to the query; otherwise they apply per parent afterwards.
+async fn fetch(
+    registry: &Registry,
+    target: &Model,
+    scope: &Map<String, Value>,
+    key: &str,
+    keys: Vec<Value>,
+    paged: bool,
+) -> Result<(Vec<Arc<Row>>, Vec<Map<String, Value>>)> {
+    let mut f = scope.clone();
+    let cond = json!({ key: { "inq": keys } });
+    let where_ = match f.remove("where") {
+        Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => json!({"and": [cond, w]}),
+        _ => cond,
+    };
+    f.insert("where".into(), where_);
+    let nested = f.remove("include");
+    if !paged {
+        f.remove("limit");
+        f.remove("skip");
+        f.remove("offset");
+    }
+    let mut filter: Filter = target.parse_filter(&Value::Object(f))?;
+    if let Some(fields) = &mut filter.fields {
+        if !fields.iter().any(|x| x == key) {
+            fields.push(key.to_owned());
+        }
+    }
+    let found = target.find(&filter).await?;
+    let objs = render(
+        registry,
+        target,
+        &found,
+        filter.fields.as_deref(),
+        nested.as_ref(),
+    )
+    .await?;
+    Ok((found, objs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_loopback() {
+        let settings = json!({"relations": {
+            "customer": {"type": "belongsTo", "model": "Customer"},
+            "orders": {"type": "hasMany", "model": "Order"},
+            "products": {"type": "hasMany", "model": "Product", "through": "OrderLine"}
+        }});
+        let rels = Relation::from_settings("OrderItem", settings.as_object().unwrap());
+        assert_eq!(rels[0].foreign_key, "customerId");
+        assert_eq!(rels[1].foreign_key, "orderItemId");
+        assert_eq!(rels[2].kind, RelationKind::HasManyThrough);
+        assert_eq!(rels[2].key_through.as_deref(), Some("productId"));
+    }
+
+    #[test]
+    fn include_forms() {
+        let mut out = Vec::new();
+        parse_include(
+            &json!(["a", {"b": "c"}, {"relation": "d", "scope": {"limit": 1}}]),
+            &mut out,
+        );
+        let names: Vec<&str> = out.iter().map(|i| i.relation.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d"]);
+        assert_eq!(out[1].scope.get("include"), Some(&json!("c")));
+        assert_eq!(out[2].scope.get("limit"), Some(&json!(1)));
+    }
+}
