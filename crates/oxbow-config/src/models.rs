@@ -127,8 +127,78 @@ pub fn compile_models(
             out.push(def);
         }
     }
+    add_implicit_through_models(&mut out, &mc.path, problems);
     add_foreign_keys(&mut out, &defs);
     out
+}
+
+/// `hasAndBelongsToMany` without `through`: juggler links the two models through a model named
+/// `<Owner><Target>` or `<Target><Owner>`, whichever exists, else it defines `<Owner><Target>`
+/// (not public, on the owner's datasource, `belongsTo` both sides). Relations are set up in
+/// model-config order, a relation whose target comes later waiting until the target is defined
+/// (after the target's own relations), so `Book.tags` and `Tag.books` share `TagBook`.
+fn add_implicit_through_models(
+    out: &mut Vec<ModelDefinition>,
+    file: &Path,
+    problems: &mut Problems,
+) {
+    let camel = |s: &str| {
+        let mut c = s.chars();
+        c.next()
+            .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    // The set-up order: (model index, relation index).
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut waiting: Vec<(usize, usize)> = Vec::new();
+    let names: Vec<String> = out.iter().map(|m| m.name.to_string()).collect();
+    for (i, m) in out.iter().enumerate() {
+        for (j, r) in m.relations.iter().enumerate() {
+            if r.kind != oxbow_core::RelationKind::HasAndBelongsToMany || r.through.is_some() {
+                continue;
+            }
+            let target_at = names.iter().position(|n| *n == r.target);
+            if target_at.is_some_and(|t| t <= i) {
+                order.push((i, j));
+            } else {
+                waiting.push((i, j));
+            }
+        }
+        let (ready, still): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|&(wi, wj)| out[wi].relations[wj].target == names[i]);
+        order.extend(ready);
+        waiting = still;
+    }
+    for (i, j) in order {
+        let owner = out[i].name.to_string();
+        let target = out[i].relations[j].target.clone();
+        let (a, b) = (format!("{owner}{target}"), format!("{target}{owner}"));
+        let through = if out.iter().any(|m| m.name.as_str() == a) {
+            a
+        } else if out.iter().any(|m| m.name.as_str() == b) {
+            b
+        } else {
+            let json = serde_json::json!({
+                "name": a,
+                "base": "PersistedModel",
+                "properties": {},
+                "relations": {
+                    camel(&owner): {"type": "belongsTo", "model": owner},
+                    camel(&target): {"type": "belongsTo", "model": target}
+                }
+            });
+            let ds = out[i].data_source.clone();
+            if let Some(def) = json
+                .as_object()
+                .and_then(|j| compile_one(&a, file, j, &ds, false, problems))
+            {
+                out.push(def);
+            }
+            a
+        };
+        out[i].relations[j].through = Some(through);
+    }
 }
 
 fn scan_sources(

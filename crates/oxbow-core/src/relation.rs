@@ -29,6 +29,13 @@ pub enum RelationKind {
     EmbedsMany,
 }
 
+impl RelationKind {
+    /// The relation links through a third model (hasManyThrough, hasAndBelongsToMany).
+    pub fn is_through(self) -> bool {
+        matches!(self, Self::HasManyThrough | Self::HasAndBelongsToMany)
+    }
+}
+
 /// One relation of a model, its keys resolved with LoopBack's defaults.
 #[derive(Debug, Clone)]
 pub struct Relation {
@@ -43,6 +50,10 @@ pub struct Relation {
     pub through: Option<String>,
     /// The property on the through model pointing at the target (hasManyThrough).
     pub key_through: Option<String>,
+    /// `options.nestRemoting`: the target's belongsTo routes under this relation's `/:fk`.
+    pub nest_remoting: bool,
+    /// `options.disableInclude`: `include` skips this relation.
+    pub disable_include: bool,
 }
 
 fn camel(s: &str) -> String {
@@ -83,8 +94,10 @@ impl Relation {
                 RelationKind::BelongsTo => format!("{name}Id"),
                 _ => format!("{}Id", camel(model)),
             });
-            let key_through = (kind == RelationKind::HasManyThrough)
+            let key_through = kind
+                .is_through()
                 .then(|| s("keyThrough").unwrap_or_else(|| format!("{}Id", camel(&target))));
+            let option = |k: &str| r.pointer(&format!("/options/{k}")) == Some(&Value::Bool(true));
             out.push(Relation {
                 name: name.clone(),
                 kind,
@@ -92,6 +105,8 @@ impl Relation {
                 foreign_key,
                 through,
                 key_through,
+                nest_remoting: option("nestRemoting"),
+                disable_include: option("disableInclude"),
             });
         }
         out
@@ -202,6 +217,9 @@ fn attach<'a>(
                     item.relation, def.name
                 ))
             })?;
+            if rel.disable_include {
+                continue;
+            }
             let target = related(registry, &rel.target)?;
             match rel.kind {
                 RelationKind::BelongsTo => {
@@ -259,7 +277,7 @@ fn attach<'a>(
                         }
                     }
                 }
-                RelationKind::HasManyThrough => {
+                RelationKind::HasManyThrough | RelationKind::HasAndBelongsToMany => {
                     let through = related(registry, rel.through.as_deref().unwrap_or(""))?;
                     let key_through = rel.key_through.clone().unwrap_or_default();
                     let pk = def.id_name();

@@ -350,7 +350,7 @@ async fn dispatch(
     let rest: Vec<&str> = segs.collect();
     let route = routes::match_route(req.method(), &rest);
     if route.is_none() {
-        if let Some(rel_route) = relations::match_route(model.definition(), req.method(), &rest) {
+        if let Some(rel_route) = relations::match_route(&api.registry, model, req.method(), &rest) {
             return relations::run(&api.registry, model, rel_route, req, plan, body).await;
         }
     }

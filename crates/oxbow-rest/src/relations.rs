@@ -1,13 +1,16 @@
 //! The routes LoopBack 3 generates for relations (`/Customers/:id/orders`, `/count`, `/:fk`,
-//! `/rel/:fk`), as data matched after the PersistedModel table, answered with LoopBack's
-//! statuses and bodies. Writes go through the related model, so its change stream sees them.
+//! `/rel/:fk`, hasOne's `GET/POST/PUT/DELETE /:id/profile`, nestRemoting's belongsTo), as data
+//! matched after the PersistedModel table, answered with LoopBack's statuses and bodies.
+//! Writes go through the related model, so its change stream sees them.
+
+use std::sync::Arc;
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
 use oxbow_core::relation::{self, Relation, RelationKind, key_of};
-use oxbow_core::{Model, ModelDefinition, Registry};
+use oxbow_core::{Model, Registry, Row};
 
 use crate::routes::sloppy_any;
 use crate::{
@@ -23,16 +26,22 @@ pub enum RelOp {
     /// hasMany `GET /:id/rel`.
     List,
     Create,
+    /// hasOne `PUT /:id/rel`.
+    Update,
+    /// hasOne `DELETE /:id/rel`.
+    Destroy,
     DeleteAll,
     Count,
     FindById,
     UpdateById,
     DestroyById,
-    /// hasManyThrough `PUT /:id/rel/rel/:fk`.
+    /// `PUT /:id/rel/rel/:fk`.
     Link,
     Unlink,
     /// `HEAD /:id/rel/rel/:fk`.
     Exists,
+    /// nestRemoting: `GET /:id/rel/:fk/<the target's belongsTo>`.
+    Nested,
 }
 
 /// A matched relation route.
@@ -42,47 +51,70 @@ pub struct RelRoute {
     pub op: RelOp,
     pub id: String,
     pub fk: Option<String>,
+    /// [`RelOp::Nested`]: the target's belongsTo relation.
+    pub nested: Option<Relation>,
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Matches `[:id, rel, …]` against the model's relations.
-pub fn match_route(def: &ModelDefinition, method: &Method, path: &[&str]) -> Option<RelRoute> {
+pub fn match_route(
+    registry: &Registry,
+    model: &Model,
+    method: &Method,
+    path: &[&str],
+) -> Option<RelRoute> {
     let (id, name, tail) = match path {
         [id, name, tail @ ..] => (*id, *name, tail),
         _ => return None,
     };
-    let relation = def.relation(name)?.clone();
+    let relation = model.definition().relation(name)?.clone();
     let verb = method.as_str();
-    let many = matches!(
-        relation.kind,
-        RelationKind::HasMany | RelationKind::HasManyThrough
-    );
-    let through = relation.kind == RelationKind::HasManyThrough;
-    let (op, fk) = match (verb, tail) {
-        ("GET" | "HEAD", []) if relation.kind == RelationKind::BelongsTo => (RelOp::Get, None),
-        ("GET" | "HEAD", []) if many => (RelOp::List, None),
-        ("POST", []) if many => (RelOp::Create, None),
-        ("DELETE", []) if many => (RelOp::DeleteAll, None),
-        ("GET" | "HEAD", [c]) if many && c.eq_ignore_ascii_case("count") => (RelOp::Count, None),
-        ("PUT", [r, fk]) if through && r.eq_ignore_ascii_case("rel") => (RelOp::Link, Some(*fk)),
-        ("DELETE", [r, fk]) if through && r.eq_ignore_ascii_case("rel") => {
+    let kind = relation.kind;
+    let many = kind == RelationKind::HasMany || kind.is_through();
+    let one = kind == RelationKind::HasOne;
+    let get = verb == "GET" || verb == "HEAD";
+    let rel_seg = |s: &str| s.eq_ignore_ascii_case("rel");
+    let mut nested = None;
+    let (op, fk) = match tail {
+        [] if get && (kind == RelationKind::BelongsTo || one) => (RelOp::Get, None),
+        [] if one && verb == "POST" => (RelOp::Create, None),
+        [] if one && verb == "PUT" => (RelOp::Update, None),
+        [] if one && verb == "DELETE" => (RelOp::Destroy, None),
+        [] if many && get => (RelOp::List, None),
+        [] if many && verb == "POST" => (RelOp::Create, None),
+        [] if many && verb == "DELETE" => (RelOp::DeleteAll, None),
+        [c] if many && get && c.eq_ignore_ascii_case("count") => (RelOp::Count, None),
+        [r, fk] if kind.is_through() && rel_seg(r) && verb == "PUT" => (RelOp::Link, Some(*fk)),
+        [r, fk] if kind.is_through() && rel_seg(r) && verb == "DELETE" => {
             (RelOp::Unlink, Some(*fk))
         }
-        ("HEAD", [r, fk]) if through && r.eq_ignore_ascii_case("rel") => (RelOp::Exists, Some(*fk)),
-        ("GET" | "HEAD", [fk]) if many => (RelOp::FindById, Some(*fk)),
-        ("PUT", [fk]) if many => (RelOp::UpdateById, Some(*fk)),
-        ("DELETE", [fk]) if many => (RelOp::DestroyById, Some(*fk)),
+        [r, fk] if kind.is_through() && rel_seg(r) && verb == "HEAD" => (RelOp::Exists, Some(*fk)),
+        [fk] if many && get => (RelOp::FindById, Some(*fk)),
+        [fk] if many && verb == "PUT" => (RelOp::UpdateById, Some(*fk)),
+        [fk] if many && verb == "DELETE" => (RelOp::DestroyById, Some(*fk)),
+        // LoopBack 3 nests only the target's belongsTo methods (see the relations transcript).
+        [fk, inner] if many && get && relation.nest_remoting => {
+            let target = registry.model(&relation.target)?;
+            let inner = target.definition().relation(inner)?;
+            if inner.kind != RelationKind::BelongsTo {
+                return None;
+            }
+            nested = Some(inner.clone());
+            (RelOp::Nested, Some(*fk))
+        }
         _ => return None,
-    };
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
     };
     Some(RelRoute {
         relation,
         op,
         id: decode(id),
         fk: fk.map(decode),
+        nested,
     })
 }
 
@@ -98,16 +130,103 @@ fn no_content() -> Outcome {
     )
 }
 
-/// `No instance with id 3 found for Order` (a scoped look-up missed).
-fn not_in_scope(target: &Model, fk: &Value) -> RestError {
-    RestError::new(
-        404,
-        format!(
-            "No instance with id {} found for {}",
-            oxbow_core::js::to_js_string(fk),
-            target.name()
-        ),
-    )
+fn model_not_found(message: String) -> RestError {
+    oxbow_core::Error::model_not_found(message).into()
+}
+
+fn one_object(body: Body) -> Result<Map<String, Value>, RestError> {
+    match data_arg(body, false)? {
+        DataArg::One(d) => Ok(d),
+        DataArg::Many(_) => Err(RestError::new(400, "Value is not an object.")),
+    }
+}
+
+/// `where` for the relation's scope, and the request's own `where` if any.
+fn scoped_where(scope: Value, extra: Option<&Value>) -> Value {
+    match extra {
+        Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
+            json!({"and": [scope, w.clone()]})
+        }
+        _ => scope,
+    }
+}
+
+/// Everything a relation route needs about its owner.
+struct Ctx<'a> {
+    registry: &'a Registry,
+    owner: &'a Model,
+    owner_pk: Value,
+    rel: &'a Relation,
+    target: &'a Arc<Model>,
+}
+
+impl Ctx<'_> {
+    /// A related row by id, only if it belongs to the owner.
+    async fn scoped(&self, fk: &Value) -> Result<Arc<Row>, RestError> {
+        let rel = self.rel;
+        if rel.kind.is_through() {
+            let via = self.through()?;
+            let key_through = rel.key_through.as_deref().unwrap_or("");
+            let filter = via.parse_filter(&json!({"where": {"and": [
+                { rel.foreign_key.as_str(): self.owner_pk.clone() },
+                { key_through: fk.clone() }
+            ]}}))?;
+            let linked = !via.find(&filter).await?.is_empty();
+            let found = if linked {
+                self.target.find_by_id(fk).await?
+            } else {
+                None
+            };
+            return found.ok_or_else(|| {
+                RestError::new(
+                    404,
+                    format!(
+                        "No relation found in {} for ({}.{},{}.{})",
+                        via.name(),
+                        self.owner.name(),
+                        oxbow_core::js::to_js_string(&self.owner_pk),
+                        self.target.name(),
+                        oxbow_core::js::to_js_string(fk)
+                    ),
+                )
+            });
+        }
+        self.target
+            .find_by_id(fk)
+            .await?
+            .filter(|r| {
+                oxbow_core::js::loose_eq(
+                    r.value_of(&rel.foreign_key).as_ref(),
+                    Some(&self.owner_pk),
+                )
+            })
+            .ok_or_else(|| {
+                RestError::new(
+                    404,
+                    format!(
+                        "No instance with id {} found for {}",
+                        oxbow_core::js::to_js_string(fk),
+                        self.target.name()
+                    ),
+                )
+            })
+    }
+
+    fn through(&self) -> Result<&Arc<Model>, RestError> {
+        Ok(relation::related(
+            self.registry,
+            self.rel.through.as_deref().unwrap_or(""),
+        )?)
+    }
+
+    /// The owner's links, in the through model's order.
+    async fn links(&self) -> Result<Vec<Arc<Row>>, RestError> {
+        let via = self.through()?;
+        let f = via.parse_filter(
+            &json!({"where": { self.rel.foreign_key.as_str(): self.owner_pk.clone() }}),
+        )?;
+        Ok(via.find(&f).await?)
+    }
 }
 
 /// Runs a relation route.
@@ -121,59 +240,157 @@ pub(crate) async fn run(
 ) -> Result<Outcome, RestError> {
     let rel = &route.relation;
     let target = relation::related(registry, &rel.target)?;
-    // The owner must exist for every relation method (LoopBack loads it first).
+    // Every relation method loads the owner first.
     let id = sloppy_any(&route.id);
     let Some(owner) = model.find_by_id(&id).await? else {
-        return Err(oxbow_core::Error::model_not_found(format!(
+        return Err(model_not_found(format!(
             "could not find a model with id {}",
             oxbow_core::js::to_js_string(&id)
-        ))
-        .into());
+        )));
     };
-    let owner_pk = owner
-        .value_of(model.definition().id_name())
-        .unwrap_or(Value::Null);
+    let cx = Ctx {
+        registry,
+        owner: model,
+        owner_pk: owner
+            .value_of(model.definition().id_name())
+            .unwrap_or(Value::Null),
+        rel,
+        target,
+    };
     let fk = route.fk.as_deref().map(sloppy_any);
-    let tdef = target.definition();
-    let query = &plan.query;
-    let filter_value = || -> Result<Map<String, Value>, RestError> {
-        Ok(query_or_header(req, query, "filter")?
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default())
+    match rel.kind {
+        RelationKind::BelongsTo => {
+            // `{}` when the owner has no foreign key, `null` when it points at nothing.
+            belongs_to(target, &owner, rel).await.map(Outcome::Reply)
+        }
+        RelationKind::HasOne => has_one(&cx, route.op, body).await,
+        RelationKind::HasMany
+        | RelationKind::HasManyThrough
+        | RelationKind::HasAndBelongsToMany => many(&cx, &route, fk, req, plan, body).await,
+        _ => Err(RestError::new(
+            404,
+            format!(
+                "the {:?} relation \"{}\" has no routes in oxbow yet",
+                rel.kind, rel.name
+            ),
+        )),
+    }
+}
+
+async fn belongs_to(
+    target: &Model,
+    owner: &Row,
+    rel: &Relation,
+) -> Result<crate::Reply, RestError> {
+    let Some(key) = owner.value_of(&rel.foreign_key).filter(|v| !v.is_null()) else {
+        return reply(&json!({}));
     };
-    if rel.kind == RelationKind::BelongsTo {
-        // `{}` when the owner has no foreign key, `null` when it points at nothing.
-        let Some(key) = owner.value_of(&rel.foreign_key).filter(|v| !v.is_null()) else {
-            return Ok(Outcome::Reply(reply(&json!({}))?));
-        };
-        return Ok(Outcome::Reply(match target.find_by_id(&key).await? {
-            Some(r) => written_reply(tdef, &r)?,
-            None => reply(&Value::Null)?,
-        }));
+    match target.find_by_id(&key).await? {
+        Some(r) => written_reply(target.definition(), &r),
+        None => reply(&Value::Null),
     }
-    if rel.kind == RelationKind::HasManyThrough {
-        return through(
-            registry, target, rel, route.op, owner_pk, fk, req, plan, body,
-        )
-        .await;
-    }
-    // hasMany: the target's foreign key equals the owner's id.
-    let scope = json!({ rel.foreign_key.as_str(): owner_pk.clone() });
-    let in_scope = |row: &oxbow_core::Row| {
-        oxbow_core::js::loose_eq(row.value_of(&rel.foreign_key).as_ref(), Some(&owner_pk))
+}
+
+/// hasOne: `GET` (404 when there is none), `POST`, `PUT`, `DELETE`.
+async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestError> {
+    let (rel, target) = (cx.rel, cx.target);
+    let tdef = target.definition();
+    let existing =
+        target
+            .find_one(&target.parse_filter(
+                &json!({"where": { rel.foreign_key.as_str(): cx.owner_pk.clone() }}),
+            )?)
+            .await?;
+    let none = || model_not_found(format!("No \"{}\" instance(s) found", target.name()));
+    Ok(Outcome::Reply(match op {
+        RelOp::Get => {
+            let row = existing.ok_or_else(none)?;
+            written_reply(tdef, &row)?
+        }
+        RelOp::Create => {
+            if existing.is_some() {
+                return Err(RestError::new(
+                    409,
+                    format!(
+                        "HasOne relation cannot create more than one instance of {}",
+                        target.name()
+                    ),
+                ));
+            }
+            let mut data = one_object(body)?;
+            data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
+            let row = target.create(data).await?;
+            written_reply(tdef, &row)?
+        }
+        RelOp::Update => {
+            let existing = existing.ok_or_else(none)?;
+            let mut data = one_object(body)?;
+            data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
+            let id = existing.value_of(tdef.id_name()).unwrap_or(Value::Null);
+            let row = target.patch_attributes(&id, data, true).await?;
+            written_reply(tdef, &row)?
+        }
+        RelOp::Destroy => {
+            let existing = existing.ok_or_else(none)?;
+            let id = existing.value_of(tdef.id_name()).unwrap_or(Value::Null);
+            target.delete_by_id(&id).await?;
+            return Ok(no_content());
+        }
+        _ => return Err(RestError::new(500, "hasOne route with a to-many method")),
+    }))
+}
+
+/// hasMany, hasManyThrough and hasAndBelongsToMany.
+async fn many(
+    cx: &Ctx<'_>,
+    route: &RelRoute,
+    fk: Option<Value>,
+    req: &HttpRequest,
+    plan: &plans::Parsed,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let (rel, target, registry) = (cx.rel, cx.target, cx.registry);
+    let tdef = target.definition();
+    let tpk = tdef.id_name().to_owned();
+    let through = rel.kind.is_through();
+    let query = &plan.query;
+    let key_through = rel.key_through.clone().unwrap_or_default();
+    // The owner's related rows as a `where` on the target.
+    let scope = || async {
+        if !through {
+            return Ok::<_, RestError>((
+                json!({ rel.foreign_key.as_str(): cx.owner_pk.clone() }),
+                Vec::new(),
+            ));
+        }
+        let ids: Vec<Value> = cx
+            .links()
+            .await?
+            .iter()
+            .filter_map(|l| l.value_of(&key_through))
+            .collect();
+        Ok((json!({ tpk.as_str(): { "inq": ids.clone() } }), ids))
     };
     Ok(Outcome::Reply(match route.op {
         RelOp::List => {
-            let mut f = filter_value()?;
-            let where_ = match f.remove("where") {
-                Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
-                    json!({"and": [scope, w]})
-                }
-                _ => scope,
-            };
-            f.insert("where".into(), where_);
+            let (scope, ids) = scope().await?;
+            let mut f = query_or_header(req, query, "filter")?
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            let ordered = f.contains_key("order");
+            let w = f.remove("where");
+            f.insert("where".into(), scoped_where(scope, w.as_ref()));
             let filter = target.parse_filter(&Value::Object(f))?;
-            let rows = target.find(&filter).await?;
+            let mut rows = target.find(&filter).await?;
+            if through && !ordered {
+                // The through model's order, as LoopBack returns them.
+                let keys: Vec<String> = ids.iter().map(key_of).collect();
+                rows.sort_by_key(|r| {
+                    r.value_of(&tpk)
+                        .and_then(|k| keys.iter().position(|i| *i == key_of(&k)))
+                        .unwrap_or(usize::MAX)
+                });
+            }
             match &filter.include {
                 Some(inc) => reply(
                     &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc))
@@ -183,19 +400,25 @@ pub(crate) async fn run(
             }
         }
         RelOp::Count => {
+            let (scope, _) = scope().await?;
             let w = query_or_header(req, query, "where")?;
-            let where_ = match w.as_deref() {
-                Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
-                    json!({"and": [scope, w]})
-                }
-                _ => scope,
-            };
-            let w = target.parse_where(&where_)?;
+            let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
             reply(&json!({ "count": target.count(w.as_ref()).await? }))?
+        }
+        RelOp::Create if through => {
+            let created = target.create(one_object(body)?).await?;
+            let mut link = Map::new();
+            link.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
+            link.insert(
+                key_through.clone(),
+                created.value_of(&tpk).unwrap_or(Value::Null),
+            );
+            cx.through()?.create(link).await?;
+            written_reply(tdef, &created)?
         }
         RelOp::Create => {
             let with_fk = |mut data: Map<String, Value>| {
-                data.insert(rel.foreign_key.clone(), owner_pk.clone());
+                data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
                 data
             };
             match data_arg(body, true)? {
@@ -212,227 +435,106 @@ pub(crate) async fn run(
             }
         }
         RelOp::DeleteAll => {
+            let (scope, _) = scope().await?;
             let w = target.parse_where(&scope)?;
             target.delete_all(w.as_ref()).await?;
+            if through {
+                let via = cx.through()?;
+                let w =
+                    via.parse_where(&json!({ rel.foreign_key.as_str(): cx.owner_pk.clone() }))?;
+                via.delete_all(w.as_ref()).await?;
+            }
             return Ok(no_content());
         }
-        RelOp::FindById | RelOp::UpdateById | RelOp::DestroyById => {
-            let fk = fk.unwrap_or(Value::Null);
-            let found = target.find_by_id(&fk).await?.filter(|r| in_scope(r));
-            let Some(found) = found else {
-                return Err(not_in_scope(target, &fk));
-            };
-            let found_id = found.value_of(tdef.id_name()).unwrap_or(Value::Null);
-            match route.op {
-                RelOp::FindById => {
-                    let filter = target.parse_filter(&Value::Object(filter_value()?))?;
-                    crate::one_reply(registry, target, found, &filter).await?
-                }
-                RelOp::UpdateById => {
-                    let DataArg::One(mut data) = data_arg(body, false)? else {
-                        return Err(RestError::new(400, "Value is not an object."));
-                    };
-                    data.insert(rel.foreign_key.clone(), owner_pk.clone());
-                    {
-                        let row = target.patch_attributes(&found_id, data, true).await?;
-                        written_reply(tdef, &row)?
+        // The related instance as stored: LoopBack ignores a `filter` here.
+        RelOp::FindById => written_reply(tdef, &*cx.scoped(&fk.unwrap_or(Value::Null)).await?)?,
+        RelOp::Nested => {
+            let child = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
+            let nested = route
+                .nested
+                .as_ref()
+                .ok_or_else(|| RestError::new(500, "nested route without a relation"))?;
+            let nested_target = relation::related(registry, &nested.target)?;
+            belongs_to(nested_target, &child, nested).await?
+        }
+        RelOp::UpdateById => {
+            let found = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
+            let mut data = one_object(body)?;
+            if !through {
+                if let Some(v) = data.get(&rel.foreign_key) {
+                    if !oxbow_core::js::loose_eq(Some(v), Some(&cx.owner_pk)) {
+                        return Err(RestError::new(
+                            400,
+                            format!(
+                                "{} cannot be changed through the relation {}",
+                                rel.foreign_key, rel.name
+                            ),
+                        ));
                     }
                 }
-                _ => {
-                    target.delete_by_id(&found_id).await?;
-                    return Ok(no_content());
-                }
+                data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
             }
+            let id = found.value_of(&tpk).unwrap_or(Value::Null);
+            let row = target.patch_attributes(&id, data, true).await?;
+            written_reply(tdef, &row)?
         }
-        RelOp::Get | RelOp::Link | RelOp::Unlink | RelOp::Exists => {
-            return Err(RestError::new(500, "relation route matched the wrong kind"));
-        }
-    }))
-}
-
-/// hasManyThrough: the through model links the owner (`foreignKey`) to targets (`keyThrough`).
-#[allow(clippy::too_many_arguments)]
-async fn through(
-    registry: &Registry,
-    target: &Model,
-    rel: &Relation,
-    op: RelOp,
-    owner_pk: Value,
-    fk: Option<Value>,
-    req: &HttpRequest,
-    plan: &plans::Parsed,
-    body: Body,
-) -> Result<Outcome, RestError> {
-    let via = relation::related(registry, rel.through.as_deref().unwrap_or(""))?;
-    let key_through = rel.key_through.clone().unwrap_or_default();
-    let tdef = target.definition();
-    let tpk = tdef.id_name().to_owned();
-    let links_filter = |extra: Option<&Value>| -> Result<oxbow_core::Filter, RestError> {
-        let mut w = json!({ rel.foreign_key.as_str(): owner_pk.clone() });
-        if let Some(k) = extra {
-            w = json!({"and": [w, { key_through.as_str(): k.clone() }]});
-        }
-        Ok(via.parse_filter(&json!({ "where": w }))?)
-    };
-    // The linked target ids, in the through model's order.
-    let linked = |links: &[std::sync::Arc<oxbow_core::Row>]| -> Vec<Value> {
-        links
-            .iter()
-            .filter_map(|l| l.value_of(&key_through))
-            .collect()
-    };
-    let query = &plan.query;
-    Ok(Outcome::Reply(match op {
-        RelOp::List | RelOp::Count => {
-            let links = via.find(&links_filter(None)?).await?;
-            let ids = linked(&links);
-            let ids_where = json!({ tpk.as_str(): { "inq": ids.clone() } });
-            if op == RelOp::Count {
-                let w = query_or_header(req, query, "where")?;
-                let w = match w.as_deref() {
-                    Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
-                        json!({"and": [ids_where, w]})
-                    }
-                    _ => ids_where,
-                };
-                let w = target.parse_where(&w)?;
-                return Ok(Outcome::Reply(reply(
-                    &json!({ "count": target.count(w.as_ref()).await? }),
-                )?));
+        RelOp::DestroyById => {
+            let found = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
+            let id = found.value_of(&tpk).unwrap_or(Value::Null);
+            target.delete_by_id(&id).await?;
+            if through {
+                let via = cx.through()?;
+                let w = via.parse_where(&json!({"and": [
+                    { rel.foreign_key.as_str(): cx.owner_pk.clone() },
+                    { key_through.as_str(): id }
+                ]}))?;
+                via.delete_all(w.as_ref()).await?;
             }
-            let mut f = query_or_header(req, query, "filter")?
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default();
-            let ordered = f.contains_key("order");
-            let where_ = match f.remove("where") {
-                Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
-                    json!({"and": [ids_where, w]})
-                }
-                _ => ids_where,
-            };
-            f.insert("where".into(), where_);
-            let filter = target.parse_filter(&Value::Object(f))?;
-            let mut rows = target.find(&filter).await?;
-            if !ordered {
-                // The through model's order, as LoopBack returns them.
-                let pos = |r: &std::sync::Arc<oxbow_core::Row>| {
-                    r.value_of(&tpk)
-                        .and_then(|k| ids.iter().position(|i| key_of(i) == key_of(&k)))
-                        .unwrap_or(usize::MAX)
-                };
-                rows.sort_by_key(pos);
-            }
-            match &filter.include {
-                Some(inc) => reply(
-                    &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc))
-                        .await?,
-                )?,
-                None => rows_reply(tdef, &rows, filter.fields.as_deref())?,
-            }
-        }
-        RelOp::Create => {
-            let DataArg::One(data) = data_arg(body, false)? else {
-                return Err(RestError::new(400, "Value is not an object."));
-            };
-            let created = target.create(data).await?;
-            let mut link = Map::new();
-            link.insert(rel.foreign_key.clone(), owner_pk.clone());
-            link.insert(
-                key_through.clone(),
-                created.value_of(&tpk).unwrap_or(Value::Null),
-            );
-            via.create(link).await?;
-            written_reply(tdef, &created)?
-        }
-        RelOp::DeleteAll => {
-            let links = via.find(&links_filter(None)?).await?;
-            let ids = linked(&links);
-            let w = target.parse_where(&json!({ tpk.as_str(): { "inq": ids } }))?;
-            target.delete_all(w.as_ref()).await?;
-            let w = via.parse_where(&json!({ rel.foreign_key.as_str(): owner_pk.clone() }))?;
-            via.delete_all(w.as_ref()).await?;
             return Ok(no_content());
-        }
-        RelOp::FindById | RelOp::UpdateById | RelOp::DestroyById => {
-            let fk = fk.unwrap_or(Value::Null);
-            let links = via.find(&links_filter(Some(&fk))?).await?;
-            let found = if links.is_empty() {
-                None
-            } else {
-                target.find_by_id(&fk).await?
-            };
-            let Some(found) = found else {
-                return Err(not_in_scope(target, &fk));
-            };
-            let found_id = found.value_of(&tpk).unwrap_or(Value::Null);
-            match op {
-                RelOp::FindById => {
-                    let filter = target.parse_filter(
-                        &query_or_header(req, query, "filter")?
-                            .map(std::borrow::Cow::into_owned)
-                            .unwrap_or(Value::Null),
-                    )?;
-                    crate::one_reply(registry, target, found, &filter).await?
-                }
-                RelOp::UpdateById => {
-                    let DataArg::One(data) = data_arg(body, false)? else {
-                        return Err(RestError::new(400, "Value is not an object."));
-                    };
-                    {
-                        let row = target.patch_attributes(&found_id, data, true).await?;
-                        written_reply(tdef, &row)?
-                    }
-                }
-                _ => {
-                    target.delete_by_id(&found_id).await?;
-                    let w = via.parse_where(&json!({"and": [
-                        { rel.foreign_key.as_str(): owner_pk.clone() },
-                        { key_through.as_str(): found_id }
-                    ]}))?;
-                    via.delete_all(w.as_ref()).await?;
-                    return Ok(no_content());
-                }
-            }
         }
         RelOp::Link => {
             let fk = fk.unwrap_or(Value::Null);
             let Some(found) = target.find_by_id(&fk).await? else {
-                return Err(oxbow_core::Error::model_not_found(format!(
+                return Err(model_not_found(format!(
                     "could not find a model with id {}",
                     oxbow_core::js::to_js_string(&fk)
-                ))
-                .into());
+                )));
             };
-            let mut data = match data_arg(body, false)? {
-                DataArg::One(d) => d,
-                DataArg::Many(_) => return Err(RestError::new(400, "Value is not an object.")),
+            let mut data = match body {
+                Body::None => Map::new(),
+                other => one_object(other)?,
             };
-            data.insert(rel.foreign_key.clone(), owner_pk.clone());
+            data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
             data.insert(
                 key_through.clone(),
                 found.value_of(&tpk).unwrap_or(Value::Null),
             );
-            {
-                let row = via.create(data).await?;
-                written_reply(via.definition(), &row)?
-            }
+            let via = cx.through()?;
+            let row = via.create(data).await?;
+            written_reply(via.definition(), &row)?
         }
         RelOp::Unlink => {
-            let fk = fk.unwrap_or(Value::Null);
+            let via = cx.through()?;
             let w = via.parse_where(&json!({"and": [
-                { rel.foreign_key.as_str(): owner_pk.clone() },
-                { key_through.as_str(): fk }
+                { rel.foreign_key.as_str(): cx.owner_pk.clone() },
+                { key_through.as_str(): fk.unwrap_or(Value::Null) }
             ]}))?;
             via.delete_all(w.as_ref()).await?;
             return Ok(no_content());
         }
         RelOp::Exists => {
             let fk = fk.unwrap_or(Value::Null);
-            if via.find(&links_filter(Some(&fk))?).await?.is_empty() {
+            let linked = cx.links().await?.iter().any(|l| {
+                l.value_of(&key_through)
+                    .is_some_and(|k| key_of(&k) == key_of(&fk))
+            });
+            if !linked {
                 return Err(RestError::new(404, "Not Found"));
             }
             reply(&json!(true))?
         }
-        RelOp::Get => return Err(RestError::new(500, "relation route matched the wrong kind")),
+        RelOp::Get | RelOp::Update | RelOp::Destroy => {
+            return Err(RestError::new(500, "to-many route with a to-one method"));
+        }
     }))
 }

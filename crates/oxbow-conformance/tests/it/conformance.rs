@@ -323,6 +323,7 @@ transcripts! {
     shop_filters => "shop-filters",
     shop_http => "shop-http",
     shop_relations => "shop-relations",
+    relations => "relations",
     pipeline => "pipeline",
     pipeline_off => "pipeline-off",
     filters_more => "filters-more",
