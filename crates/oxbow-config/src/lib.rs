@@ -10,6 +10,7 @@ mod models;
 pub mod overlay;
 mod problem;
 mod read;
+mod rules;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -457,6 +457,8 @@ fn compile_one(
         .and_then(Value::as_str)
         .unwrap_or("PersistedModel")
         .to_owned();
+    let rules = crate::rules::compile(file, json, &properties, problems)
+        .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn oxbow_core::model::Rules>);
     Some(ModelDefinition {
         name: ModelName::new(name),
         plural,
@@ -471,6 +473,7 @@ fn compile_one(
         public,
         data_source: ds.to_owned(),
         relations: oxbow_core::Relation::from_settings(name, json),
+        rules,
         settings: json.clone(),
     })
 }

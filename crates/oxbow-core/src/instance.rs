@@ -229,6 +229,20 @@ impl Instance {
                 None,
             ));
         }
+        if let Some(rules) = &def.rules {
+            // Rules apply to values that are there, as LoopBack's own validators skip
+            // undefined and null (`presence` is `required`'s job).
+            let present: Map<String, Value> = self
+                .entries
+                .iter()
+                .filter(|(k, v)| !v.is_null() && self.oddity(k).is_none())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (name, code, message) in rules.check(&Value::Object(present)) {
+                let value = self.get(&name).cloned();
+                violations.push(violation(&name, code, message, value.as_ref(), None));
+            }
+        }
         if violations.is_empty() {
             Ok(())
         } else {
@@ -249,14 +263,50 @@ impl Instance {
 
 /// The value a `default` or `defaultFn` gives a property on create/replace.
 fn default_value(prop: &crate::model::Property) -> Option<Value> {
-    if prop.default_fn.as_deref() == Some("now") {
-        return Some(Value::String(js::format_date(&Utc::now())));
+    match prop.default_fn.as_deref() {
+        Some("now") => return Some(Value::String(js::format_date(&Utc::now()))),
+        Some("guid" | "uuid" | "uuidv4") => return Some(Value::String(uuid_v4())),
+        _ => {}
     }
     let d = prop.default.clone()?;
     if prop.ty == PropertyType::Date && d == "$now" {
         return Some(Value::String(js::format_date(&Utc::now())));
     }
     coerce(&prop.ty, d).ok().map(|(v, _)| v)
+}
+
+/// A random (version 4) UUID, as LoopBack's `defaultFn: "uuidv4"` makes. The 122 random bits
+/// come from the standard library's randomly keyed hasher (seeded by the OS per process) over a
+/// counter: unique and unpredictable enough for ids, with no extra dependency.
+pub fn uuid_v4() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let word = |salt: u64| {
+        let mut h = keys.build_hasher();
+        h.write_u64(n);
+        h.write_u64(salt);
+        h.finish()
+    };
+    let (a, b) = (word(0x5eed), word(0xfeed));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// LoopBack's `blank()`: undefined, null, `""`, `[]` and NaN.

@@ -91,6 +91,16 @@ pub struct Property {
     pub generated: bool,
 }
 
+/// One broken property rule: the property, LoopBack-style code and message.
+pub type RuleViolation = (String, &'static str, &'static str);
+
+/// The declared rules of a model's properties, checked on every validated write. The config
+/// crate implements it with a JSON Schema per model (this crate stays free of JSON Schema).
+pub trait Rules: Send + Sync + fmt::Debug {
+    /// The rules `record` breaks (its present, non-null properties only).
+    fn check(&self, record: &Value) -> Vec<RuleViolation>;
+}
+
 /// A compiled model definition.
 #[derive(Debug, Clone)]
 pub struct ModelDefinition {
@@ -116,6 +126,9 @@ pub struct ModelDefinition {
     pub data_source: String,
     /// `relations`, keys resolved with LoopBack's defaults.
     pub relations: Vec<crate::relation::Relation>,
+    /// Property rules beyond LoopBack's (`min`, `maxLength`, `pattern`, `enum`, `format`, …),
+    /// compiled at boot by the config crate.
+    pub rules: Option<Arc<dyn Rules>>,
     /// Every other setting, kept for plugins and later features.
     pub settings: Map<String, Value>,
 }

@@ -50,6 +50,7 @@ fn model() -> ModelDefinition {
         public: true,
         data_source: "db".into(),
         relations: Vec::new(),
+        rules: None,
         settings: Default::default(),
     }
 }

@@ -7,3 +7,4 @@ mod include;
 mod pipeline;
 mod robustness;
 mod streams;
+mod validation;
