@@ -14,6 +14,7 @@ use crate::change::{ChangeData, ChangeFeed, ChangeStream, ChangeType};
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Test, Where, parse_where};
+use crate::hooks::{HookContext, Hooks, Operation};
 use crate::instance::{Defaults, Instance, Record};
 use crate::js;
 use crate::model::{ModelDefinition, PropertyType};
@@ -24,6 +25,7 @@ pub struct Model {
     def: Arc<ModelDefinition>,
     connector: Arc<dyn Connector>,
     feed: ChangeFeed,
+    hooks: Hooks,
 }
 
 impl std::fmt::Debug for Model {
@@ -90,7 +92,124 @@ impl Model {
             def,
             connector,
             feed,
+            hooks: Hooks::default(),
         }
+    }
+
+    /// Registers an operation hook (LoopBack's `Model.observe`).
+    pub fn observe(
+        &self,
+        op: Operation,
+        hook: impl for<'a> Fn(&'a mut HookContext) -> crate::connector::BoxFuture<'a, Result<()>>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.hooks.observe(op, Arc::new(hook));
+    }
+
+    fn context(&self) -> HookContext {
+        HookContext {
+            model: self.def.name.to_string(),
+            ..HookContext::default()
+        }
+    }
+
+    /// `access`: hooks may rewrite the query's `where`.
+    async fn access(&self, where_: Option<&Where>) -> Result<Option<Option<Where>>> {
+        if !self.hooks.has(Operation::Access) {
+            return Ok(None);
+        }
+        let before = where_.map(where_to_json);
+        let mut ctx = HookContext {
+            where_: before.clone(),
+            ..self.context()
+        };
+        self.hooks.notify(Operation::Access, &mut ctx).await?;
+        if ctx.where_ == before {
+            return Ok(None);
+        }
+        Ok(Some(match &ctx.where_ {
+            Some(w) => self.parse_where(w)?,
+            None => None,
+        }))
+    }
+
+    /// `loaded`: hooks see (and may change) each record read.
+    async fn loaded(&self, rows: Vec<Arc<Row>>) -> Result<Vec<Arc<Row>>> {
+        if !self.hooks.has(Operation::Loaded) {
+            return Ok(rows);
+        }
+        let layout = crate::row::Layout::of(&self.def);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut ctx = HookContext {
+                data: Some(row.to_record()),
+                ..self.context()
+            };
+            self.hooks.notify(Operation::Loaded, &mut ctx).await?;
+            out.push(Arc::new(Row::from_record(
+                &layout,
+                ctx.data.unwrap_or_default(),
+            )));
+        }
+        Ok(out)
+    }
+
+    /// `before save` for a whole instance; then the instance is coerced and validated again.
+    async fn before_save_instance(
+        &self,
+        inst: Instance,
+        is_new: bool,
+        where_: Option<Value>,
+    ) -> Result<Instance> {
+        if !self.hooks.has(Operation::BeforeSave) {
+            return Ok(inst);
+        }
+        let mut ctx = HookContext {
+            instance: Some(inst.into_record()),
+            is_new_instance: Some(is_new),
+            where_,
+            ..self.context()
+        };
+        self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
+        Instance::build(&self.def, ctx.instance.unwrap_or_default(), Defaults::Skip)
+    }
+
+    /// `persist`: the data exactly as the connector will store it.
+    async fn persist(&self, entries: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
+        if !self.hooks.has(Operation::Persist) {
+            return Ok(entries);
+        }
+        let mut ctx = HookContext {
+            data: Some(entries.into_iter().collect()),
+            ..self.context()
+        };
+        self.hooks.notify(Operation::Persist, &mut ctx).await?;
+        Ok(ctx.data.unwrap_or_default().into_iter().collect())
+    }
+
+    async fn after_save(&self, row: &Arc<Row>, is_new: bool) -> Result<()> {
+        if !self.hooks.has(Operation::AfterSave) {
+            return Ok(());
+        }
+        let mut ctx = HookContext {
+            instance: Some(row.to_record()),
+            is_new_instance: Some(is_new),
+            ..self.context()
+        };
+        self.hooks.notify(Operation::AfterSave, &mut ctx).await
+    }
+
+    async fn delete_hook(&self, op: Operation, where_: Value) -> Result<()> {
+        if !self.hooks.has(op) {
+            return Ok(());
+        }
+        let mut ctx = HookContext {
+            where_: Some(where_),
+            ..self.context()
+        };
+        self.hooks.notify(op, &mut ctx).await
     }
 
     pub fn definition(&self) -> &ModelDefinition {
@@ -146,18 +265,41 @@ impl Model {
     // ----- reads -----------------------------------------------------------------------------
 
     pub async fn find(&self, filter: &Filter) -> Result<Vec<Arc<Row>>> {
-        self.connector.find(&self.def, filter).await
+        let rows = match self.access(filter.where_.as_ref()).await? {
+            None => self.connector.find(&self.def, filter).await?,
+            Some(where_) => {
+                let mut f = filter.clone();
+                f.where_ = where_;
+                self.connector.find(&self.def, &f).await?
+            }
+        };
+        self.loaded(rows).await
     }
 
     pub async fn find_one(&self, filter: &Filter) -> Result<Option<Arc<Row>>> {
         let mut f = filter.clone();
         f.limit = Some(1);
-        Ok(self.connector.find(&self.def, &f).await?.into_iter().next())
+        Ok(self.find(&f).await?.into_iter().next())
     }
 
     pub async fn find_by_id(&self, id: &Value) -> Result<Option<Arc<Row>>> {
         let id = self.coerce_id(id);
-        self.connector.find_by_id(&self.def, &id).await
+        if self.hooks.has(Operation::Access) {
+            // The look-up becomes a query, so `access` hooks can narrow it.
+            let mut w = Map::new();
+            w.insert(self.def.id_name().to_owned(), id);
+            let filter = Filter {
+                where_: self.parse_where(&Value::Object(w))?,
+                limit: Some(1),
+                ..Filter::default()
+            };
+            return Ok(self.find(&filter).await?.into_iter().next());
+        }
+        let row = self.connector.find_by_id(&self.def, &id).await?;
+        match row {
+            Some(r) => Ok(self.loaded(vec![r]).await?.into_iter().next()),
+            None => Ok(None),
+        }
     }
 
     pub async fn exists(&self, id: &Value) -> Result<bool> {
@@ -165,7 +307,10 @@ impl Model {
     }
 
     pub async fn count(&self, where_: Option<&Where>) -> Result<u64> {
-        self.connector.count(&self.def, where_).await
+        match self.access(where_).await? {
+            None => self.connector.count(&self.def, where_).await,
+            Some(w) => self.connector.count(&self.def, w.as_ref()).await,
+        }
     }
 
     /// Parses a `where` object for this model.
@@ -184,12 +329,12 @@ impl Model {
     /// `create`: defaults, coercion, validation, then insert.
     pub async fn create(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        let inst = self.before_save_instance(inst, true, None).await?;
         inst.validate(&self.def, true)?;
-        let record = self
-            .connector
-            .create(&self.def, inst.into_entries())
-            .await?;
+        let entries = self.persist(inst.into_entries()).await?;
+        let record = self.connector.create(&self.def, entries).await?;
         self.publish(ChangeType::Create, &record);
+        self.after_save(&record, true).await?;
         Ok(record)
     }
 
@@ -199,16 +344,16 @@ impl Model {
         let mut built = Vec::with_capacity(items.len());
         for data in items {
             let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+            let inst = self.before_save_instance(inst, true, None).await?;
             inst.validate(&self.def, true)?;
             built.push(inst);
         }
         let mut out = Vec::with_capacity(built.len());
         for inst in built {
-            let record = self
-                .connector
-                .create(&self.def, inst.into_entries())
-                .await?;
+            let entries = self.persist(inst.into_entries()).await?;
+            let record = self.connector.create(&self.def, entries).await?;
             self.publish(ChangeType::Create, &record);
+            self.after_save(&record, true).await?;
             out.push(record);
         }
         Ok(out)
@@ -250,14 +395,14 @@ impl Model {
 
     async fn create_unvalidated_upsert(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        let inst = self.before_save_instance(inst, true, None).await?;
         if self.def.validate_upsert {
             inst.validate(&self.def, false)?;
         }
-        let record = self
-            .connector
-            .create(&self.def, inst.into_entries())
-            .await?;
+        let entries = self.persist(inst.into_entries()).await?;
+        let record = self.connector.create(&self.def, entries).await?;
         self.publish(ChangeType::Create, &record);
+        self.after_save(&record, true).await?;
         Ok(record)
     }
 
@@ -329,14 +474,21 @@ impl Model {
             }
         }
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        let mut w = Map::new();
+        w.insert(id_name.clone(), id.clone());
+        let inst = self
+            .before_save_instance(inst, false, Some(Value::Object(w)))
+            .await?;
         inst.validate(&self.def, false)?;
+        let entries = self.persist(inst.into_entries()).await?;
         match self
             .connector
-            .replace_by_id(&self.def, &id, inst.into_record())
+            .replace_by_id(&self.def, &id, entries.into_iter().collect())
             .await?
         {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
+                self.after_save(&record, false).await?;
                 Ok(record)
             }
             None => Err(Error::not_found(format!(
@@ -370,6 +522,23 @@ impl Model {
                 js::to_js_string(new_id)
             )));
         }
+        let mut data = data;
+        if self.hooks.has(Operation::BeforeSave) {
+            let Some(current) = self.connector.find_by_id(&self.def, &id).await? else {
+                return Err(missing());
+            };
+            let mut w = Map::new();
+            w.insert(id_name.to_owned(), id.clone());
+            let mut ctx = HookContext {
+                data: Some(data),
+                current_instance: Some(current.to_record()),
+                where_: Some(Value::Object(w)),
+                is_new_instance: Some(false),
+                ..self.context()
+            };
+            self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
+            data = ctx.data.unwrap_or_default();
+        }
         let def = &self.def;
         let modify = Box::new(move |current: &Record| -> Result<Record> {
             let inst = Instance::merge(def, current, data)?;
@@ -381,6 +550,7 @@ impl Model {
         match self.connector.modify_by_id(&self.def, &id, modify).await? {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
+                self.after_save(&record, false).await?;
                 Ok(record)
             }
             None => Err(missing()),
@@ -408,7 +578,25 @@ impl Model {
         let Some(where_raw) = where_raw else {
             return Err(where_required());
         };
-        let where_ = self.parse_where(where_raw)?;
+        let mut where_ = self.parse_where(where_raw)?;
+        let mut data = data;
+        if self.hooks.has(Operation::BeforeSave) {
+            let mut ctx = HookContext {
+                where_: Some(
+                    where_
+                        .as_ref()
+                        .map(where_to_json)
+                        .unwrap_or_else(|| Value::Object(Map::new())),
+                ),
+                data: Some(data),
+                ..self.context()
+            };
+            self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
+            data = ctx.data.unwrap_or_default();
+            if let Some(w) = &ctx.where_ {
+                where_ = self.parse_where(w)?;
+            }
+        }
         // Coerce known properties; unknown ones are dropped on strict models (no 422 here).
         let mut patch = Record::new();
         let inst = Instance::build(&self.def, data.clone(), Defaults::Skip);
@@ -448,8 +636,20 @@ impl Model {
             fields: None,
         }
         .to_value();
-        self.feed
-            .publish(kind, target, where_json, Some(ChangeData::Value(data)));
+        self.feed.publish(
+            kind,
+            target,
+            where_json.clone(),
+            Some(ChangeData::Value(data.clone())),
+        );
+        if self.hooks.has(Operation::AfterSave) {
+            let mut ctx = HookContext {
+                where_: where_json,
+                data: data.as_object().cloned(),
+                ..self.context()
+            };
+            self.hooks.notify(Operation::AfterSave, &mut ctx).await?;
+        }
         Ok(count)
     }
 
@@ -457,21 +657,27 @@ impl Model {
     /// as LoopBack does.
     pub async fn delete_by_id(&self, id: &Value) -> Result<u64> {
         let id = self.coerce_id(id);
-        let count = self.connector.delete_by_id(&self.def, &id).await?;
         let mut w = Map::new();
         w.insert(self.def.id_name().to_owned(), id.clone());
+        let w = Value::Object(w);
+        self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
+        let count = self.connector.delete_by_id(&self.def, &id).await?;
         self.feed
-            .publish(ChangeType::Remove, Some(id), Some(Value::Object(w)), None);
+            .publish(ChangeType::Remove, Some(id), Some(w.clone()), None);
+        self.delete_hook(Operation::AfterDelete, w).await?;
         Ok(count)
     }
 
     /// `destroyAll`: one remove event with the where.
     pub async fn delete_all(&self, where_: Option<&Where>) -> Result<u64> {
-        let count = self.connector.delete_all(&self.def, where_).await?;
         let w = where_
             .map(where_to_json)
             .unwrap_or_else(|| Value::Object(Map::new()));
-        self.feed.publish(ChangeType::Remove, None, Some(w), None);
+        self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
+        let count = self.connector.delete_all(&self.def, where_).await?;
+        self.feed
+            .publish(ChangeType::Remove, None, Some(w.clone()), None);
+        self.delete_hook(Operation::AfterDelete, w).await?;
         Ok(count)
     }
 }

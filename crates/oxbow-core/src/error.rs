@@ -30,6 +30,13 @@ pub enum Error {
     /// 500: the message is logged, never sent.
     #[error("{0}")]
     Internal(String),
+    /// Any other status, e.g. an operation hook rejecting a write with 403.
+    #[error("{message}")]
+    Status {
+        status: u16,
+        message: String,
+        code: Option<String>,
+    },
 }
 
 impl Error {
@@ -59,6 +66,15 @@ impl Error {
         Self::Internal(message.into())
     }
 
+    /// An error with any HTTP status (4xx are shown with their message, 5xx masked).
+    pub fn status_error(status: u16, message: impl Into<String>) -> Self {
+        Self::Status {
+            status,
+            message: message.into(),
+            code: None,
+        }
+    }
+
     /// The HTTP status LoopBack answers with.
     pub fn status(&self) -> u16 {
         match self {
@@ -67,6 +83,7 @@ impl Error {
             Self::Conflict { .. } => 409,
             Self::Validation(_) => 422,
             Self::Internal(_) => 500,
+            Self::Status { status, .. } => *status,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! `{"error":{"statusCode","name","message","code","details"}}`, 5xx messages masked.
 
 use actix_web::http::StatusCode;
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use oxbow_core::Error;
@@ -12,7 +14,7 @@ pub struct RestError {
     pub status: u16,
     pub name: &'static str,
     pub message: String,
-    pub code: Option<&'static str>,
+    pub code: Option<Cow<'static, str>>,
     pub details: Option<Value>,
 }
 
@@ -60,8 +62,8 @@ impl RestError {
         }
         e.insert("name".into(), Value::from(self.name));
         e.insert("message".into(), Value::from(self.message.clone()));
-        if let Some(code) = self.code {
-            e.insert("code".into(), Value::from(code));
+        if let Some(code) = &self.code {
+            e.insert("code".into(), Value::from(code.as_ref()));
         }
         if let Some(d) = &self.details {
             e.insert("details".into(), d.clone());
@@ -83,7 +85,7 @@ impl From<Error> for RestError {
                 status: 404,
                 name: "Error",
                 message,
-                code,
+                code: code.map(Cow::Borrowed),
                 details: None,
             },
             Error::BadRequest {
@@ -94,7 +96,7 @@ impl From<Error> for RestError {
                 status: 400,
                 name: "Error",
                 message,
-                code,
+                code: code.map(Cow::Borrowed),
                 details,
             },
             Error::Conflict { message } => Self::new(409, message),
@@ -106,6 +108,17 @@ impl From<Error> for RestError {
                 details: Some(v.details()),
             },
             Error::Internal(message) => Self::new(500, message),
+            Error::Status {
+                status,
+                message,
+                code,
+            } => Self {
+                status,
+                name: "Error",
+                message,
+                code: code.map(Cow::Owned),
+                details: None,
+            },
         }
     }
 }

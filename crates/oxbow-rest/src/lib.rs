@@ -605,7 +605,7 @@ fn not_found_by_id(model: &Model, id: &Value) -> RestError {
         status: 404,
         name: "Error",
         message: format!("Unknown \"{}\" id \"{shown}\".", model.name()),
-        code: Some("MODEL_NOT_FOUND"),
+        code: Some(Cow::Borrowed("MODEL_NOT_FOUND")),
         details: None,
     }
 }

@@ -3,6 +3,7 @@
 
 mod boot;
 mod conformance;
+mod hooks;
 mod include;
 mod pipeline;
 mod robustness;

@@ -1,0 +1,189 @@
+//! Operation hooks from a boot plugin, through the REST API: a hook that rewrites data,
+//! one that rejects a write, one that narrows reads, one that masks what is loaded, and
+//! observers of saves and deletes with LoopBack's context.
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, test};
+use serde_json::{Value, json};
+
+use oxbow::{BootContext, BootFuture, BootPlugin};
+use oxbow_core::{Error, HookContext, Operation};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+struct Observer {
+    log: Log,
+}
+
+impl BootPlugin for Observer {
+    fn name(&self) -> &str {
+        "observer"
+    }
+
+    fn boot<'a>(&'a self, app: &'a mut BootContext) -> BootFuture<'a> {
+        Box::pin(async move {
+            let customers = app.model("Customer")?;
+            customers.observe(Operation::BeforeSave, |ctx: &mut HookContext| {
+                Box::pin(async move {
+                    // Whole instances (create, replace) and partial updates alike.
+                    let target = ctx.instance.as_mut().or(ctx.data.as_mut());
+                    if let Some(rec) = target {
+                        if rec.get("name") == Some(&json!("nope")) {
+                            return Err(Error::status_error(403, "names like that are refused"));
+                        }
+                        if let Some(Value::String(n)) = rec.get("name").cloned() {
+                            rec.insert("name".into(), Value::String(n.to_uppercase()));
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            let log = self.log.clone();
+            customers.observe(Operation::AfterSave, move |ctx: &mut HookContext| {
+                let log = log.clone();
+                Box::pin(async move {
+                    let inst = ctx.instance.clone().unwrap_or_default();
+                    log.lock().unwrap().push(format!(
+                        "after save {} new={:?} name={}",
+                        ctx.model,
+                        ctx.is_new_instance,
+                        inst.get("name").cloned().unwrap_or(Value::Null)
+                    ));
+                    Ok(())
+                })
+            });
+            let log = self.log.clone();
+            customers.observe(Operation::BeforeDelete, move |ctx: &mut HookContext| {
+                let log = log.clone();
+                Box::pin(async move {
+                    log.lock().unwrap().push(format!(
+                        "before delete where={}",
+                        ctx.where_.clone().unwrap_or(Value::Null)
+                    ));
+                    Ok(())
+                })
+            });
+            // Reads never see VIP customers.
+            customers.observe(Operation::Access, |ctx: &mut HookContext| {
+                Box::pin(async move {
+                    let hide = json!({"vip": false});
+                    ctx.where_ = Some(match ctx.where_.take() {
+                        Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
+                            json!({"and": [w, hide]})
+                        }
+                        _ => hide,
+                    });
+                    Ok(())
+                })
+            });
+            customers.observe(Operation::Loaded, |ctx: &mut HookContext| {
+                Box::pin(async move {
+                    if let Some(d) = ctx.data.as_mut() {
+                        d.insert("email".into(), json!("***"));
+                    }
+                    Ok(())
+                })
+            });
+            Ok(())
+        })
+    }
+}
+
+#[actix_web::test]
+async fn hooks_rewrite_reject_narrow_and_observe() {
+    let dir = oxbow_conformance::scratch_copy("examples/shop", "hooks").unwrap();
+    let plan = oxbow_config::load(&dir).unwrap();
+    let log: Log = Arc::default();
+    let plugins: Vec<Box<dyn BootPlugin>> = vec![Box::new(Observer { log: log.clone() })];
+    let booted = oxbow::boot(plan, &plugins).await.unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await;
+    let send = |method: &str, uri: &str, body: Option<Value>| {
+        let mut r = test::TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(uri);
+        if let Some(b) = body {
+            r = r
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(b.to_string());
+        }
+        r.to_request()
+    };
+    // before save rewrites; the response and the store hold the rewritten name.
+    let resp = test::call_service(
+        &app,
+        send(
+            "POST",
+            "/api/Customers",
+            Some(json!({"name": "ann", "email": "a@x.io"})),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        test::read_body(resp).await,
+        r#"{"name":"ANN","email":"a@x.io","vip":false,"tier":"basic","id":1}"#
+    );
+    // before save rejects: LoopBack's error body, nothing written.
+    let resp = test::call_service(
+        &app,
+        send(
+            "POST",
+            "/api/Customers",
+            Some(json!({"name": "nope", "email": "n@x.io"})),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        test::read_body(resp).await,
+        r#"{"error":{"statusCode":403,"name":"Error","message":"names like that are refused"}}"#
+    );
+    // A patch goes through the same hook (as `data`).
+    let resp = test::call_service(
+        &app,
+        send("PATCH", "/api/Customers/1", Some(json!({"name": "anna"}))),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = test::read_body_json(resp).await;
+    assert_eq!(body["name"], "ANNA");
+    // access hides VIPs from finds, counts and look-ups by id; loaded masks emails.
+    let resp = test::call_service(
+        &app,
+        send(
+            "POST",
+            "/api/Customers",
+            Some(json!({"name": "vic", "email": "v@x.io", "vip": true})),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let resp = test::call_service(&app, send("GET", "/api/Customers", None)).await;
+    assert_eq!(
+        test::read_body(resp).await,
+        r#"[{"name":"ANNA","email":"***","vip":false,"tier":"basic","id":1}]"#
+    );
+    let resp = test::call_service(&app, send("GET", "/api/Customers/count", None)).await;
+    assert_eq!(test::read_body(resp).await, r#"{"count":1}"#);
+    let resp = test::call_service(&app, send("GET", "/api/Customers/2", None)).await;
+    assert_eq!(resp.status(), 404);
+    // Deletes are observed with their where.
+    let resp = test::call_service(&app, send("DELETE", "/api/Customers/1", None)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            r#"after save Customer new=Some(true) name="ANN""#,
+            r#"after save Customer new=Some(false) name="ANNA""#,
+            r#"after save Customer new=Some(true) name="VIC""#,
+            r#"before delete where={"id":1}"#,
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
