@@ -132,6 +132,45 @@ pub fn compile_models(
     out
 }
 
+/// The built-in `TimeStamp` mixin (loopback-ds-timestamp-mixin's options: `createdAt`,
+/// `updatedAt`, `required`) adds its two date properties after the id, as LoopBack applies
+/// mixins when the model is defined; the boot sequence adds the hook that keeps them current.
+fn add_timestamp_properties(json: &Map<String, Value>, properties: &mut Vec<Property>) {
+    let Some(opts) = json.get("mixins").and_then(|m| m.get("TimeStamp")) else {
+        return;
+    };
+    if matches!(opts, Value::Bool(false) | Value::Null) {
+        return;
+    }
+    let name = |k: &str, default: &str| {
+        opts.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let required = opts
+        .get("required")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    for prop in [
+        name("createdAt", "createdAt"),
+        name("updatedAt", "updatedAt"),
+    ] {
+        if properties.iter().any(|p| p.name == prop) {
+            continue;
+        }
+        properties.push(Property {
+            name: prop,
+            ty: PropertyType::Date,
+            required,
+            default: None,
+            default_fn: Some("now".into()),
+            id: None,
+            generated: false,
+        });
+    }
+}
+
 /// `hasAndBelongsToMany` without `through`: juggler links the two models through a model named
 /// `<Owner><Target>` or `<Target><Owner>`, whichever exists, else it defines `<Owner><Target>`
 /// (not public, on the owner's datasource, `belongsTo` both sides). Relations are set up in
@@ -416,6 +455,7 @@ fn compile_one(
             properties.len() - 1
         }
     };
+    add_timestamp_properties(json, &mut properties);
     let generated = properties[id_index].generated;
     let force_id = match setting(json, "forceId") {
         Some(Value::Bool(false)) => false,

@@ -48,7 +48,12 @@ pub struct BootContext {
     routes: Vec<RouteFn>,
     plan: Arc<AppPlan>,
     middleware: HashMap<String, MiddlewareFactory>,
+    mixins: HashMap<String, MixinFn>,
 }
+
+/// A mixin a plugin provides: applied to every model whose JSON names it in `mixins`, with the
+/// options given there (`true` becomes `{}`).
+pub type MixinFn = Arc<dyn Fn(&Arc<Model>, &Value) -> anyhow::Result<()> + Send + Sync>;
 
 impl BootContext {
     /// A model by name; an error names the models that exist.
@@ -81,6 +86,17 @@ impl BootContext {
         factory: impl Fn(&Value) -> anyhow::Result<Arc<dyn Middleware>> + Send + Sync + 'static,
     ) {
         self.middleware.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Registers a mixin under the name model JSON uses in `mixins` (`"Audited": {...}`).
+    /// It runs once per model naming it, after every boot plugin, and usually adds operation
+    /// hooks ([`Model::observe`]). `TimeStamp` is built in.
+    pub fn mixin(
+        &mut self,
+        name: &str,
+        apply: impl Fn(&Arc<Model>, &Value) -> anyhow::Result<()> + Send + Sync + 'static,
+    ) {
+        self.mixins.insert(name.to_owned(), Arc::new(apply));
     }
 
     /// Mounts LoopBack's `loopback#status` handler at `path`:
@@ -199,6 +215,7 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
         routes: Vec::new(),
         plan: plan.clone(),
         middleware: HashMap::new(),
+        mixins: HashMap::new(),
     };
     let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
     ordered.sort_by_key(|p| p.name().to_lowercase());
@@ -207,6 +224,7 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             .await
             .with_context(|| format!("boot plugin `{}` failed", p.name()))?;
     }
+    apply_mixins(&registry, &ctx.mixins)?;
     let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
@@ -216,6 +234,66 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
         pipeline: Arc::new(pipeline),
         shutdown: Arc::new(shutdown),
     })
+}
+
+/// Applies each model's `mixins`: the built-in `TimeStamp`, or one a plugin registered.
+fn apply_mixins(registry: &Registry, mixins: &HashMap<String, MixinFn>) -> anyhow::Result<()> {
+    for model in registry.models() {
+        let Some(Value::Object(wanted)) = model.definition().settings.get("mixins") else {
+            continue;
+        };
+        for (name, opts) in wanted {
+            let opts = match opts {
+                Value::Bool(false) | Value::Null => continue,
+                Value::Bool(true) => Value::Object(serde_json::Map::new()),
+                other => other.clone(),
+            };
+            if name == "TimeStamp" {
+                timestamp_mixin(model, &opts);
+                continue;
+            }
+            let Some(apply) = mixins.get(name) else {
+                let mut known: Vec<&str> = mixins.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                known.insert(0, "TimeStamp");
+                bail!(
+                    "model `{}`: no mixin is registered as `{name}`; a boot plugin must register it (BootContext::mixin). Known mixins: {}",
+                    model.name(),
+                    known.join(", ")
+                );
+            };
+            apply(model, &opts)
+                .with_context(|| format!("mixin `{name}` on model `{}`", model.name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// loopback-ds-timestamp-mixin: `updatedAt` becomes now on every save; `createdAt` is set on
+/// create (its `defaultFn: "now"`) and kept on partial updates.
+fn timestamp_mixin(model: &Arc<Model>, opts: &Value) {
+    let updated = opts
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .unwrap_or("updatedAt")
+        .to_owned();
+    let created = opts
+        .get("createdAt")
+        .and_then(Value::as_str)
+        .unwrap_or("createdAt")
+        .to_owned();
+    model.observe(core::Operation::BeforeSave, move |ctx| {
+        let now = Value::String(oxbow_rest::now_iso());
+        if let Some(inst) = ctx.instance.as_mut() {
+            if ctx.is_new_instance == Some(true) {
+                inst.insert(created.clone(), now.clone());
+            }
+            inst.insert(updated.clone(), now);
+        } else if let Some(data) = ctx.data.as_mut() {
+            data.insert(updated.clone(), now);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    });
 }
 
 /// Where to listen.

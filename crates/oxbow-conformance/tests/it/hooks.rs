@@ -187,3 +187,121 @@ async fn hooks_rewrite_reject_narrow_and_observe() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+struct Mixins {
+    log: Log,
+}
+
+impl BootPlugin for Mixins {
+    fn name(&self) -> &str {
+        "mixins"
+    }
+
+    fn boot<'a>(&'a self, app: &'a mut BootContext) -> BootFuture<'a> {
+        Box::pin(async move {
+            let log = self.log.clone();
+            app.mixin("Audited", move |model, opts| {
+                let log = log.clone();
+                let tag = opts["tag"].as_str().unwrap_or("-").to_owned();
+                model.observe(Operation::AfterSave, move |ctx: &mut HookContext| {
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{tag}: saved {}", ctx.model));
+                    Box::pin(std::future::ready(Ok(())))
+                });
+                Ok(())
+            });
+            Ok(())
+        })
+    }
+}
+
+/// The shop app with `mixins` added to Customer's JSON.
+fn shop_with_mixins(tag: &str, mixins: Value) -> std::path::PathBuf {
+    let dir = oxbow_conformance::scratch_copy("examples/shop", tag).unwrap();
+    let path = dir.join("models/customer.json");
+    let mut model: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    model["mixins"] = mixins;
+    std::fs::write(&path, serde_json::to_string_pretty(&model).unwrap()).unwrap();
+    dir
+}
+
+#[actix_web::test]
+async fn timestamp_and_plugin_mixins() {
+    let dir = shop_with_mixins(
+        "mixins",
+        json!({"TimeStamp": {"updatedAt": "modified"}, "Audited": {"tag": "audit"}}),
+    );
+    let log: Log = Arc::default();
+    let plan = oxbow_config::load(&dir).unwrap();
+    let props: Vec<&str> = plan
+        .models
+        .iter()
+        .find(|m| m.name.as_str() == "Customer")
+        .unwrap()
+        .properties
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(props[props.len() - 3..], ["id", "createdAt", "modified"]);
+    let plugins: Vec<Box<dyn BootPlugin>> = vec![Box::new(Mixins { log: log.clone() })];
+    let booted = oxbow::boot(plan, &plugins).await.unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await;
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/Customers")
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"name":"Ann","email":"a@x.io"}"#)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let created: Value = test::read_body_json(resp).await;
+    let (c, m) = (
+        created["createdAt"].as_str().unwrap(),
+        created["modified"].as_str().unwrap(),
+    );
+    assert!(c.ends_with('Z') && m.ends_with('Z'), "{created}");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::patch()
+            .uri("/api/Customers/1")
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"age":40}"#)
+            .to_request(),
+    )
+    .await;
+    let patched: Value = test::read_body_json(resp).await;
+    assert_eq!(
+        patched["createdAt"], created["createdAt"],
+        "kept on a patch"
+    );
+    assert!(patched["modified"].as_str().unwrap() > m, "{patched}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["audit: saved Customer", "audit: saved Customer"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_web::test]
+async fn an_unknown_mixin_fails_boot() {
+    let dir = shop_with_mixins("mixins-unknown", json!({"SoftDelete": true}));
+    let plan = oxbow_config::load(&dir).unwrap();
+    let err = match oxbow::boot(plan, &[]).await {
+        Ok(_) => panic!("boot must fail"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert_eq!(
+        err,
+        "model `Customer`: no mixin is registered as `SoftDelete`; a boot plugin must register it (BootContext::mixin). Known mixins: TimeStamp"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
