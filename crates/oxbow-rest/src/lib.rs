@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod plans;
 pub mod qs;
 pub mod relations;
+pub mod remote;
 pub mod routes;
 pub mod stream;
 
@@ -54,6 +55,10 @@ pub struct RestApi {
     pub pipeline: Arc<pipeline::Compiled>,
     /// Express's `etag` setting (config.json `etag`).
     pub etag: etag::EtagMode,
+    /// Remote methods declared in model JSON (`methods`), by model name.
+    pub remote_methods: std::collections::HashMap<String, Vec<remote::RemoteMethod>>,
+    /// Their Rust implementations and the remote hooks, from boot plugins.
+    pub remotes: Arc<remote::Remotes>,
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -348,10 +353,38 @@ async fn dispatch(
         return Err(no_method());
     };
     let rest: Vec<&str> = segs.collect();
+    let verb = req.method().as_str();
+    let declared = api
+        .remote_methods
+        .get(model.name())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    // Literal custom routes sort before `/:id` (strong-remoting's order).
+    if let Some((m, params)) = declared
+        .iter()
+        .filter(|m| m.literal())
+        .find_map(|m| m.matches(verb, &rest).map(|p| (m, p)))
+    {
+        return call_remote(api, model, m, params, req, plan, body).await;
+    }
     let route = routes::match_route(req.method(), &rest);
     if route.is_none() {
         if let Some(rel_route) = relations::match_route(&api.registry, model, req.method(), &rest) {
-            return relations::run(&api.registry, model, rel_route, req, plan, body).await;
+            let method = rel_route.method_name();
+            let args = route_args(
+                rel_route.fk.as_deref().map(routes::sloppy_any),
+                &body,
+                query,
+            );
+            let body = before_remote(api, req, model.name(), &method, args, body).await?;
+            let out = relations::run(&api.registry, model, rel_route, req, plan, body).await?;
+            return after_remote(api, req, model.name(), &method, out).await;
+        }
+        if let Some((m, params)) = declared
+            .iter()
+            .find_map(|m| m.matches(verb, &rest).map(|p| (m, p)))
+        {
+            return call_remote(api, model, m, params, req, plan, body).await;
         }
     }
     let Some(route) = route else {
@@ -403,9 +436,233 @@ async fn dispatch(
         )?;
         return Ok(Outcome::Response(resp));
     }
-    run(&api.registry, model, &route, req, plan, body)
+    let method = route.op.method_name();
+    let body = if api.remotes.has_hooks() {
+        let args = route_args(route.id.as_deref().map(routes::sloppy_any), &body, query);
+        before_remote(api, req, model.name(), method, args, body).await?
+    } else {
+        body
+    };
+    let out = run(&api.registry, model, &route, req, plan, body)
         .await
-        .map(Outcome::Reply)
+        .map(Outcome::Reply)?;
+    after_remote(api, req, model.name(), method, out).await
+}
+
+/// The arguments remote hooks see for a built-in method: `id`, `data`, `filter`, `where`.
+fn route_args(id: Option<Value>, body: &Body, query: &Map<String, Value>) -> Map<String, Value> {
+    let mut args = Map::new();
+    if let Some(id) = id {
+        args.insert("id".into(), id);
+    }
+    match body {
+        Body::Json(v) => {
+            args.insert("data".into(), v.clone());
+        }
+        Body::Form(m) => {
+            args.insert("data".into(), Value::Object(m.clone()));
+        }
+        Body::None => {}
+    }
+    for k in ["filter", "where"] {
+        if let Some(v) = query.get(k) {
+            args.insert(k.into(), v.clone());
+        }
+    }
+    args
+}
+
+/// Runs the `beforeRemote` hooks that match; a changed `data` becomes the body.
+async fn before_remote(
+    api: &RestApi,
+    req: &HttpRequest,
+    model: &str,
+    method: &str,
+    args: Map<String, Value>,
+    body: Body,
+) -> Result<Body, RestError> {
+    if api.remotes.before.is_empty() {
+        return Ok(body);
+    }
+    let before = args.get("data").cloned();
+    let mut ctx = remote::RemoteContext {
+        req,
+        model,
+        method,
+        args,
+        result: None,
+    };
+    api.remotes.run_before(&mut ctx).await?;
+    let after = ctx.args.remove("data");
+    Ok(if after != before {
+        after.map_or(Body::None, Body::Json)
+    } else {
+        body
+    })
+}
+
+/// Runs the `afterRemote` hooks that match on a JSON result; they may replace it.
+async fn after_remote(
+    api: &RestApi,
+    req: &HttpRequest,
+    model: &str,
+    method: &str,
+    out: Outcome,
+) -> Result<Outcome, RestError> {
+    let Outcome::Reply(reply) = out else {
+        return Ok(out);
+    };
+    if !api.remotes.has_after(model, method) {
+        return Ok(Outcome::Reply(reply));
+    }
+    let result: Value = serde_json::from_slice(&reply.json).unwrap_or(Value::Null);
+    let mut ctx = remote::RemoteContext {
+        req,
+        model,
+        method,
+        args: Map::new(),
+        result: Some(result),
+    };
+    api.remotes.run_after(&mut ctx).await?;
+    let json = serde_json::to_vec(&ctx.result.unwrap_or(Value::Null))
+        .map_err(|e| RestError::new(500, e.to_string()))?;
+    Ok(Outcome::Reply(Reply {
+        status: reply.status,
+        json,
+    }))
+}
+
+/// A remote method declared in model JSON: arguments sourced and coerced as strong-remoting
+/// does, the Rust implementation a plugin registered, the result shaped by `returns`.
+async fn call_remote(
+    api: &RestApi,
+    model: &Arc<Model>,
+    m: &remote::RemoteMethod,
+    params: Map<String, Value>,
+    req: &HttpRequest,
+    plan: &plans::Parsed,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let Some(handler) = api
+        .remotes
+        .methods
+        .get(&(model.name().to_owned(), m.name.clone()))
+        .cloned()
+    else {
+        return Err(RestError::new(
+            501,
+            format!(
+                "{}.{} is declared in the model's methods but no boot plugin implements it",
+                model.name(),
+                m.name
+            ),
+        ));
+    };
+    let instance = if m.is_static {
+        None
+    } else {
+        let id = params.get("id").cloned().unwrap_or(Value::Null);
+        match model.find_by_id(&id).await? {
+            Some(r) => Some(r),
+            None => {
+                return Err(oxbow_core::Error::model_not_found(format!(
+                    "could not find a model with id {}",
+                    oxbow_core::js::to_js_string(&id)
+                ))
+                .into());
+            }
+        }
+    };
+    let query = &plan.query;
+    let body_map = match &body {
+        Body::Json(Value::Object(m)) => Some(m.clone()),
+        Body::Form(m) => Some(m.clone()),
+        _ => None,
+    };
+    let from_json = matches!(body, Body::Json(_));
+    let mut args = Map::new();
+    for a in &m.accepts {
+        let (raw, json) = match a.source.as_deref() {
+            Some("body") => (
+                match &body {
+                    Body::Json(v) => Some(v.clone()),
+                    Body::Form(m) => Some(Value::Object(m.clone())),
+                    Body::None => None,
+                },
+                true,
+            ),
+            Some("path") => (params.get(&a.arg).cloned(), true),
+            Some("query") => (query.get(&a.arg).cloned(), false),
+            Some("header") => (
+                req.headers()
+                    .get(a.arg.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| Value::String(v.to_owned())),
+                false,
+            ),
+            Some("form") => (
+                body_map.as_ref().and_then(|b| b.get(&a.arg)).cloned(),
+                from_json,
+            ),
+            _ => {
+                if let Some(v) = params.get(&a.arg) {
+                    (Some(v.clone()), true)
+                } else if let Some(v) = body_map.as_ref().and_then(|b| b.get(&a.arg)) {
+                    (Some(v.clone()), from_json)
+                } else if let Some(v) = query.get(&a.arg) {
+                    (Some(v.clone()), false)
+                } else {
+                    (
+                        req.headers()
+                            .get(a.arg.as_str())
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| Value::String(v.to_owned())),
+                        false,
+                    )
+                }
+            }
+        };
+        let value = remote::coerce_arg(a, raw, json)?;
+        let blank = match &value {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            _ => false,
+        };
+        if a.required && blank {
+            return Err(RestError::new(
+                400,
+                format!("{} is a required argument", a.arg),
+            ));
+        }
+        if let Some(v) = value {
+            args.insert(a.arg.clone(), v);
+        }
+    }
+    if !api.remotes.before.is_empty() {
+        let mut ctx = remote::RemoteContext {
+            req,
+            model: model.name(),
+            method: &m.name,
+            args,
+            result: None,
+        };
+        api.remotes.run_before(&mut ctx).await?;
+        args = ctx.args;
+    }
+    let result = handler(remote::RemoteCall {
+        req: req.clone(),
+        model: model.clone(),
+        args,
+        instance,
+    })
+    .await?;
+    let shaped = m.shape(result);
+    let json = serde_json::to_vec(&shaped).map_err(|e| RestError::new(500, e.to_string()))?;
+    let out = Outcome::Reply(Reply {
+        status: StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
+        json,
+    });
+    after_remote(api, req, model.name(), &m.name, out).await
 }
 
 /// A model's change stream routes exist unless its JSON says `"changeStream": false` (or

@@ -55,6 +55,31 @@ pub struct RelRoute {
     pub nested: Option<Relation>,
 }
 
+impl RelRoute {
+    /// strong-remoting's name of the method: `prototype.__get__orders`, `prototype.__link__tags`.
+    pub fn method_name(&self) -> String {
+        let verb = match self.op {
+            RelOp::Get | RelOp::List => "get",
+            RelOp::Create => "create",
+            RelOp::Update => "update",
+            RelOp::Destroy => "destroy",
+            RelOp::DeleteAll => "delete",
+            RelOp::Count => "count",
+            RelOp::FindById => "findById",
+            RelOp::UpdateById => "updateById",
+            RelOp::DestroyById => "destroyById",
+            RelOp::Link => "link",
+            RelOp::Unlink => "unlink",
+            RelOp::Exists => "exists",
+            RelOp::Nested => {
+                let inner = self.nested.as_ref().map_or("", |n| n.name.as_str());
+                return format!("prototype.__get__{}__{inner}", self.relation.name);
+            }
+        };
+        format!("prototype.__{verb}__{}", self.relation.name)
+    }
+}
+
 fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()

@@ -49,6 +49,7 @@ pub struct BootContext {
     plan: Arc<AppPlan>,
     middleware: HashMap<String, MiddlewareFactory>,
     mixins: HashMap<String, MixinFn>,
+    remotes: oxbow_rest::remote::Remotes,
 }
 
 /// A mixin a plugin provides: applied to every model whose JSON names it in `mixins`, with the
@@ -86,6 +87,48 @@ impl BootContext {
         factory: impl Fn(&Value) -> anyhow::Result<Arc<dyn Middleware>> + Send + Sync + 'static,
     ) {
         self.middleware.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// Implements a remote method that `model`'s JSON declares in `methods` (`"greet"`, or
+    /// `"prototype.summary"` for an instance method).
+    pub fn remote_method<F, Fut>(&mut self, model: &str, name: &str, f: F)
+    where
+        F: Fn(oxbow_rest::remote::RemoteCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, oxbow_rest::RestError>> + 'static,
+    {
+        let f = Arc::new(f);
+        self.remotes.methods.insert(
+            (model.to_owned(), name.to_owned()),
+            Arc::new(move |call| {
+                let f = f.clone();
+                Box::pin(async move { f(call).await })
+            }),
+        );
+    }
+
+    /// `Model.beforeRemote(pattern, fn)`: `model` is a model name or `*`; `pattern` names
+    /// methods (`create`, `prototype.*`, `**`).
+    pub fn before_remote(
+        &mut self,
+        model: &str,
+        pattern: &str,
+        hook: oxbow_rest::remote::RemoteHook,
+    ) {
+        self.remotes
+            .before
+            .push((model.to_owned(), pattern.to_owned(), hook));
+    }
+
+    /// `Model.afterRemote(pattern, fn)`: the hook may replace `ctx.result`.
+    pub fn after_remote(
+        &mut self,
+        model: &str,
+        pattern: &str,
+        hook: oxbow_rest::remote::RemoteHook,
+    ) {
+        self.remotes
+            .after
+            .push((model.to_owned(), pattern.to_owned(), hook));
     }
 
     /// Registers a mixin under the name model JSON uses in `mixins` (`"Audited": {...}`).
@@ -144,6 +187,8 @@ pub struct Booted {
     routes: Vec<RouteFn>,
     /// middleware.json compiled, with the plugins' middleware resolved.
     pipeline: Arc<oxbow_rest::pipeline::Compiled>,
+    remote_methods: HashMap<String, Vec<oxbow_rest::remote::RemoteMethod>>,
+    remotes: Arc<oxbow_rest::remote::Remotes>,
     /// Set at shutdown: open change streams send their last event and end.
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -216,6 +261,7 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
         plan: plan.clone(),
         middleware: HashMap::new(),
         mixins: HashMap::new(),
+        remotes: Default::default(),
     };
     let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
     ordered.sort_by_key(|p| p.name().to_lowercase());
@@ -226,12 +272,34 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
     }
     apply_mixins(&registry, &ctx.mixins)?;
     let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
+    let mut remote_methods = HashMap::new();
+    for model in registry.models() {
+        let declared = oxbow_rest::remote::RemoteMethod::declared(model.definition());
+        for m in &declared {
+            if !ctx
+                .remotes
+                .methods
+                .contains_key(&(model.name().to_owned(), m.name.clone()))
+            {
+                tracing::warn!(
+                    "model `{}` declares the remote method `{}`, which no boot plugin implements (BootContext::remote_method); it answers 501",
+                    model.name(),
+                    m.name
+                );
+            }
+        }
+        if !declared.is_empty() {
+            remote_methods.insert(model.name().to_owned(), declared);
+        }
+    }
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
         registry,
         routes: ctx.routes,
         pipeline: Arc::new(pipeline),
+        remote_methods,
+        remotes: Arc::new(ctx.remotes),
         shutdown: Arc::new(shutdown),
     })
 }
@@ -327,6 +395,8 @@ impl Booted {
             },
             shutdown: self.shutdown.subscribe(),
             pipeline: self.pipeline.clone(),
+            remote_methods: self.remote_methods.clone(),
+            remotes: self.remotes.clone(),
             etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
         })
     }

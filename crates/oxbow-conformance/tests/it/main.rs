@@ -6,6 +6,7 @@ mod conformance;
 mod hooks;
 mod include;
 mod pipeline;
+mod remote;
 mod robustness;
 mod streams;
 mod validation;
