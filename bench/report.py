@@ -5,6 +5,7 @@ import sys
 SCENARIOS = [
     ("findById", "findById `GET /api/catalog/42`", 50.0),
     ("filtered", "filtered list `GET /api/catalog?filter[where][price][gt]=50&filter[limit]=10`", 50.0),
+    ("include", "list with a one-level include `GET /api/Customers?filter[include]=orders&filter[limit]=5` (10 orders each)", 30.0),
     ("create", "create `POST /api/catalog`", 30.0),
 ]
 P99_TARGET_MS = 5.0

@@ -157,6 +157,8 @@ name, path = sys.argv[1], sys.argv[2]
 b = json.load(open(path))
 if name == "findById":
     assert b["id"] == 42 and b["name"] == "Product-42", b
+elif name == "include":
+    assert isinstance(b, list) and len(b) == 5 and all(len(c["orders"]) == 10 for c in b), b
 elif name == "filtered":
     assert isinstance(b, list) and len(b) == 10 and all(r["price"] > 50 for r in b), b
 elif name == "create":
@@ -205,6 +207,8 @@ bench_server() {
   rec "$tag.rss_seeded" "$(rss_mib "$SERVER_PID")"
   run_scenario "$tag" findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$wcpu"
   run_scenario "$tag" filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
+    "$BENCH/lua/get.lua" "$wcpu"
+  run_scenario "$tag" include "$base/api/Customers?filter%5Binclude%5D=orders&filter%5Blimit%5D=5" \
     "$BENCH/lua/get.lua" "$wcpu"
   rec "$tag.rss_after_reads" "$(rss_mib "$SERVER_PID")"
   # create last: it grows the table, and the read scenarios should see exactly 100 rows
