@@ -205,6 +205,7 @@ bench_server() {
   "$BENCH/seed.sh" "$base" "$SEED_ROWS" >&2 || die "$tag: seeding failed"
   sleep 1
   rec "$tag.rss_seeded" "$(rss_mib "$SERVER_PID")"
+  "$BENCH/seed-orders.sh" "$base" >&2 || die "$tag: seeding orders failed"
   run_scenario "$tag" findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$wcpu"
   run_scenario "$tag" filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
     "$BENCH/lua/get.lua" "$wcpu"

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Seed N Products (default 100), 10 Customers and 100 Orders into the shop app through its
-# REST API, one request each:
+# Seed N Products (default 100) into the shop app through its REST API, in one request:
 #   bench/seed.sh http://127.0.0.1:PORT [N]
 # POST /api/catalog with a JSON array; names Product-1..N, prices 1..N, categories cycling over
 # four values, inStock alternating. Fails unless the server answers 200 and /count reports N.
@@ -30,22 +29,4 @@ if [ "$count" != "$N" ]; then
   echo "seed.sh: expected $N products, /api/catalog/count says $count" >&2
   exit 1
 fi
-# 10 customers with 10 orders each, for the include scenario.
-body="$(python3 - <<'PY'
-import json
-print(json.dumps([{"name": f"Customer-{i}", "email": f"c{i}@x.io"} for i in range(1, 11)]))
-PY
-)"
-code="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST \
-  -H 'Content-Type: application/json' --data-binary "$body" "$BASE/api/Customers")"
-[ "$code" = 200 ] || { echo "seed.sh: POST $BASE/api/Customers answered $code" >&2; exit 1; }
-body="$(python3 - <<'PY'
-import json
-print(json.dumps([{"code": f"O-{c}-{j}", "total": j * 10 + c, "customerId": c}
-                  for c in range(1, 11) for j in range(1, 11)]))
-PY
-)"
-code="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST \
-  -H 'Content-Type: application/json' --data-binary "$body" "$BASE/api/Orders")"
-[ "$code" = 200 ] || { echo "seed.sh: POST $BASE/api/Orders answered $code" >&2; exit 1; }
-echo "seeded $count products, 10 customers, 100 orders at $BASE"
+echo "seeded $count products at $BASE"

@@ -127,7 +127,10 @@ pub fn loose_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
     };
     match (a, b) {
         (Value::String(x), Value::String(y)) => x == y,
-        (Value::Number(_), Value::Number(_)) => to_number(a) == to_number(b),
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => to_number(a) == to_number(b),
+        },
         (Value::Bool(x), Value::Bool(y)) => x == y,
         // Objects and arrays compare by reference in JavaScript: two parsed values are never
         // the same object, except when compared with a primitive (then ToPrimitive applies).

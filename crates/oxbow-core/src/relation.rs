@@ -118,6 +118,28 @@ pub fn key_of(v: &Value) -> String {
     js::to_js_string(v)
 }
 
+/// [`key_of`] without an allocation for the usual numeric keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Int(i64),
+    Text(String),
+}
+
+fn key(v: &Value) -> Key {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Key::Int(i),
+            None => Key::Text(js::to_js_string(v)),
+        },
+        // "1" matches 1, as with `==`.
+        Value::String(s) => match s.parse::<i64>() {
+            Ok(i) if i.to_string() == *s => Key::Int(i),
+            _ => Key::Text(s.clone()),
+        },
+        other => Key::Text(js::to_js_string(other)),
+    }
+}
+
 /// One relation an `include` names, with its scope and nested include.
 #[derive(Debug, Clone)]
 struct IncludeItem {
@@ -166,28 +188,26 @@ fn parse_include(v: &Value, out: &mut Vec<IncludeItem>) {
 }
 
 /// Rows as REST shows them (hidden properties removed, `fields` applied), with every relation
-/// `include` names attached.
+/// `include` names attached, as JSON texts (one per row). Rows are written from their cached
+/// JSON and related records spliced in as text: no JSON maps are built on the way.
 pub async fn render(
     registry: &Registry,
     model: &Model,
     rows: &[Arc<Row>],
     fields: Option<&[String]>,
     include: Option<&Value>,
-) -> Result<Vec<Map<String, Value>>> {
+) -> Result<Vec<String>> {
     let def = model.definition();
-    let mut objs: Vec<Map<String, Value>> = rows
+    let mut objs: Vec<String> = rows
         .iter()
-        .map(|r| {
-            match (RecordView {
+        .map(|r| match fields {
+            None => r.rest_json(def).to_owned(),
+            Some(_) => serde_json::to_string(&RecordView {
                 def,
                 record: &**r,
                 fields,
             })
-            .to_value()
-            {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            }
+            .unwrap_or_else(|_| "{}".to_owned()),
         })
         .collect();
     if let Some(include) = include {
@@ -196,19 +216,56 @@ pub async fn render(
     Ok(objs)
 }
 
+/// Adds `"name":<json>` at the end of a JSON object's text.
+fn splice(obj: &mut String, name: &str, json: &str) {
+    if !obj.ends_with('}') {
+        return;
+    }
+    obj.pop();
+    if !obj.ends_with('{') {
+        obj.push(',');
+    }
+    obj.push_str(&Value::String(name.to_owned()).to_string());
+    obj.push(':');
+    obj.push_str(json);
+    obj.push('}');
+}
+
+/// `[a,b,c]` from JSON texts.
+fn json_array<'s>(items: impl Iterator<Item = &'s str>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
+}
+
 type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
-/// Fetches what `include` names for `rows` and puts it on `objs` (the same rows, rendered).
+/// Fetches what `include` names for `rows` and splices it into `objs` (the same rows, rendered).
 fn attach<'a>(
     registry: &'a Registry,
     model: &'a Model,
     rows: &'a [Arc<Row>],
-    objs: &'a mut [Map<String, Value>],
+    objs: &'a mut [String],
     include: &'a Value,
 ) -> LocalFuture<'a, Result<()>> {
     Box::pin(async move {
-        let mut items = Vec::new();
-        parse_include(include, &mut items);
+        let mut listed = Vec::new();
+        parse_include(include, &mut listed);
+        // A relation named twice is included once, at its first place, with its last scope
+        // (as a second assignment to the same key does in JavaScript).
+        let mut items: Vec<IncludeItem> = Vec::new();
+        for item in listed {
+            match items.iter_mut().find(|i| i.relation == item.relation) {
+                Some(first) => first.scope = item.scope,
+                None => items.push(item),
+            }
+        }
         for item in items {
             let def = model.definition();
             let rel = def.relation(&item.relation).ok_or_else(|| {
@@ -230,17 +287,17 @@ fn attach<'a>(
                     let pk = target.definition().id_name().to_owned();
                     let (found, found_objs) =
                         fetch(registry, target, &item.scope, &pk, keys, true).await?;
-                    let by_key: HashMap<String, usize> = found
+                    let by_key: HashMap<Key, usize> = found
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, r)| r.value_of(&pk).map(|k| (key_of(&k), i)))
+                        .filter_map(|(i, r)| r.value_of(&pk).map(|k| (key(&k), i)))
                         .collect();
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
                         let hit = row
                             .value_of(&rel.foreign_key)
-                            .and_then(|k| by_key.get(&key_of(&k)));
+                            .and_then(|k| by_key.get(&key(&k)));
                         if let Some(&i) = hit {
-                            obj.insert(rel.name.clone(), Value::Object(found_objs[i].clone()));
+                            splice(obj, &rel.name, &found_objs[i]);
                         }
                     }
                 }
@@ -249,31 +306,32 @@ fn attach<'a>(
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
                     let (found, found_objs) =
                         fetch(registry, target, &item.scope, &rel.foreign_key, keys, false).await?;
-                    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+                    let mut groups: HashMap<Key, Vec<usize>> = HashMap::new();
                     for (i, r) in found.iter().enumerate() {
                         if let Some(k) = r.value_of(&rel.foreign_key) {
-                            groups.entry(key_of(&k)).or_default().push(i);
+                            groups.entry(key(&k)).or_default().push(i);
                         }
                     }
                     let (skip, limit) = page(&item.scope);
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
-                        let list: Vec<Value> = row
+                        let mine: Vec<usize> = row
                             .value_of(pk)
-                            .and_then(|k| groups.get(&key_of(&k)))
+                            .and_then(|k| groups.get(&key(&k)))
                             .map(|ix| {
                                 ix.iter()
                                     .skip(skip)
                                     .take(limit.unwrap_or(usize::MAX))
-                                    .map(|&i| Value::Object(found_objs[i].clone()))
+                                    .copied()
                                     .collect()
                             })
                             .unwrap_or_default();
                         if rel.kind == RelationKind::HasOne {
-                            if let Some(first) = list.into_iter().next() {
-                                obj.insert(rel.name.clone(), first);
+                            if let Some(&first) = mine.first() {
+                                splice(obj, &rel.name, &found_objs[first]);
                             }
                         } else {
-                            obj.insert(rel.name.clone(), Value::Array(list));
+                            let list = json_array(mine.iter().map(|&i| found_objs[i].as_str()));
+                            splice(obj, &rel.name, &list);
                         }
                     }
                 }
@@ -292,30 +350,31 @@ fn attach<'a>(
                     let target_pk = target.definition().id_name().to_owned();
                     let (found, found_objs) =
                         fetch(registry, target, &item.scope, &target_pk, target_keys, true).await?;
-                    let mut linked: HashMap<String, Vec<String>> = HashMap::new();
+                    let mut linked: HashMap<Key, Vec<Key>> = HashMap::new();
                     for l in &links {
                         if let (Some(owner), Some(t)) =
                             (l.value_of(&rel.foreign_key), l.value_of(&key_through))
                         {
-                            linked.entry(key_of(&owner)).or_default().push(key_of(&t));
+                            linked.entry(key(&owner)).or_default().push(key(&t));
                         }
                     }
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
                         let mine = row
                             .value_of(pk)
-                            .and_then(|k| linked.get(&key_of(&k)))
+                            .and_then(|k| linked.get(&key(&k)))
                             .cloned()
                             .unwrap_or_default();
-                        let list: Vec<Value> = found
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| {
-                                r.value_of(&target_pk)
-                                    .is_some_and(|k| mine.contains(&key_of(&k)))
-                            })
-                            .map(|(i, _)| Value::Object(found_objs[i].clone()))
-                            .collect();
-                        obj.insert(rel.name.clone(), Value::Array(list));
+                        let list = json_array(
+                            found
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, r)| {
+                                    r.value_of(&target_pk)
+                                        .is_some_and(|k| mine.contains(&key(&k)))
+                                })
+                                .map(|(i, _)| found_objs[i].as_str()),
+                        );
+                        splice(obj, &rel.name, &list);
                     }
                 }
                 _ => {
@@ -344,7 +403,7 @@ fn distinct(values: impl Iterator<Item = Value>) -> Vec<Value> {
     let mut seen = std::collections::HashSet::new();
     values
         .filter(|v| !v.is_null())
-        .filter(|v| seen.insert(key_of(v)))
+        .filter(|v| seen.insert(key(v)))
         .collect()
 }
 
@@ -364,7 +423,7 @@ async fn fetch(
     key: &str,
     keys: Vec<Value>,
     paged: bool,
-) -> Result<(Vec<Arc<Row>>, Vec<Map<String, Value>>)> {
+) -> Result<(Vec<Arc<Row>>, Vec<String>)> {
     let mut f = scope.clone();
     let cond = json!({ key: { "inq": keys } });
     let where_ = match f.remove("where") {

@@ -116,8 +116,28 @@ async fn one_reply(
                 Some(inc),
             )
             .await?;
-            reply(&objs.pop().unwrap_or_default())
+            Ok(Reply {
+                status: StatusCode::OK,
+                json: objs.pop().unwrap_or_default().into_bytes(),
+            })
         }
+    }
+}
+
+/// JSON texts as one JSON array.
+fn texts_reply(texts: &[String]) -> Reply {
+    let mut json = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
+    json.push(b'[');
+    for (i, t) in texts.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(t.as_bytes());
+    }
+    json.push(b']');
+    Reply {
+        status: StatusCode::OK,
+        json,
     }
 }
 
@@ -895,7 +915,7 @@ async fn run(
                         Some(inc),
                     )
                     .await?;
-                    reply(&objs)?
+                    texts_reply(&objs)
                 }
                 None => rows_reply(def, &rows, filter.fields.as_deref())?,
             }

@@ -417,10 +417,10 @@ async fn many(
                 });
             }
             match &filter.include {
-                Some(inc) => reply(
+                Some(inc) => crate::texts_reply(
                     &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc))
                         .await?,
-                )?,
+                ),
                 None => rows_reply(tdef, &rows, filter.fields.as_deref())?,
             }
         }

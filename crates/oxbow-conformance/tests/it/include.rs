@@ -135,10 +135,13 @@ async fn include_over_a_hundred_parents_is_one_query_per_relation() {
         .parse_filter(&json!({"include": {"orders": "customer"}}))
         .unwrap();
     let rows = customers.find(&filter).await.unwrap();
-    let out =
+    let out: Vec<Value> =
         oxbow_core::relation::render(&registry, &customers, &rows, None, filter.include.as_ref())
             .await
-            .unwrap();
+            .unwrap()
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
     assert_eq!(out.len(), 100);
     assert!(
         out.iter()
