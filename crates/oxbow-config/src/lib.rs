@@ -380,7 +380,7 @@ pub fn parse_size(v: &Value) -> Option<usize> {
 }
 
 fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
-    const KNOWN: &[&str] = &["memory"];
+    const KNOWN: &[&str] = &["memory", "transient"];
     let mut out = Vec::new();
     let Some(map) = file.value.as_object() else {
         return out;

@@ -132,6 +132,60 @@ pub fn compile_models(
     out
 }
 
+/// embedsOne, embedsMany and referencesMany keep their data in a property of the owner
+/// (`property`, default `<target camelCase>Item` / `<target camelCase>List` / `<target
+/// camelCase>Ids`, or the relation's `foreignKey` for referencesMany), added after the id in
+/// relation order; the lists default to `[]`, as LoopBack shows them.
+fn add_embedded_properties(json: &Map<String, Value>, properties: &mut Vec<Property>) {
+    let Some(Value::Object(rels)) = json.get("relations") else {
+        return;
+    };
+    for rel in rels.values() {
+        let kind = rel.get("type").and_then(Value::as_str).unwrap_or("");
+        let target = rel.get("model").and_then(Value::as_str).unwrap_or("");
+        let mut camel = target.to_owned();
+        if let Some(f) = camel.get(..1) {
+            camel.replace_range(..1, &f.to_lowercase());
+        }
+        let (name, ty, default) = match kind {
+            "embedsOne" => (
+                rel.get("property")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{camel}Item"), str::to_owned),
+                PropertyType::Object,
+                None,
+            ),
+            "embedsMany" => (
+                rel.get("property")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{camel}List"), str::to_owned),
+                PropertyType::Array(None),
+                Some(Value::Array(Vec::new())),
+            ),
+            "referencesMany" => (
+                rel.get("foreignKey")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{camel}Ids"), str::to_owned),
+                PropertyType::Array(None),
+                Some(Value::Array(Vec::new())),
+            ),
+            _ => continue,
+        };
+        if properties.iter().any(|p| p.name == name) {
+            continue;
+        }
+        properties.push(Property {
+            name,
+            ty,
+            required: false,
+            default,
+            default_fn: None,
+            id: None,
+            generated: false,
+        });
+    }
+}
+
 /// The built-in `TimeStamp` mixin (loopback-ds-timestamp-mixin's options: `createdAt`,
 /// `updatedAt`, `required`) adds its two date properties after the id, as LoopBack applies
 /// mixins when the model is defined; the boot sequence adds the hook that keeps them current.
@@ -435,7 +489,12 @@ fn compile_one(
     let id_index = match properties.iter().position(|p| p.id.is_some()) {
         Some(i) => i,
         None => {
-            if !id_injection {
+            // A plain `Model` (embedded in others, never stored alone) may have no id at all.
+            let plain_model = json
+                .get("base")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.eq_ignore_ascii_case("Model"));
+            if !id_injection && !plain_model {
                 problems.push(Problem::new(
                     file,
                     "/properties",
@@ -456,6 +515,7 @@ fn compile_one(
         }
     };
     add_timestamp_properties(json, &mut properties);
+    add_embedded_properties(json, &mut properties);
     let generated = properties[id_index].generated;
     let force_id = match setting(json, "forceId") {
         Some(Value::Bool(false)) => false,

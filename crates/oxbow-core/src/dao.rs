@@ -326,6 +326,14 @@ impl Model {
 
     // ----- writes ----------------------------------------------------------------------------
 
+    /// A record as `create` would store it (defaults, coercion, validation), without storing
+    /// it: embedded models (embedsOne, embedsMany) live inside their owner's record.
+    pub fn build_valid(&self, data: Record, new_record: bool) -> Result<Record> {
+        let inst = Instance::build(&self.def, data, Defaults::Apply)?;
+        inst.validate(&self.def, new_record)?;
+        Ok(inst.into_record())
+    }
+
     /// `create`: defaults, coercion, validation, then insert.
     pub async fn create(&self, data: Record) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;

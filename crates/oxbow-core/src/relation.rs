@@ -54,6 +54,8 @@ pub struct Relation {
     pub nest_remoting: bool,
     /// `options.disableInclude`: `include` skips this relation.
     pub disable_include: bool,
+    /// embedsOne / embedsMany / referencesMany: the owner's property holding the data (or ids).
+    pub property: Option<String>,
 }
 
 fn camel(s: &str) -> String {
@@ -98,6 +100,18 @@ impl Relation {
                 .is_through()
                 .then(|| s("keyThrough").unwrap_or_else(|| format!("{}Id", camel(&target))));
             let option = |k: &str| r.pointer(&format!("/options/{k}")) == Some(&Value::Bool(true));
+            let property = match kind {
+                RelationKind::EmbedsOne => {
+                    Some(s("property").unwrap_or_else(|| format!("{}Item", camel(&target))))
+                }
+                RelationKind::EmbedsMany => {
+                    Some(s("property").unwrap_or_else(|| format!("{}List", camel(&target))))
+                }
+                RelationKind::ReferencesMany => {
+                    Some(s("foreignKey").unwrap_or_else(|| format!("{}Ids", camel(&target))))
+                }
+                _ => None,
+            };
             out.push(Relation {
                 name: name.clone(),
                 kind,
@@ -107,6 +121,7 @@ impl Relation {
                 key_through,
                 nest_remoting: option("nestRemoting"),
                 disable_include: option("disableInclude"),
+                property,
             });
         }
         out
@@ -377,11 +392,45 @@ fn attach<'a>(
                         splice(obj, &rel.name, &list);
                     }
                 }
-                _ => {
-                    return Err(Error::bad_request(format!(
-                        "include of the {:?} relation \"{}\" is not supported yet",
-                        rel.kind, rel.name
-                    )));
+                RelationKind::EmbedsOne | RelationKind::EmbedsMany => {
+                    // The embedded data is the owner's own property, shown once more under the
+                    // relation's name (an absent embedsOne item is left out).
+                    let prop = rel.property.as_deref().unwrap_or("");
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        match row.value_of(prop) {
+                            Some(v @ Value::Object(_)) | Some(v @ Value::Array(_)) => {
+                                splice(obj, &rel.name, &v.to_string());
+                            }
+                            _ if rel.kind == RelationKind::EmbedsMany => {
+                                splice(obj, &rel.name, "[]");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                RelationKind::ReferencesMany => {
+                    let prop = rel.property.as_deref().unwrap_or("");
+                    let all = |r: &Arc<Row>| match r.value_of(prop) {
+                        Some(Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    let keys = distinct(rows.iter().flat_map(all));
+                    let target_pk = target.definition().id_name().to_owned();
+                    let (found, found_objs) =
+                        fetch(registry, target, &item.scope, &target_pk, keys, true).await?;
+                    let by_key: HashMap<Key, usize> = found
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.value_of(&target_pk).map(|k| (key(&k), i)))
+                        .collect();
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        let mine: Vec<&str> = all(row)
+                            .iter()
+                            .filter_map(|k| by_key.get(&key(k)))
+                            .map(|&i| found_objs[i].as_str())
+                            .collect();
+                        splice(obj, &rel.name, &json_array(mine.into_iter()));
+                    }
                 }
             }
         }

@@ -100,8 +100,12 @@ pub fn match_route(
     let relation = model.definition().relation(name)?.clone();
     let verb = method.as_str();
     let kind = relation.kind;
-    let many = kind == RelationKind::HasMany || kind.is_through();
-    let one = kind == RelationKind::HasOne;
+    let many = matches!(
+        kind,
+        RelationKind::HasMany | RelationKind::EmbedsMany | RelationKind::ReferencesMany
+    ) || kind.is_through();
+    let one = matches!(kind, RelationKind::HasOne | RelationKind::EmbedsOne);
+    let linking = kind.is_through() || kind == RelationKind::ReferencesMany;
     let get = verb == "GET" || verb == "HEAD";
     let rel_seg = |s: &str| s.eq_ignore_ascii_case("rel");
     let mut nested = None;
@@ -114,11 +118,9 @@ pub fn match_route(
         [] if many && verb == "POST" => (RelOp::Create, None),
         [] if many && verb == "DELETE" => (RelOp::DeleteAll, None),
         [c] if many && get && c.eq_ignore_ascii_case("count") => (RelOp::Count, None),
-        [r, fk] if kind.is_through() && rel_seg(r) && verb == "PUT" => (RelOp::Link, Some(*fk)),
-        [r, fk] if kind.is_through() && rel_seg(r) && verb == "DELETE" => {
-            (RelOp::Unlink, Some(*fk))
-        }
-        [r, fk] if kind.is_through() && rel_seg(r) && verb == "HEAD" => (RelOp::Exists, Some(*fk)),
+        [r, fk] if linking && rel_seg(r) && verb == "PUT" => (RelOp::Link, Some(*fk)),
+        [r, fk] if linking && rel_seg(r) && verb == "DELETE" => (RelOp::Unlink, Some(*fk)),
+        [r, fk] if linking && rel_seg(r) && verb == "HEAD" => (RelOp::Exists, Some(*fk)),
         [fk] if many && get => (RelOp::FindById, Some(*fk)),
         [fk] if many && verb == "PUT" => (RelOp::UpdateById, Some(*fk)),
         [fk] if many && verb == "DELETE" => (RelOp::DestroyById, Some(*fk)),
@@ -292,13 +294,11 @@ pub(crate) async fn run(
         RelationKind::HasMany
         | RelationKind::HasManyThrough
         | RelationKind::HasAndBelongsToMany => many(&cx, &route, fk, req, plan, body).await,
-        _ => Err(RestError::new(
-            404,
-            format!(
-                "the {:?} relation \"{}\" has no routes in oxbow yet",
-                rel.kind, rel.name
-            ),
-        )),
+        RelationKind::EmbedsOne => embeds_one(&cx, &owner, route.op, body).await,
+        RelationKind::EmbedsMany => embeds_many(&cx, &owner, route.op, fk, body).await,
+        RelationKind::ReferencesMany => {
+            references_many(&cx, &owner, route.op, fk, req, plan, body).await
+        }
     }
 }
 
@@ -560,6 +560,278 @@ async fn many(
         }
         RelOp::Get | RelOp::Update | RelOp::Destroy => {
             return Err(RestError::new(500, "to-many route with a to-one method"));
+        }
+    }))
+}
+
+/// A random 24-hex-digit id, as juggler gives embedded items.
+fn embedded_id() -> Value {
+    Value::String(oxbow_core::instance::uuid_v4().replace('-', "")[..24].to_owned())
+}
+
+/// Writes the owner's embedded property (through the owner's model: hooks and change events).
+async fn save_owner(cx: &Ctx<'_>, property: &str, value: Value) -> Result<(), RestError> {
+    let mut patch = Map::new();
+    patch.insert(property.to_owned(), value);
+    cx.owner
+        .patch_attributes(&cx.owner_pk, patch, false)
+        .await?;
+    Ok(())
+}
+
+/// embedsOne: the item lives in the owner's property.
+async fn embeds_one(
+    cx: &Ctx<'_>,
+    owner: &Row,
+    op: RelOp,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let prop = cx.rel.property.clone().unwrap_or_default();
+    let current = owner.value_of(&prop).filter(Value::is_object);
+    let none = || model_not_found(format!("No \"{}\" instance(s) found", cx.target.name()));
+    Ok(Outcome::Reply(match op {
+        // LoopBack answers an absent embedded item with 204.
+        RelOp::Get => match current {
+            Some(v) => reply(&v)?,
+            None => return Ok(no_content()),
+        },
+        RelOp::Create => {
+            let mut item = cx.target.build_valid(one_object(body)?, true)?;
+            item.entry("id").or_insert_with(embedded_id);
+            let item = Value::Object(item);
+            save_owner(cx, &prop, item.clone()).await?;
+            reply(&item)?
+        }
+        RelOp::Update => {
+            let Some(Value::Object(mut merged)) = current else {
+                return Err(none());
+            };
+            for (k, v) in one_object(body)? {
+                merged.insert(k, v);
+            }
+            let item = Value::Object(keep_id(
+                cx.target.build_valid(merged.clone(), false)?,
+                &merged,
+            ));
+            save_owner(cx, &prop, item.clone()).await?;
+            reply(&item)?
+        }
+        RelOp::Destroy => {
+            save_owner(cx, &prop, Value::Null).await?;
+            return Ok(no_content());
+        }
+        _ => return Err(RestError::new(500, "embedsOne route with a to-many method")),
+    }))
+}
+
+/// An embedded item keeps the id it was given (juggler's are 24-hex strings, whatever the
+/// embedded model's id type says).
+fn keep_id(mut item: Map<String, Value>, from: &Map<String, Value>) -> Map<String, Value> {
+    if let Some(id) = from.get("id") {
+        item.insert("id".into(), id.clone());
+    }
+    item
+}
+
+/// The index of the embedded item whose `id` is `fk` (`"2"` matches `2`).
+fn item_at(items: &[Value], fk: &Value) -> Option<usize> {
+    let want = key_of(fk);
+    items
+        .iter()
+        .position(|i| i.get("id").is_some_and(|id| key_of(id) == want))
+}
+
+/// embedsMany: the items live in the owner's array property.
+async fn embeds_many(
+    cx: &Ctx<'_>,
+    owner: &Row,
+    op: RelOp,
+    fk: Option<Value>,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let prop = cx.rel.property.clone().unwrap_or_default();
+    let mut items = match owner.value_of(&prop) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    let target = cx.target;
+    let fk = fk.unwrap_or(Value::Null);
+    let missing = |fk: &Value| {
+        model_not_found(format!(
+            "Unknown \"{}\" id \"{}\".",
+            target.name(),
+            oxbow_core::js::to_js_string(fk)
+        ))
+    };
+    Ok(Outcome::Reply(match op {
+        RelOp::List => reply(&items)?,
+        RelOp::Count => reply(&json!({ "count": items.len() }))?,
+        RelOp::Create => {
+            let mut item = target.build_valid(one_object(body)?, true)?;
+            item.entry("id").or_insert_with(embedded_id);
+            let item = Value::Object(item);
+            items.push(item.clone());
+            save_owner(cx, &prop, Value::Array(items)).await?;
+            reply(&item)?
+        }
+        RelOp::FindById => {
+            let at = item_at(&items, &fk).ok_or_else(|| missing(&fk))?;
+            reply(&items[at])?
+        }
+        RelOp::UpdateById => {
+            let at = item_at(&items, &fk).ok_or_else(|| missing(&fk))?;
+            let mut merged = items[at].as_object().cloned().unwrap_or_default();
+            for (k, v) in one_object(body)? {
+                merged.insert(k, v);
+            }
+            let item = Value::Object(keep_id(target.build_valid(merged.clone(), false)?, &merged));
+            items[at] = item.clone();
+            save_owner(cx, &prop, Value::Array(items)).await?;
+            reply(&item)?
+        }
+        RelOp::DestroyById => {
+            let at = item_at(&items, &fk).ok_or_else(|| missing(&fk))?;
+            items.remove(at);
+            save_owner(cx, &prop, Value::Array(items)).await?;
+            return Ok(no_content());
+        }
+        RelOp::DeleteAll => {
+            save_owner(cx, &prop, Value::Array(Vec::new())).await?;
+            return Ok(no_content());
+        }
+        _ => return Err(RestError::new(500, "embedsMany route with another method")),
+    }))
+}
+
+/// referencesMany: the owner keeps an array of the targets' ids.
+#[allow(clippy::too_many_arguments)]
+async fn references_many(
+    cx: &Ctx<'_>,
+    owner: &Row,
+    op: RelOp,
+    fk: Option<Value>,
+    req: &HttpRequest,
+    plan: &plans::Parsed,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let prop = cx.rel.property.clone().unwrap_or_default();
+    let mut ids = match owner.value_of(&prop) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    let target = cx.target;
+    let tdef = target.definition();
+    let tpk = tdef.id_name().to_owned();
+    let linked = |ids: &[Value], fk: &Value| ids.iter().any(|i| key_of(i) == key_of(fk));
+    let fk = fk.unwrap_or(Value::Null);
+    let query = &plan.query;
+    Ok(Outcome::Reply(match op {
+        RelOp::List | RelOp::Count => {
+            let scope = json!({ tpk.as_str(): { "inq": ids.clone() } });
+            if op == RelOp::Count {
+                let w = query_or_header(req, query, "where")?;
+                let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
+                return Ok(Outcome::Reply(reply(
+                    &json!({ "count": target.count(w.as_ref()).await? }),
+                )?));
+            }
+            let mut f = query_or_header(req, query, "filter")?
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            let ordered = f.contains_key("order");
+            let w = f.remove("where");
+            f.insert("where".into(), scoped_where(scope, w.as_ref()));
+            let filter = target.parse_filter(&Value::Object(f))?;
+            let mut rows = target.find(&filter).await?;
+            if !ordered {
+                let keys: Vec<String> = ids.iter().map(key_of).collect();
+                rows.sort_by_key(|r| {
+                    r.value_of(&tpk)
+                        .and_then(|k| keys.iter().position(|i| *i == key_of(&k)))
+                        .unwrap_or(usize::MAX)
+                });
+            }
+            rows_reply(tdef, &rows, filter.fields.as_deref())?
+        }
+        RelOp::Create => {
+            let row = target.create(one_object(body)?).await?;
+            ids.push(row.value_of(&tpk).unwrap_or(Value::Null));
+            save_owner(cx, &prop, Value::Array(ids)).await?;
+            written_reply(tdef, &row)?
+        }
+        RelOp::Link => {
+            let Some(row) = target.find_by_id(&fk).await? else {
+                return Err(model_not_found(format!(
+                    "could not find a model with id {}",
+                    oxbow_core::js::to_js_string(&fk)
+                )));
+            };
+            if !linked(&ids, &fk) {
+                ids.push(row.value_of(&tpk).unwrap_or(Value::Null));
+                save_owner(cx, &prop, Value::Array(ids)).await?;
+            }
+            written_reply(tdef, &row)?
+        }
+        RelOp::Unlink => {
+            ids.retain(|i| key_of(i) != key_of(&fk));
+            save_owner(cx, &prop, Value::Array(ids)).await?;
+            return Ok(no_content());
+        }
+        RelOp::Exists => {
+            if !linked(&ids, &fk) {
+                return Err(RestError::new(404, "Not Found"));
+            }
+            reply(&json!(true))?
+        }
+        RelOp::FindById | RelOp::UpdateById | RelOp::DestroyById => {
+            if !linked(&ids, &fk) {
+                return Err(RestError::new(
+                    400,
+                    format!(
+                        "Key mismatch: {}.{}: {}, {}.{}: {}",
+                        cx.owner.name(),
+                        prop,
+                        Value::Array(ids.clone()),
+                        target.name(),
+                        tpk,
+                        oxbow_core::js::to_js_string(&fk)
+                    ),
+                ));
+            }
+            let Some(row) = target.find_by_id(&fk).await? else {
+                return Err(model_not_found(format!(
+                    "could not find a model with id {}",
+                    oxbow_core::js::to_js_string(&fk)
+                )));
+            };
+            let id = row.value_of(&tpk).unwrap_or(Value::Null);
+            match op {
+                RelOp::FindById => written_reply(tdef, &row)?,
+                RelOp::UpdateById => {
+                    let row = target
+                        .patch_attributes(&id, one_object(body)?, true)
+                        .await?;
+                    written_reply(tdef, &row)?
+                }
+                _ => {
+                    target.delete_by_id(&id).await?;
+                    ids.retain(|i| key_of(i) != key_of(&fk));
+                    save_owner(cx, &prop, Value::Array(ids)).await?;
+                    return Ok(no_content());
+                }
+            }
+        }
+        RelOp::DeleteAll => {
+            let w = target.parse_where(&json!({ tpk.as_str(): { "inq": ids } }))?;
+            target.delete_all(w.as_ref()).await?;
+            save_owner(cx, &prop, Value::Array(Vec::new())).await?;
+            return Ok(no_content());
+        }
+        _ => {
+            return Err(RestError::new(
+                500,
+                "referencesMany route with another method",
+            ));
         }
     }))
 }

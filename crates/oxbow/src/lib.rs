@@ -216,6 +216,12 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
                         .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
+            // LoopBack's transient connector keeps nothing between calls; its models are
+            // used embedded in others. oxbow gives them a memory store that nothing exposes.
+            "transient" => Arc::new(
+                oxbow_core::MemoryConnector::new(defs.iter().map(|d| d.as_ref()), None)
+                    .with_context(|| format!("datasource `{}`", ds.name))?,
+            ),
             other => bail!(
                 "datasource `{}`: connector `{other}` is not available",
                 ds.name

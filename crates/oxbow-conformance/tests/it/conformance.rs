@@ -324,6 +324,7 @@ transcripts! {
     shop_http => "shop-http",
     shop_relations => "shop-relations",
     relations => "relations",
+    embeds => "embeds",
     pipeline => "pipeline",
     pipeline_off => "pipeline-off",
     filters_more => "filters-more",
