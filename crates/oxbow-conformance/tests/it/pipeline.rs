@@ -358,3 +358,24 @@ async fn an_optional_middleware_nobody_registered_is_skipped() {
     assert_eq!(resp.status(), 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_web::test]
+async fn strong_error_handler_debug_and_root_property() {
+    let dir = shop_with("mw-debug", |mw| {
+        mw["final:after"] = json!({"strong-error-handler": {"params": {"debug": true, "log": false, "rootProperty": "failure"}}});
+    });
+    let app = boot(&dir).await.expect("boot");
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/Customers/99")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        test::read_body(resp).await,
+        r#"{"failure":{"statusCode":404,"name":"Error","message":"Unknown \"Customer\" id \"99\".","code":"MODEL_NOT_FOUND","stack":"Error: Unknown \"Customer\" id \"99\"."}}"#
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
