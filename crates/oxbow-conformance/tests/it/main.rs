@@ -8,5 +8,6 @@ mod include;
 mod pipeline;
 mod remote;
 mod robustness;
+mod rules;
 mod streams;
 mod validation;
