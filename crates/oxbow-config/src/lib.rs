@@ -162,8 +162,6 @@ pub struct AppPlan {
     pub datasources: Vec<DataSourcePlan>,
     /// Models listed in model-config.json and attached to a datasource, in that file's order.
     pub models: Vec<ModelDefinition>,
-    /// middleware.json as read (compiled into a pipeline by the REST layer).
-    pub middleware: Map<String, Value>,
     /// middleware.json compiled: what runs, in which order, with which checked options.
     pub pipeline: middleware::MiddlewarePlan,
     /// The environment the overlays were chosen for (`NODE_ENV`, default `development`).
@@ -279,7 +277,6 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         config,
         datasources,
         models,
-        middleware: mw_file.value.as_object().cloned().unwrap_or_default(),
         pipeline: middleware_plan,
         env,
         warnings,

@@ -514,12 +514,7 @@ impl Model {
         validate: bool,
     ) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
-        let missing = || {
-            Error::model_not_found(format!(
-                "could not find a model with id {}",
-                js::to_js_string(&id)
-            ))
-        };
+        let missing = || Error::no_instance(&id);
         let id_name = self.def.id_name();
         if let Some(new_id) = data.get(id_name)
             && !id_equals(new_id, &id)
@@ -570,10 +565,7 @@ impl Model {
     pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
         if self.find_by_id(&id).await?.is_none() {
-            return Err(Error::model_not_found(format!(
-                "could not find a model with id {}",
-                js::to_js_string(&id)
-            )));
+            return Err(Error::no_instance(&id));
         }
         self.patch_attributes(&id, data, true).await
     }

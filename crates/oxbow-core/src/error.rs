@@ -62,6 +62,14 @@ impl Error {
         }
     }
 
+    /// LoopBack's 404 for an instance a method needs (`could not find a model with id 9`).
+    pub fn no_instance(id: &Value) -> Self {
+        Self::model_not_found(format!(
+            "could not find a model with id {}",
+            crate::js::to_js_string(id)
+        ))
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::Internal(message.into())
     }

@@ -246,14 +246,16 @@ fn splice(obj: &mut String, name: &str, json: &str) {
     obj.push('}');
 }
 
-/// `[a,b,c]` from JSON texts.
-fn json_array<'s>(items: impl Iterator<Item = &'s str>) -> String {
-    let mut out = String::from("[");
-    for (i, item) in items.enumerate() {
+/// `[a,b,c]` from JSON texts, allocated once.
+pub fn json_array<S: AsRef<str>>(items: &[S]) -> String {
+    let len = items.iter().map(|i| i.as_ref().len() + 1).sum::<usize>() + 2;
+    let mut out = String::with_capacity(len);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(item);
+        out.push_str(item.as_ref());
     }
     out.push(']');
     out
@@ -345,7 +347,9 @@ fn attach<'a>(
                                 splice(obj, &rel.name, &found_objs[first]);
                             }
                         } else {
-                            let list = json_array(mine.iter().map(|&i| found_objs[i].as_str()));
+                            let mine: Vec<&str> =
+                                mine.iter().map(|&i| found_objs[i].as_str()).collect();
+                            let list = json_array(&mine);
                             splice(obj, &rel.name, &list);
                         }
                     }
@@ -379,16 +383,16 @@ fn attach<'a>(
                             .and_then(|k| linked.get(&key(&k)))
                             .cloned()
                             .unwrap_or_default();
-                        let list = json_array(
-                            found
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, r)| {
-                                    r.value_of(&target_pk)
-                                        .is_some_and(|k| mine.contains(&key(&k)))
-                                })
-                                .map(|(i, _)| found_objs[i].as_str()),
-                        );
+                        let list: Vec<&str> = found
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| {
+                                r.value_of(&target_pk)
+                                    .is_some_and(|k| mine.contains(&key(&k)))
+                            })
+                            .map(|(i, _)| found_objs[i].as_str())
+                            .collect();
+                        let list = json_array(&list);
                         splice(obj, &rel.name, &list);
                     }
                 }
@@ -429,7 +433,7 @@ fn attach<'a>(
                             .filter_map(|k| by_key.get(&key(k)))
                             .map(|&i| found_objs[i].as_str())
                             .collect();
-                        splice(obj, &rel.name, &json_array(mine.into_iter()));
+                        splice(obj, &rel.name, &json_array(&mine));
                     }
                 }
             }

@@ -13,7 +13,6 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::Method;
 use actix_web::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue,
-    VARY,
 };
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -48,7 +47,7 @@ pub fn maybe_compress(
     if no_transform {
         return res;
     }
-    add_vary(&mut res);
+    crate::pipeline::add_vary(res.headers_mut(), "Accept-Encoding", false);
     let below = match res.body().size() {
         BodySize::Sized(n) => (n as usize) < opts.threshold,
         BodySize::None => 0 < opts.threshold,
@@ -95,30 +94,6 @@ pub fn maybe_compress(
             encoder: Some(encoder),
         }),
     })
-}
-
-fn add_vary(res: &mut HttpResponse) {
-    let heads = res.headers_mut();
-    let current: Vec<String> = heads
-        .get_all(VARY)
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    let joined = current.join(", ");
-    let has = joined
-        .split(',')
-        .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding"));
-    if has {
-        return;
-    }
-    let value = if joined.trim().is_empty() {
-        "Accept-Encoding".to_owned()
-    } else {
-        format!("{joined}, Accept-Encoding")
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        heads.insert(VARY, v);
-    }
 }
 
 /// mime-db's `compressible` flag for the types a LoopBack app serves, else compressible's

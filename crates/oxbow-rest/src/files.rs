@@ -69,12 +69,8 @@ fn resolve(roots: &[StaticRoot], raw_path: &str) -> Option<PathBuf> {
     None
 }
 
-/// Serves a static file for GET/HEAD, or `None` to fall through.
-pub fn serve(roots: &[StaticRoot], req: &HttpRequest) -> Option<HttpResponse> {
-    serve_at(roots, req, req.path())
-}
-
-/// [`serve`] for a path relative to the entry's mount point (Express strips it).
+/// Serves a static file for GET/HEAD, or `None` to fall through. `path` is relative to the
+/// entry's mount point (Express strips it).
 pub fn serve_at(roots: &[StaticRoot], req: &HttpRequest, path: &str) -> Option<HttpResponse> {
     if roots.is_empty() || !(req.method() == Method::GET || req.method() == Method::HEAD) {
         return None;

@@ -125,19 +125,10 @@ async fn one_reply(
 }
 
 /// JSON texts as one JSON array.
-fn texts_reply(texts: &[String]) -> Reply {
-    let mut json = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 2);
-    json.push(b'[');
-    for (i, t) in texts.iter().enumerate() {
-        if i > 0 {
-            json.push(b',');
-        }
-        json.extend_from_slice(t.as_bytes());
-    }
-    json.push(b']');
+fn texts_reply<S: AsRef<str>>(texts: &[S]) -> Reply {
     Reply {
         status: StatusCode::OK,
-        json,
+        json: oxbow_core::relation::json_array(texts).into_bytes(),
     }
 }
 
@@ -167,19 +158,7 @@ fn rows_reply(
         return reply(&views);
     }
     let parts: Vec<&str> = rows.iter().map(|r| r.rest_json(def)).collect();
-    let mut json = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
-    json.push(b'[');
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            json.push(b',');
-        }
-        json.extend_from_slice(p.as_bytes());
-    }
-    json.push(b']');
-    Ok(Reply {
-        status: StatusCode::OK,
-        json,
-    })
+    Ok(texts_reply(&parts))
 }
 
 /// Writes a result in the format the client negotiated (strong-remoting's `done`).
@@ -374,11 +353,13 @@ async fn dispatch(
     };
     let rest: Vec<&str> = segs.collect();
     let verb = req.method().as_str();
-    let declared = api
-        .remote_methods
-        .get(model.name())
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let declared: &[remote::RemoteMethod] = if api.remote_methods.is_empty() {
+        &[]
+    } else {
+        api.remote_methods
+            .get(model.name())
+            .map_or(&[], Vec::as_slice)
+    };
     // Literal custom routes sort before `/:id` (strong-remoting's order).
     if let Some((m, params)) = declared
         .iter()
@@ -585,11 +566,7 @@ async fn call_remote(
         match model.find_by_id(&id).await? {
             Some(r) => Some(r),
             None => {
-                return Err(oxbow_core::Error::model_not_found(format!(
-                    "could not find a model with id {}",
-                    oxbow_core::js::to_js_string(&id)
-                ))
-                .into());
+                return Err(oxbow_core::Error::no_instance(&id).into());
             }
         }
     };

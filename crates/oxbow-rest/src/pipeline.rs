@@ -253,16 +253,6 @@ impl Compiled {
             needs_async,
         })
     }
-
-    /// A pipeline with nothing in it (tests, and apps that configure none).
-    pub fn empty() -> Self {
-        Self {
-            before: Vec::new(),
-            after: Vec::new(),
-            errors: ErrorOptions::default(),
-            needs_async: false,
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------- effects
@@ -331,7 +321,12 @@ impl Effects {
             }
         }
         if self.vary != 0 {
-            merge_vary(heads, self.vary);
+            let ours = match self.vary {
+                VARY_ORIGIN => "Origin",
+                VARY_REQUEST_HEADERS => "Access-Control-Request-Headers",
+                _ => "Origin, Access-Control-Request-Headers",
+            };
+            add_vary(heads, ours, true);
         }
         if let Some(opts) = &self.compression {
             res = compress::maybe_compress(req, res, opts);
@@ -355,13 +350,10 @@ impl Effects {
     }
 }
 
-/// The `vary` module: our tokens first, then the handler's, each once (case-insensitive).
-fn merge_vary(heads: &mut HeaderMap, flags: u8) {
-    let ours: &'static str = match flags {
-        VARY_ORIGIN => "Origin",
-        VARY_REQUEST_HEADERS => "Access-Control-Request-Headers",
-        _ => "Origin, Access-Control-Request-Headers",
-    };
+/// The `vary` module: adds `ours` (`, `-separated tokens) to the response's `Vary`, each token
+/// once (case-insensitive), before the tokens already there (entries that ran before the
+/// handler) or after them (compression, which runs after); `*` is left alone.
+pub(crate) fn add_vary(heads: &mut HeaderMap, ours: &'static str, before: bool) {
     if !heads.contains_key(VARY) {
         heads.insert(VARY, HeaderValue::from_static(ours));
         return;
@@ -376,8 +368,15 @@ fn merge_vary(heads: &mut HeaderMap, flags: u8) {
     if theirs.iter().any(|t| t == "*") {
         return;
     }
-    let mut all: Vec<&str> = ours.split(", ").collect();
-    for t in &theirs {
+    let ours = ours.split(", ");
+    let theirs = theirs.iter().map(String::as_str);
+    let ordered: Vec<&str> = if before {
+        ours.chain(theirs).collect()
+    } else {
+        theirs.chain(ours).collect()
+    };
+    let mut all: Vec<&str> = Vec::with_capacity(ordered.len());
+    for t in ordered {
         if !all.iter().any(|a| a.eq_ignore_ascii_case(t)) {
             all.push(t);
         }

@@ -178,6 +178,55 @@ fn scoped_where(scope: Value, extra: Option<&Value>) -> Value {
     }
 }
 
+/// The target's rows within `scope` (a `where`), the request's `filter` applied on top (its
+/// `where`, fields, order, limit, include); without an `order`, in the order of `ids` when
+/// given (through and referencesMany lists).
+async fn scoped_list(
+    registry: &Registry,
+    target: &Model,
+    scope: Value,
+    ids: Option<&[Value]>,
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+) -> Result<crate::Reply, RestError> {
+    let tdef = target.definition();
+    let mut f = query_or_header(req, query, "filter")?
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let ordered = f.contains_key("order");
+    let w = f.remove("where");
+    f.insert("where".into(), scoped_where(scope, w.as_ref()));
+    let filter = target.parse_filter(&Value::Object(f))?;
+    let mut rows = target.find(&filter).await?;
+    if let (Some(ids), false) = (ids, ordered) {
+        let tpk = tdef.id_name();
+        let keys: Vec<String> = ids.iter().map(key_of).collect();
+        rows.sort_by_key(|r| {
+            r.value_of(tpk)
+                .and_then(|k| keys.iter().position(|i| *i == key_of(&k)))
+                .unwrap_or(usize::MAX)
+        });
+    }
+    Ok(match &filter.include {
+        Some(inc) => crate::texts_reply(
+            &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc)).await?,
+        ),
+        None => rows_reply(tdef, &rows, filter.fields.as_deref())?,
+    })
+}
+
+/// `{"count": n}` of the target's rows within `scope` and the request's `where`.
+async fn scoped_count(
+    target: &Model,
+    scope: Value,
+    req: &HttpRequest,
+    query: &Map<String, Value>,
+) -> Result<crate::Reply, RestError> {
+    let w = query_or_header(req, query, "where")?;
+    let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
+    reply(&json!({ "count": target.count(w.as_ref()).await? }))
+}
+
 /// Everything a relation route needs about its owner.
 struct Ctx<'a> {
     registry: &'a Registry,
@@ -270,10 +319,7 @@ pub(crate) async fn run(
     // Every relation method loads the owner first.
     let id = sloppy_any(&route.id);
     let Some(owner) = model.find_by_id(&id).await? else {
-        return Err(model_not_found(format!(
-            "could not find a model with id {}",
-            oxbow_core::js::to_js_string(&id)
-        )));
+        return Err(RestError::from(oxbow_core::Error::no_instance(&id)));
     };
     let cx = Ctx {
         registry,
@@ -399,36 +445,13 @@ async fn many(
     Ok(Outcome::Reply(match route.op {
         RelOp::List => {
             let (scope, ids) = scope().await?;
-            let mut f = query_or_header(req, query, "filter")?
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default();
-            let ordered = f.contains_key("order");
-            let w = f.remove("where");
-            f.insert("where".into(), scoped_where(scope, w.as_ref()));
-            let filter = target.parse_filter(&Value::Object(f))?;
-            let mut rows = target.find(&filter).await?;
-            if through && !ordered {
-                // The through model's order, as LoopBack returns them.
-                let keys: Vec<String> = ids.iter().map(key_of).collect();
-                rows.sort_by_key(|r| {
-                    r.value_of(&tpk)
-                        .and_then(|k| keys.iter().position(|i| *i == key_of(&k)))
-                        .unwrap_or(usize::MAX)
-                });
-            }
-            match &filter.include {
-                Some(inc) => crate::texts_reply(
-                    &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc))
-                        .await?,
-                ),
-                None => rows_reply(tdef, &rows, filter.fields.as_deref())?,
-            }
+            // A through relation lists in the through model's order, as LoopBack does.
+            let ids = through.then_some(ids.as_slice());
+            scoped_list(registry, target, scope, ids, req, query).await?
         }
         RelOp::Count => {
             let (scope, _) = scope().await?;
-            let w = query_or_header(req, query, "where")?;
-            let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
-            reply(&json!({ "count": target.count(w.as_ref()).await? }))?
+            scoped_count(target, scope, req, query).await?
         }
         RelOp::Create if through => {
             let created = target.create(one_object(body)?).await?;
@@ -520,10 +543,7 @@ async fn many(
         RelOp::Link => {
             let fk = fk.unwrap_or(Value::Null);
             let Some(found) = target.find_by_id(&fk).await? else {
-                return Err(model_not_found(format!(
-                    "could not find a model with id {}",
-                    oxbow_core::js::to_js_string(&fk)
-                )));
+                return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             let mut data = match body {
                 Body::None => Map::new(),
@@ -729,29 +749,10 @@ async fn references_many(
         RelOp::List | RelOp::Count => {
             let scope = json!({ tpk.as_str(): { "inq": ids.clone() } });
             if op == RelOp::Count {
-                let w = query_or_header(req, query, "where")?;
-                let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
-                return Ok(Outcome::Reply(reply(
-                    &json!({ "count": target.count(w.as_ref()).await? }),
-                )?));
+                scoped_count(target, scope, req, query).await?
+            } else {
+                scoped_list(cx.registry, target, scope, Some(&ids), req, query).await?
             }
-            let mut f = query_or_header(req, query, "filter")?
-                .and_then(|v| v.as_object().cloned())
-                .unwrap_or_default();
-            let ordered = f.contains_key("order");
-            let w = f.remove("where");
-            f.insert("where".into(), scoped_where(scope, w.as_ref()));
-            let filter = target.parse_filter(&Value::Object(f))?;
-            let mut rows = target.find(&filter).await?;
-            if !ordered {
-                let keys: Vec<String> = ids.iter().map(key_of).collect();
-                rows.sort_by_key(|r| {
-                    r.value_of(&tpk)
-                        .and_then(|k| keys.iter().position(|i| *i == key_of(&k)))
-                        .unwrap_or(usize::MAX)
-                });
-            }
-            rows_reply(tdef, &rows, filter.fields.as_deref())?
         }
         RelOp::Create => {
             let row = target.create(one_object(body)?).await?;
@@ -761,10 +762,7 @@ async fn references_many(
         }
         RelOp::Link => {
             let Some(row) = target.find_by_id(&fk).await? else {
-                return Err(model_not_found(format!(
-                    "could not find a model with id {}",
-                    oxbow_core::js::to_js_string(&fk)
-                )));
+                return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             if !linked(&ids, &fk) {
                 ids.push(row.value_of(&tpk).unwrap_or(Value::Null));
@@ -799,10 +797,7 @@ async fn references_many(
                 ));
             }
             let Some(row) = target.find_by_id(&fk).await? else {
-                return Err(model_not_found(format!(
-                    "could not find a model with id {}",
-                    oxbow_core::js::to_js_string(&fk)
-                )));
+                return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             let id = row.value_of(&tpk).unwrap_or(Value::Null);
             match op {

@@ -145,7 +145,7 @@ impl BootContext {
     /// Mounts LoopBack's `loopback#status` handler at `path`:
     /// `{"started":"<ISO date>","uptime":<seconds>}`.
     pub fn mount_status(&mut self, path: &str) {
-        let started = chrono_now_iso();
+        let started = oxbow_rest::now_iso();
         let since = Instant::now();
         let path = path.to_owned();
         let etags = oxbow_rest::etag::EtagMode::from_config(self.plan.config.raw.get("etag"));
@@ -174,10 +174,6 @@ impl BootContext {
             );
         });
     }
-}
-
-fn chrono_now_iso() -> String {
-    oxbow_rest::now_iso()
 }
 
 /// An app ready to serve: registry built, plugins run.

@@ -266,9 +266,7 @@ fn compare_headers(
         if SKIP.contains(&n) || want.contains_key(n) {
             continue;
         }
-        if step.response.is_some() {
-            out.push(format!("header {n}: oxbow sends it, LoopBack does not"));
-        }
+        out.push(format!("header {n}: oxbow sends it, LoopBack does not"));
     }
     // Content-Length where LoopBack sent one, for bodies compared byte for byte.
     if let (Some(want_len), Some(got_len)) =
