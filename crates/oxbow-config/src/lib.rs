@@ -377,7 +377,7 @@ pub fn parse_size(v: &Value) -> Option<usize> {
 }
 
 fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
-    const KNOWN: &[&str] = &["memory", "transient"];
+    const KNOWN: &[&str] = &["memory", "transient", "sqlite"];
     let mut out = Vec::new();
     let Some(map) = file.value.as_object() else {
         return out;
@@ -393,10 +393,40 @@ fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<Da
             .get("connector")
             .and_then(Value::as_str)
             .unwrap_or("memory");
-        let connector = connector
+        let mut connector = connector
             .strip_prefix("loopback-connector-")
             .unwrap_or(connector)
             .to_owned();
+        // LoopBack's package is loopback-connector-sqlite3.
+        if connector == "sqlite3" {
+            connector = "sqlite".to_owned();
+        }
+        if connector == "sqlite" {
+            let pointer = |key: &str| format!("/{}/{key}", problem::escape(name));
+            match settings.get("file") {
+                Some(Value::String(f)) if !f.is_empty() => {}
+                Some(other) => problems.push(Problem::new(
+                    &file.path,
+                    &pointer("file"),
+                    &format!("expected the path of the SQLite database file, found {other}"),
+                )),
+                None => problems.push(Problem::new(
+                    &file.path,
+                    &format!("/{}", problem::escape(name)),
+                    "expected a `file` setting: the path of the SQLite database, relative to the app root",
+                )),
+            }
+            match settings.get("synchronous") {
+                None => {}
+                Some(Value::String(s))
+                    if s.eq_ignore_ascii_case("full") || s.eq_ignore_ascii_case("normal") => {}
+                Some(other) => problems.push(Problem::new(
+                    &file.path,
+                    &pointer("synchronous"),
+                    &format!("expected \"full\" or \"normal\", found {other}"),
+                )),
+            }
+        }
         if !KNOWN.contains(&connector.as_str()) {
             problems.push(Problem::new(
                 &file.path,

@@ -13,14 +13,16 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::filter::{Filter, Where};
 use crate::instance::Record;
-use crate::model::ModelDefinition;
+use crate::js;
+use crate::model::{ModelDefinition, PropertyType};
 use crate::row::Row;
 
 /// A boxed `Send` future, the return type of connector operations.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A read-modify-write step run by the connector on the stored record, atomically.
-pub type Modify<'a> = Box<dyn FnOnce(&Record) -> Result<Record> + Send + 'a>;
+/// A read-modify-write step run by the connector on the stored record, atomically. It owns
+/// what it needs (`'static`): a SQL connector runs it on its writer thread.
+pub type Modify = Box<dyn FnOnce(&Record) -> Result<Record> + Send + 'static>;
 
 /// Storage behind a datasource.
 pub trait Connector: Send + Sync {
@@ -69,7 +71,7 @@ pub trait Connector: Send + Sync {
         &'a self,
         model: &'a ModelDefinition,
         id: &'a Value,
-        modify: Modify<'a>,
+        modify: Modify,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>>;
 
     /// Merges `patch` into every matching record; returns how many matched.
@@ -91,4 +93,30 @@ pub trait Connector: Send + Sync {
         model: &'a ModelDefinition,
         where_: Option<&'a Where>,
     ) -> BoxFuture<'a, Result<u64>>;
+}
+
+/// Converts an id to the id property's type, as LoopBack does before storing.
+pub fn typed_id(model: &ModelDefinition, id: Value) -> Value {
+    match model.id_property().ty {
+        PropertyType::Number => match js::to_number(&id) {
+            Some(n) if n.is_finite() => js::number_value(n),
+            _ => id,
+        },
+        PropertyType::String => match id {
+            Value::String(_) => id,
+            other => Value::String(js::to_js_string(&other)),
+        },
+        _ => id,
+    }
+}
+
+/// Whether a given id counts as given: LoopBack treats a falsy id (0, "", null) as "no id".
+pub fn is_truthy_id(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    }
 }

@@ -542,11 +542,11 @@ impl Model {
             self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
             data = ctx.data.unwrap_or_default();
         }
-        let def = &self.def;
+        let def = self.def.clone();
         let modify = Box::new(move |current: &Record| -> Result<Record> {
-            let inst = Instance::merge(def, current, data)?;
+            let inst = Instance::merge(&def, current, data)?;
             if validate {
-                inst.validate(def, false)?;
+                inst.validate(&def, false)?;
             }
             Ok(inst.into_record())
         });

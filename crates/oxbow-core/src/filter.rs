@@ -626,12 +626,20 @@ fn parse_regexp(v: &Value) -> Result<Regex> {
     compile(body, flags.contains('i'), flags.contains('m'))
 }
 
+/// Compiles a pattern with its flags written inline (`(?i)…`), so `Regex::as_str` is the whole
+/// pattern and SQL connectors can hand it to their `REGEXP` function.
 fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(insensitive)
-        .multi_line(multi_line)
-        .size_limit(1 << 20)
-        .build()
+    let build = |p: &str| RegexBuilder::new(p).size_limit(1 << 20).build();
+    // Checked as written first, so error messages quote the client's pattern.
+    let plain = build(pattern)
+        .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))?;
+    let flags = match (insensitive, multi_line) {
+        (false, false) => return Ok(plain),
+        (true, false) => "(?i)",
+        (false, true) => "(?m)",
+        (true, true) => "(?im)",
+    };
+    build(&format!("{flags}{pattern}"))
         .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))
 }
 

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::connector::{BoxFuture, Connector, Modify};
+use crate::connector::{BoxFuture, Connector, Modify, is_truthy_id, typed_id};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Where};
 use crate::instance::Record;
 use crate::js;
-use crate::model::{ModelDefinition, PropertyType};
+use crate::model::ModelDefinition;
 use crate::row::{Layout, Row, StoredJson};
 
 /// An id as a sort key: numbers before strings, numbers numerically.
@@ -263,21 +263,6 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Converts an id to the id property's type, as LoopBack does before storing.
-fn typed_id(model: &ModelDefinition, id: Value) -> Value {
-    match model.id_property().ty {
-        PropertyType::Number => match js::to_number(&id) {
-            Some(n) if n.is_finite() => js::number_value(n),
-            _ => id,
-        },
-        PropertyType::String => match id {
-            Value::String(_) => id,
-            other => Value::String(js::to_js_string(&other)),
-        },
-        _ => id,
-    }
-}
-
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(v))
 }
@@ -434,7 +419,7 @@ impl Connector for MemoryConnector {
         &'a self,
         model: &'a ModelDefinition,
         id: &'a Value,
-        modify: Modify<'a>,
+        modify: Modify,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let record = {
@@ -526,15 +511,5 @@ impl Connector for MemoryConnector {
             }
             Ok(count)
         })())
-    }
-}
-
-fn is_truthy_id(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
     }
 }

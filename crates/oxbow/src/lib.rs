@@ -212,6 +212,23 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
                         .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
+            "sqlite" => {
+                let file = ds
+                    .settings
+                    .get("file")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let sync = oxbow_sqlite::Synchronous::from_settings(&ds.settings)
+                    .map_err(|e| anyhow::anyhow!("datasource `{}`: synchronous: {e}", ds.name))?;
+                Arc::new(
+                    oxbow_sqlite::SqliteConnector::open(
+                        &resolve_data_file(&plan.root, file),
+                        defs.iter().map(|d| d.as_ref()),
+                        sync,
+                    )
+                    .with_context(|| format!("datasource `{}`", ds.name))?,
+                )
+            }
             // LoopBack's transient connector keeps nothing between calls; its models are
             // used embedded in others. oxbow gives them a memory store that nothing exposes.
             "transient" => Arc::new(
@@ -243,7 +260,7 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
     Ok(Arc::new(Registry::new(models)))
 }
 
-/// The memory connector's `file` is relative to the app root (where `node .` runs LoopBack).
+/// A connector's `file` (memory, SQLite) is relative to the app root (where `node .` runs LoopBack).
 fn resolve_data_file(root: &Path, file: &str) -> PathBuf {
     let p = Path::new(file);
     if p.is_absolute() {

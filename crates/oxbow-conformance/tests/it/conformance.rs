@@ -30,13 +30,68 @@ async fn boot(
     .await
 }
 
-async fn replay(name: &str) {
+/// The storage a replay runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// The app as recorded (LoopBack's memory connector).
+    Memory,
+    /// Every memory datasource turned into a SQLite one.
+    Sqlite,
+}
+
+/// Rewrites the app's memory datasources to SQLite files; returns the files of those that
+/// were not persistent (a restart starts them empty, as the memory connector does).
+fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
+    let path = dir.join("server/datasources.json");
+    let text = std::fs::read_to_string(&path).expect("datasources.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("datasources.json");
+    let mut volatile = Vec::new();
+    for (name, ds) in v.as_object_mut().expect("an object") {
+        let Some(ds) = ds.as_object_mut() else {
+            continue;
+        };
+        if ds
+            .get("connector")
+            .and_then(|c| c.as_str())
+            .unwrap_or("memory")
+            != "memory"
+        {
+            continue;
+        }
+        let file = format!("{name}.sqlite");
+        if ds.remove("file").is_none() {
+            volatile.push(dir.join(&file));
+        }
+        ds.insert("connector".into(), "sqlite".into());
+        ds.insert("file".into(), file.into());
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+    volatile
+}
+
+fn remove_database(file: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = file.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn replay(name: &str, backend: Backend) {
     let transcript = load_transcript(name).expect("transcript");
     let deviations: Deviations = load_json("deviations.json");
     let pending: Pending = load_json("pending.json");
     let devs = deviations.get(name).cloned().unwrap_or_default();
     let pend = pending.get(name).cloned().unwrap_or_default();
-    let dir = scratch_copy(&transcript.app, name).expect("scratch copy");
+    let tag = match backend {
+        Backend::Memory => name.to_owned(),
+        Backend::Sqlite => format!("{name}-sqlite"),
+    };
+    let dir = scratch_copy(&transcript.app, &tag).expect("scratch copy");
+    let volatile = match backend {
+        Backend::Memory => Vec::new(),
+        Backend::Sqlite => to_sqlite(&dir),
+    };
     let has_streams = transcript.steps.iter().any(|s| s.stream.is_some());
     if has_streams {
         oxbow_conformance::loopback_exact_streams(&dir).expect("stream config");
@@ -51,6 +106,8 @@ async fn replay(name: &str) {
     let mut checked = 0;
     for step in &transcript.steps {
         if step.restart {
+            drop(app);
+            volatile.iter().for_each(|f| remove_database(f));
             app = boot(&dir, seed).await;
             continue;
         }
@@ -200,7 +257,7 @@ async fn replay(name: &str) {
         "deviations.json names steps that do not exist in {name}: {stale:?}"
     );
     eprintln!(
-        "{name}: {checked} steps checked, {} deviations, {pending_hits} pending",
+        "{name} ({backend:?}): {checked} steps checked, {} deviations, {pending_hits} pending",
         used.len()
     );
     assert!(
@@ -308,9 +365,19 @@ macro_rules! transcripts {
         $(
             #[actix_web::test]
             async fn $test() {
-                replay($name).await;
+                replay($name, Backend::Memory).await;
             }
         )*
+        /// The same transcripts with every memory datasource on SQLite.
+        mod sqlite {
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    replay($name, Backend::Sqlite).await;
+                }
+            )*
+        }
     };
 }
 

@@ -64,7 +64,7 @@ impl Connector for Counting {
         &'a self,
         model: &'a ModelDefinition,
         id: &'a Value,
-        modify: Modify<'a>,
+        modify: Modify,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         self.inner.modify_by_id(model, id, modify)
     }

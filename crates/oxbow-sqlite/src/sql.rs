@@ -1,0 +1,229 @@
+//! The filter language compiled to SQL with bound parameters: `where` conditions on columns,
+//! `order`, `limit`/`skip`, with the memory connector's semantics.
+//!
+//! A condition compiles only when SQL gives exactly the memory connector's answer: a declared
+//! property with a column of a scalar kind, compared with a value of that kind. Every compiled
+//! expression is two-valued (never SQL NULL), so `nor` can negate it. What does not compile
+//! (dot paths, unknown properties, array properties, mixed types) is left out of an `and`,
+//! which makes the SQL a superset, and the shared evaluator of `oxbow_core::filter` checks the
+//! rows SQL returns. The result says which of the two happened.
+
+use rusqlite::types::Value as SqlValue;
+use serde_json::Value;
+
+use oxbow_core::filter::{Filter, OrderKey, Test, Where};
+
+use crate::table::{Column, Kind, PRESENT, Table};
+
+/// A compiled `where`: SQL text (empty: no condition), its parameters, and whether it is
+/// exactly the filter (`false`: a superset, rows must be checked).
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+    pub exact: bool,
+}
+
+/// Compiles `where_`.
+pub fn compile_where(table: &Table, where_: Option<&Where>) -> Compiled {
+    let Some(w) = where_ else {
+        return Compiled {
+            exact: true,
+            ..Default::default()
+        };
+    };
+    let mut params = Vec::new();
+    match expr(table, w, &mut params) {
+        Some((sql, exact)) => Compiled { sql, params, exact },
+        None => Compiled::default(),
+    }
+}
+
+/// `ORDER BY …` for the filter, or `None` when a key has no column (rows are then sorted by
+/// the shared evaluator). Ties keep id order, as the memory connector's stable sort does.
+pub fn compile_order(table: &Table, order: &[OrderKey]) -> Option<String> {
+    let id = &table.id_column().quoted;
+    let mut terms = Vec::new();
+    for k in order {
+        let c = scalar_column(table, &k.key)?;
+        let dir = if k.descending { "DESC" } else { "ASC" };
+        // Absent properties sort first ascending (memory: `undefined` before any value).
+        terms.push(format!("(({PRESENT} >> {}) & 1) {dir}", c.cid));
+        match c.kind {
+            // JavaScript's `<` takes null as 0.
+            Kind::Number | Kind::Boolean => terms.push(format!("IFNULL({}, 0) {dir}", c.quoted)),
+            _ => terms.push(format!("{} {dir}", c.quoted)),
+        }
+    }
+    terms.push(format!("{id} ASC"));
+    Some(terms.join(", "))
+}
+
+/// The whole `SELECT` for a filter whose `where` compiled exactly and whose order compiled:
+/// `None` when rows must be filtered or sorted in Rust.
+pub fn select_sql(table: &Table, filter: &Filter, w: &Compiled) -> Option<(String, Vec<SqlValue>)> {
+    if !w.exact {
+        return None;
+    }
+    let order = compile_order(table, &filter.order)?;
+    let mut sql = table.select.clone();
+    let mut params = w.params.clone();
+    if !w.sql.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&w.sql);
+    }
+    sql.push_str(" ORDER BY ");
+    sql.push_str(&order);
+    if filter.limit.is_some() || filter.skip > 0 {
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        sql.push_str(&format!(
+            " LIMIT ?{} OFFSET ?{}",
+            params.len() + 1,
+            params.len() + 2
+        ));
+        params.push(SqlValue::Integer(limit));
+        params.push(SqlValue::Integer(
+            i64::try_from(filter.skip).unwrap_or(i64::MAX),
+        ));
+    }
+    Some((sql, params))
+}
+
+fn scalar_column<'t>(table: &'t Table, key: &str) -> Option<&'t Column> {
+    let slot = table.def.properties.iter().position(|p| p.name == key)?;
+    table.column_at(slot).filter(|c| c.kind != Kind::Json)
+}
+
+fn push(params: &mut Vec<SqlValue>, v: SqlValue) -> String {
+    params.push(v);
+    format!("?{}", params.len())
+}
+
+/// SQL for one clause and whether it is exact; `None` when it cannot be written as a
+/// superset.
+fn expr(table: &Table, w: &Where, params: &mut Vec<SqlValue>) -> Option<(String, bool)> {
+    match w {
+        Where::And(list) => {
+            let mut parts = Vec::new();
+            let mut exact = true;
+            for item in list {
+                let mark = params.len();
+                match expr(table, item, params) {
+                    Some((sql, e)) => {
+                        exact &= e;
+                        parts.push(sql);
+                    }
+                    None => {
+                        params.truncate(mark);
+                        exact = false;
+                    }
+                }
+            }
+            Some(match parts.len() {
+                0 => ("1".to_owned(), exact),
+                1 => (parts.remove(0), exact),
+                _ => (format!("({})", parts.join(" AND ")), exact),
+            })
+        }
+        Where::Or(list) => {
+            if list.is_empty() {
+                return Some(("0".to_owned(), true));
+            }
+            let mut parts = Vec::new();
+            let mut exact = true;
+            for item in list {
+                let (sql, e) = expr(table, item, params)?;
+                exact &= e;
+                parts.push(sql);
+            }
+            Some((format!("({})", parts.join(" OR ")), exact))
+        }
+        Where::Nor(list) => {
+            if list.is_empty() {
+                return Some(("1".to_owned(), true));
+            }
+            let mut parts = Vec::new();
+            for item in list {
+                // A superset negated is a subset: only exact clauses may be negated.
+                let (sql, true) = expr(table, item, params)? else {
+                    return None;
+                };
+                parts.push(sql);
+            }
+            Some((format!("NOT ({})", parts.join(" OR ")), true))
+        }
+        Where::Cond { key, slot, test } => {
+            let c = slot.and_then(|s| table.column_at(s))?;
+            if c.kind == Kind::Json || *key != c.property {
+                return None;
+            }
+            condition(c, test, params).map(|sql| (sql, true))
+        }
+    }
+}
+
+fn condition(c: &Column, test: &Test, params: &mut Vec<SqlValue>) -> Option<String> {
+    let col = &c.quoted;
+    // A non-null operand of the column's kind, bound.
+    let bind = |v: &Value, params: &mut Vec<SqlValue>| -> Option<String> {
+        if v.is_null() {
+            return None;
+        }
+        c.kind.native(v).map(|sv| push(params, sv))
+    };
+    Some(match test {
+        Test::Eq(Value::Null) => format!("{col} IS NULL"),
+        Test::Eq(v) => format!("{col} IS {}", bind(v, params)?),
+        Test::Neq(Value::Null) => format!("{col} IS NOT NULL"),
+        Test::Neq(v) => format!("{col} IS NOT {}", bind(v, params)?),
+        // A null operand compares equal to null and absent values only.
+        Test::Gte(Value::Null) | Test::Lte(Value::Null) => format!("{col} IS NULL"),
+        Test::Gt(Value::Null) | Test::Lt(Value::Null) => "0".to_owned(),
+        Test::Gt(v) => format!("({col} IS NOT NULL AND {col} > {})", bind(v, params)?),
+        Test::Gte(v) => format!("({col} IS NOT NULL AND {col} >= {})", bind(v, params)?),
+        Test::Lt(v) => format!("({col} IS NOT NULL AND {col} < {})", bind(v, params)?),
+        Test::Lte(v) => format!("({col} IS NOT NULL AND {col} <= {})", bind(v, params)?),
+        Test::Between(a, b) => {
+            let a = bind(a, params)?;
+            let b = bind(b, params)?;
+            format!("({col} IS NOT NULL AND {col} BETWEEN {a} AND {b})")
+        }
+        Test::Inq(items) | Test::Nin(items) => {
+            let has_null = items.iter().any(Value::is_null);
+            let mut marks = Vec::new();
+            for i in items.iter().filter(|i| !i.is_null()) {
+                marks.push(bind(i, params)?);
+            }
+            let list = marks.join(", ");
+            match (matches!(test, Test::Inq(_)), has_null, marks.is_empty()) {
+                (true, false, true) => "0".to_owned(),
+                (true, true, true) => format!("{col} IS NULL"),
+                (true, false, false) => format!("({col} IS NOT NULL AND {col} IN ({list}))"),
+                (true, true, false) => format!("({col} IS NULL OR {col} IN ({list}))"),
+                (false, false, true) => "1".to_owned(),
+                (false, true, true) => format!("{col} IS NOT NULL"),
+                (false, false, false) => format!("({col} IS NULL OR {col} NOT IN ({list}))"),
+                (false, true, false) => format!("({col} IS NOT NULL AND {col} NOT IN ({list}))"),
+            }
+        }
+        Test::Like { re, negated } if c.kind == Kind::Text => {
+            // The memory connector matches `String(value)`: "null" and "undefined" included.
+            let pattern = push(params, SqlValue::Text(re.as_str().to_owned()));
+            let subject = format!(
+                "CASE WHEN {col} IS NOT NULL THEN {col} WHEN ({PRESENT} >> {}) & 1 THEN 'null' ELSE 'undefined' END",
+                c.cid
+            );
+            let m = format!("oxbow_regexp({pattern}, {subject})");
+            if *negated { format!("NOT {m}") } else { m }
+        }
+        Test::Regexp(re) if c.kind == Kind::Text => {
+            let pattern = push(params, SqlValue::Text(re.as_str().to_owned()));
+            format!("({col} IS NOT NULL AND {col} <> '' AND oxbow_regexp({pattern}, {col}))")
+        }
+        Test::Near => "1".to_owned(),
+        Test::Never => "0".to_owned(),
+        _ => return None,
+    })
+}
