@@ -771,6 +771,11 @@ fn compare_rows<F: Fields + ?Sized>(order: &[OrderKey], a: &F, b: &F) -> Orderin
             (Some(_), None) => Ordering::Greater,
             (None, Some(_)) => Ordering::Less,
             (None, None) => Ordering::Equal,
+            // JavaScript finds null neither below nor above a string, so LoopBack's order of
+            // the two depends on its sort algorithm; oxbow puts null first on every
+            // connector (docs/COMPATIBILITY.md).
+            (Some(Value::Null), Some(Value::String(_))) => Ordering::Less,
+            (Some(Value::String(_)), Some(Value::Null)) => Ordering::Greater,
             (Some(x), Some(y)) => js_relational(x, y),
         };
         let ord = if k.descending { ord.reverse() } else { ord };

@@ -10,4 +10,5 @@ mod remote;
 mod robustness;
 mod rules;
 mod streams;
+mod twin;
 mod validation;
