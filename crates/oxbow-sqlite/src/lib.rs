@@ -6,6 +6,7 @@
 //! `"synchronous": "full"` (the default) that commit is on disk (fsync of the WAL), so an
 //! acknowledged write survives a crash of the process or of the machine.
 
+pub mod cache;
 pub mod read;
 pub mod sql;
 pub mod table;
@@ -51,6 +52,9 @@ impl Synchronous {
     }
 }
 
+/// Rows kept per table for point reads unless `cacheRows` says otherwise.
+pub const DEFAULT_CACHE_ROWS: usize = 10_000;
+
 /// A problem opening the database at boot.
 #[derive(Debug, thiserror::Error)]
 #[error("SQLite database `{path}`: {message}")]
@@ -82,6 +86,7 @@ impl SqliteConnector {
         path: &Path,
         models: impl IntoIterator<Item = &'a ModelDefinition>,
         synchronous: Synchronous,
+        cache_rows: usize,
     ) -> std::result::Result<Self, OpenError> {
         let fail = |message: String| OpenError {
             path: path.to_owned(),
@@ -107,14 +112,18 @@ impl SqliteConnector {
                 // A plain Model: nothing to store.
                 continue;
             }
-            let table = Table::migrate(&conn, def)
+            let table = Table::migrate(&conn, def, cache_rows)
                 .map_err(|e| fail(format!("model `{}`: {e}", def.name)))?;
             tables.insert(def.name.to_string(), Arc::new(table));
         }
         conn.execute_batch("COMMIT")
             .map_err(|e| fail(e.to_string()))?;
-        let writer =
-            Writer::start(conn, &path.display().to_string()).map_err(|e| fail(e.to_string()))?;
+        let writer = Writer::start(
+            conn,
+            &path.display().to_string(),
+            tables.values().cloned().collect(),
+        )
+        .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             db: Arc::new(Database {
                 path: path.to_owned(),
@@ -193,10 +202,20 @@ impl Connector for SqliteConnector {
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let table = self.table(model)?;
-            let q = format!("{} WHERE {} IS ?1", table.select, table.id_column().quoted);
-            with_reader(&self.db, |conn| {
-                Ok(query_rows(conn, table, &q, vec![table.id_value(id)])?.pop())
-            })
+            let sql_id = table.id_value(id);
+            let key = cache::Key::of(&sql_id);
+            let generation = match key.as_ref().map(|k| table.cache.get(k)) {
+                Some(Ok(row)) => return Ok(Some(row)),
+                Some(Err(g)) => Some(g),
+                None => None,
+            };
+            let row = with_reader(&self.db, |conn| {
+                Ok(query_rows(conn, table, &table.by_id, vec![sql_id])?.pop())
+            })?;
+            if let (Some(key), Some(g), Some(row)) = (key, generation, &row) {
+                table.cache.store(key, row, g);
+            }
+            Ok(row)
         })())
     }
 

@@ -21,6 +21,8 @@ use oxbow_core::js;
 use oxbow_core::model::{ModelDefinition, PropertyType};
 use oxbow_core::row::{Layout, Row};
 
+use crate::cache::RowCache;
+
 /// The presence-mask column.
 pub const PRESENT: &str = "_oxbow_present";
 /// Unknown properties of non-strict models, and declared ones without a column, as a JSON
@@ -115,6 +117,10 @@ pub struct Table {
     pub insert: String,
     /// `UPDATE … SET every column WHERE id IS ?1`.
     pub update: String,
+    /// `SELECT … WHERE id IS ?1`.
+    pub by_id: String,
+    /// Rows recently read by id.
+    pub cache: RowCache,
 }
 
 /// Quotes an SQL identifier.
@@ -135,13 +141,19 @@ impl Table {
 
     /// Creates the table, or adds columns for properties it lacks (never drops any), then
     /// maps it.
-    pub fn migrate(conn: &Connection, def: &ModelDefinition) -> Result<Self, String> {
-        Self::migrate_sql(conn, def).map_err(|e| e.to_string())?
+    /// `cache_rows` bounds the rows kept for point reads.
+    pub fn migrate(
+        conn: &Connection,
+        def: &ModelDefinition,
+        cache_rows: usize,
+    ) -> Result<Self, String> {
+        Self::migrate_sql(conn, def, cache_rows).map_err(|e| e.to_string())?
     }
 
     fn migrate_sql(
         conn: &Connection,
         def: &ModelDefinition,
+        cache_rows: usize,
     ) -> rusqlite::Result<Result<Self, String>> {
         let name = Self::name_of(def);
         let quoted = quote(&name);
@@ -244,7 +256,10 @@ impl Table {
             columns[id].quoted,
             columns.len() + 3
         );
+        let by_id = format!("{select} WHERE {} IS ?1", columns[id].quoted);
         Ok(Ok(Self {
+            by_id,
+            cache: RowCache::new(cache_rows),
             layout: Layout::of(def),
             def: def.clone(),
             quoted,

@@ -9,6 +9,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::{Connection, params_from_iter};
 use serde_json::Value;
@@ -22,6 +23,7 @@ use oxbow_core::js;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::row::Row;
 
+use crate::cache::Key;
 use crate::read::{query_rows, sql_error};
 use crate::sql::compile_where;
 use crate::table::{IDS, Table, quote};
@@ -67,12 +69,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`; it ends when the last handle is dropped.
-    pub fn start(conn: Connection, name: &str) -> std::io::Result<Self> {
+    /// Starts the writer thread on `conn` for `tables`; it ends when the last handle is
+    /// dropped.
+    pub fn start(conn: Connection, name: &str, tables: Vec<Arc<Table>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(format!("sqlite-writer-{name}"))
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, tables))?;
         Ok(Self { tx })
     }
 
@@ -88,8 +91,49 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// How often an idle writer looks for commits by other processes.
+const EXTERNAL_CHECK: Duration = Duration::from_millis(200);
+
+/// The cached rows a committed write makes stale.
+enum Stale {
+    None,
+    Row(Key),
+    All,
+}
+
+fn stale(table: &Table, op: &Op) -> Stale {
+    let by_id = |id: &Value| Key::of(&table.id_value(id)).map_or(Stale::All, Stale::Row);
+    match op {
+        Op::Create(_) => Stale::None,
+        Op::Replace(id, _) | Op::Modify(id, _) | Op::DeleteById(id) => by_id(id),
+        Op::UpdateAll(..) | Op::DeleteAll(_) => Stale::All,
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, tables: Vec<Arc<Table>>) {
+    let data_version = |conn: &Connection| {
+        conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    let mut seen = data_version(&conn);
+    // Another process (or a tool) committed: nothing cached can be trusted.
+    let mut check_external = |conn: &Connection| {
+        let now = data_version(conn);
+        if now != seen {
+            seen = now;
+            tables.iter().for_each(|t| t.cache.clear());
+        }
+    };
+    loop {
+        let first = match rx.recv_timeout(EXTERNAL_CHECK) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                check_external(&conn);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        check_external(&conn);
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -105,6 +149,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         let mut answers = Vec::with_capacity(group.len());
         for job in group {
+            let stale = stale(&job.table, &job.op);
             let result = conn
                 .execute_batch("SAVEPOINT op")
                 .map_err(|e| sql_error(&e))
@@ -125,18 +170,27 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Ok(Done::Failed(e)) => Err(e),
                 other => other,
             };
-            answers.push((job.reply, result));
+            answers.push((job.table, stale, job.reply, result));
         }
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
-                for (reply, result) in answers {
+                // Stale rows go before anyone hears of the write.
+                for (table, stale, _, result) in &answers {
+                    match (stale, result) {
+                        (_, Err(_)) | (Stale::None, _) => {}
+                        (Stale::Row(key), Ok(_)) => table.cache.forget(key),
+                        (Stale::All, Ok(_)) => table.cache.clear(),
+                    }
+                }
+                for (_, _, reply, result) in answers {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "SQLite commit failed; the group's writes are lost");
                 let _ = conn.execute_batch("ROLLBACK");
-                for (reply, _) in answers {
+                for (table, _, reply, _) in answers {
+                    table.cache.clear();
                     let _ = reply.send(Err(sql_error(&e)));
                 }
             }

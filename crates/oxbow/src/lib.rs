@@ -225,6 +225,10 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
                         &resolve_data_file(&plan.root, file),
                         defs.iter().map(|d| d.as_ref()),
                         sync,
+                        ds.settings
+                            .get("cacheRows")
+                            .and_then(Value::as_u64)
+                            .map_or(oxbow_sqlite::DEFAULT_CACHE_ROWS, |n| n as usize),
                     )
                     .with_context(|| format!("datasource `{}`", ds.name))?,
                 )

@@ -1,0 +1,98 @@
+//! Rows recently read by id, per table, so repeated point reads skip SQLite and keep their
+//! rendered JSON (as the memory connector's rows do).
+//!
+//! Coherence: only the writer thread changes the database (and, rarely, another process: see
+//! [`RowCache::clear`]). After a commit, and before it answers, the writer drops the rows the
+//! commit changed and moves the generation on. A reader that missed notes the generation
+//! before its SQL read and stores what it read only if the generation has not moved since, so
+//! a row read before a commit can never be stored after it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::Value as SqlValue;
+
+use oxbow_core::row::Row;
+
+/// A cached id (integer and text ids only).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Int(i64),
+    Text(String),
+}
+
+impl Key {
+    pub fn of(v: &SqlValue) -> Option<Self> {
+        match v {
+            SqlValue::Integer(i) => Some(Self::Int(*i)),
+            SqlValue::Text(s) => Some(Self::Text(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    generation: u64,
+    rows: HashMap<Key, Arc<Row>>,
+}
+
+/// The cache of one table.
+#[derive(Debug)]
+pub struct RowCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+impl RowCache {
+    /// A cache of at most `capacity` rows (0: nothing is cached).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached row, or the generation to hand to [`RowCache::store`] after reading it.
+    pub fn get(&self, key: &Key) -> Result<Arc<Row>, u64> {
+        if self.capacity == 0 {
+            return Err(0);
+        }
+        let inner = self.lock();
+        inner.rows.get(key).cloned().ok_or(inner.generation)
+    }
+
+    /// Keeps a row read at `generation`, unless a commit changed the table since.
+    pub fn store(&self, key: Key, row: &Arc<Row>, generation: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.rows.len() >= self.capacity {
+            // Simple and bounded: start over rather than track recency on every hit.
+            inner.rows.clear();
+        }
+        inner.rows.insert(key, row.clone());
+    }
+
+    /// After a commit that changed the row with `key`.
+    pub fn forget(&self, key: &Key) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.rows.remove(key);
+    }
+
+    /// After a commit that changed any number of rows, or a write by another process.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.rows.clear();
+    }
+}
