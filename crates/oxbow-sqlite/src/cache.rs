@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::types::Value as SqlValue;
-
 use oxbow_core::row::Row;
+use oxbow_sql::Param;
 
 /// A cached id (integer and text ids only).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,10 +21,10 @@ pub enum Key {
 }
 
 impl Key {
-    pub fn of(v: &SqlValue) -> Option<Self> {
+    pub fn of(v: &Param) -> Option<Self> {
         match v {
-            SqlValue::Integer(i) => Some(Self::Int(*i)),
-            SqlValue::Text(s) => Some(Self::Text(s.clone())),
+            Param::Int(i) => Some(Self::Int(*i)),
+            Param::Text(s) => Some(Self::Text(s.clone())),
             _ => None,
         }
     }

@@ -8,7 +8,6 @@
 
 pub mod cache;
 pub mod read;
-pub mod sql;
 pub mod table;
 pub mod writer;
 
@@ -26,6 +25,7 @@ use oxbow_core::instance::Record;
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Row;
 
+use oxbow_sql::compile;
 use read::{Database, query_rows, sql_error, with_reader};
 use table::Table;
 use writer::{Done, Op, Writer};
@@ -103,7 +103,7 @@ impl SqliteConnector {
         .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {} (model TEXT PRIMARY KEY NOT NULL, next REAL NOT NULL)",
-            table::IDS
+            oxbow_sql::ids::TABLE
         ))
         .map_err(|e| fail(e.to_string()))?;
         let mut tables = HashMap::new();
@@ -156,7 +156,7 @@ impl SqliteConnector {
     }
 
     /// Rows matching `where_` (all of them when it is not exactly SQL), in id order.
-    fn candidates(&self, table: &Table, w: &sql::Compiled) -> Result<Vec<Arc<Row>>> {
+    fn candidates(&self, table: &Table, w: &oxbow_sql::Compiled) -> Result<Vec<Arc<Row>>> {
         let mut q = table.select.clone();
         if !w.sql.is_empty() {
             q.push_str(" WHERE ");
@@ -186,8 +186,8 @@ impl Connector for SqliteConnector {
     ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
         ready((|| {
             let table = self.table(model)?;
-            let w = sql::compile_where(table, filter.where_.as_ref());
-            if let Some((q, params)) = sql::select_sql(table, filter, &w) {
+            let w = compile::compile_where(table, filter.where_.as_ref());
+            if let Some((q, params)) = compile::select_sql(table, filter, &w) {
                 return with_reader(&self.db, |conn| query_rows(conn, table, &q, params));
             }
             let rows = self.candidates(table, &w)?;
@@ -202,7 +202,7 @@ impl Connector for SqliteConnector {
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         ready((|| {
             let table = self.table(model)?;
-            let sql_id = table.id_value(id);
+            let sql_id = table.id_param(id);
             let key = cache::Key::of(&sql_id);
             let generation = match key.as_ref().map(|k| table.cache.get(k)) {
                 Some(Ok(row)) => return Ok(Some(row)),
@@ -210,7 +210,7 @@ impl Connector for SqliteConnector {
                 None => None,
             };
             let row = with_reader(&self.db, |conn| {
-                Ok(query_rows(conn, table, &table.by_id, vec![sql_id])?.pop())
+                Ok(query_rows(conn, table, &table.by_id, vec![sql_id.clone()])?.pop())
             })?;
             if let (Some(key), Some(g), Some(row)) = (key, generation, &row) {
                 table.cache.store(key, row, g);
@@ -226,7 +226,7 @@ impl Connector for SqliteConnector {
     ) -> BoxFuture<'a, Result<u64>> {
         ready((|| {
             let table = self.table(model)?;
-            let w = sql::compile_where(table, where_);
+            let w = compile::compile_where(table, where_);
             if !w.exact {
                 let rows = self.candidates(table, &w)?;
                 let w = where_.expect("an inexact where exists");
@@ -240,7 +240,9 @@ impl Connector for SqliteConnector {
             with_reader(&self.db, |conn| {
                 conn.prepare_cached(&q)
                     .and_then(|mut s| {
-                        s.query_row(params_from_iter(w.params), |r| r.get::<_, i64>(0))
+                        s.query_row(params_from_iter(table::sql_values(w.params)), |r| {
+                            r.get::<_, i64>(0)
+                        })
                     })
                     .map(|n| n as u64)
                     .map_err(|e| sql_error(&e))

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use regex::Regex;
 use rusqlite::functions::FunctionFlags;
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use oxbow_core::error::{Error, Result};
 use oxbow_core::row::Row;
 
-use crate::table::Table;
+use oxbow_sql::Param;
+
+use crate::table::{Table, sql_values};
 
 /// How long a connection waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,11 +96,13 @@ pub fn query_rows(
     conn: &Connection,
     table: &Table,
     sql: &str,
-    params: Vec<SqlValue>,
+    params: Vec<Param>,
 ) -> Result<Vec<Arc<Row>>> {
     let mut stmt = conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
     let rows = stmt
-        .query_map(params_from_iter(params), |r| table.read(r).map(Arc::new))
+        .query_map(params_from_iter(sql_values(params)), |r| {
+            table.read(r).map(Arc::new)
+        })
         .map_err(|e| sql_error(&e))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(|e| sql_error(&e))?;

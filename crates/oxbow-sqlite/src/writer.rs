@@ -15,18 +15,18 @@ use rusqlite::{Connection, params_from_iter};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use oxbow_core::connector::{Modify, is_truthy_id, typed_id};
+use oxbow_core::connector::Modify;
 use oxbow_core::error::{Error, Result};
 use oxbow_core::filter::Where;
 use oxbow_core::instance::Record;
-use oxbow_core::js;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::row::Row;
 
 use crate::cache::Key;
 use crate::read::{query_rows, sql_error};
-use crate::sql::compile_where;
-use crate::table::{IDS, Table, quote};
+use crate::table::{Table, sql_value, sql_values};
+use oxbow_sql::compile::compile_where;
+use oxbow_sql::ids;
 
 /// At most this many writes share a commit.
 const MAX_GROUP: usize = 512;
@@ -102,7 +102,7 @@ enum Stale {
 }
 
 fn stale(table: &Table, op: &Op) -> Stale {
-    let by_id = |id: &Value| Key::of(&table.id_value(id)).map_or(Stale::All, Stale::Row);
+    let by_id = |id: &Value| Key::of(&table.id_param(id)).map_or(Stale::All, Stale::Row);
     match op {
         Op::Create(_) => Stale::None,
         Op::Replace(id, _) | Op::Modify(id, _) | Op::DeleteById(id) => by_id(id),
@@ -202,44 +202,21 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
     let def = &table.def;
     match op {
         Op::Create(mut data) => {
-            let id_name = def.id_name();
-            let given = data
-                .iter()
-                .find(|(k, _)| k == id_name)
-                .map(|(_, v)| v)
-                .filter(|v| is_truthy_id(v))
-                .cloned();
-            // The memory connector's counter: every create moves it past the id it used.
-            let mut current = next_id(conn, &def.name.to_string())?;
-            let id = match given {
-                Some(id) => {
-                    if let Some(n) = js::to_number_opt(&id)
-                        && n > current
-                    {
-                        current = n;
-                    }
-                    id
-                }
-                None => js::number_value(current),
-            };
-            set_next_id(conn, &def.name.to_string(), current + 1.0)?;
-            let id = typed_id(def, id);
-            match data.iter_mut().find(|(k, _)| k == id_name) {
-                Some((_, v)) => *v = id,
-                None => data.push((id_name.to_owned(), id)),
-            }
+            let model = def.name.to_string();
+            let next = ids::assign(def, &mut data, next_id(conn, &model)?);
+            set_next_id(conn, &model, next)?;
             let values = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
             let mut stmt = conn
                 .prepare_cached(&table.insert)
                 .map_err(|e| sql_error(&e))?;
-            match stmt.execute(params_from_iter(values)) {
+            match stmt.execute(params_from_iter(sql_values(values))) {
                 Ok(_) => Ok(Done::Row(Arc::new(Row::from_entries(&table.layout, data)))),
                 // The counter moved all the same, as in the memory connector.
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
                     Ok(Done::Failed(Error::Conflict {
-                        message: format!("Duplicate entry for {}.{}", def.name, id_name),
+                        message: format!("Duplicate entry for {}.{}", def.name, def.id_name()),
                     }))
                 }
                 Err(e) => Err(sql_error(&e)),
@@ -269,12 +246,8 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
         }
         Op::DeleteById(id) => {
             let n = conn
-                .prepare_cached(&format!(
-                    "DELETE FROM {} WHERE {} IS ?1",
-                    table.quoted,
-                    table.id_column().quoted
-                ))
-                .and_then(|mut s| s.execute([table.id_value(&id)]))
+                .prepare_cached(&table.delete)
+                .and_then(|mut s| s.execute([sql_value(table.id_param(&id))]))
                 .map_err(|e| sql_error(&e))?;
             Ok(Done::Count(n as u64))
         }
@@ -287,20 +260,15 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
                     sql.push_str(&w.sql);
                 }
                 let n = conn
-                    .execute(&sql, params_from_iter(w.params))
+                    .execute(&sql, params_from_iter(sql_values(w.params)))
                     .map_err(|e| sql_error(&e))?;
                 return Ok(Done::Count(n as u64));
             }
             let rows = matching(conn, table, where_.as_ref())?;
             let id_name = def.id_name();
-            let sql = format!(
-                "DELETE FROM {} WHERE {} IS ?1",
-                table.quoted,
-                quote(id_name)
-            );
             for row in &rows {
                 if let Some(id) = row.value_of(id_name) {
-                    conn.execute(&sql, [table.id_value(&id)])
+                    conn.execute(&table.delete, [sql_value(table.id_param(&id))])
                         .map_err(|e| sql_error(&e))?;
                 }
             }
@@ -312,7 +280,7 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
 /// The id counter of a model (1 when it has none yet).
 fn next_id(conn: &Connection, model: &str) -> Result<f64> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT next FROM {IDS} WHERE model = ?1"))
+        .prepare_cached(&format!("SELECT next FROM {} WHERE model = ?1", ids::TABLE))
         .map_err(|e| sql_error(&e))?;
     match stmt.query_row([model], |r| r.get::<_, f64>(0)) {
         Ok(n) => Ok(n),
@@ -323,7 +291,8 @@ fn next_id(conn: &Connection, model: &str) -> Result<f64> {
 
 fn set_next_id(conn: &Connection, model: &str, next: f64) -> Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO {IDS} (model, next) VALUES (?1, ?2) ON CONFLICT (model) DO UPDATE SET next = excluded.next"
+        "INSERT INTO {} (model, next) VALUES (?1, ?2) ON CONFLICT (model) DO UPDATE SET next = excluded.next",
+        ids::TABLE
     ))
     .and_then(|mut s| s.execute(rusqlite::params![model, next]))
     .map_err(|e| sql_error(&e))?;
@@ -338,17 +307,16 @@ fn write_back(
     record: Record,
 ) -> Result<Option<Arc<Row>>> {
     let mut values = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
-    values.push(table.id_value(id));
+    values.push(table.id_param(id));
     let n = conn
         .prepare_cached(&table.update)
-        .and_then(|mut s| s.execute(params_from_iter(values)))
+        .and_then(|mut s| s.execute(params_from_iter(sql_values(values))))
         .map_err(|e| sql_error(&e))?;
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
 fn find_one(conn: &Connection, table: &Table, id: &Value) -> Result<Option<Arc<Row>>> {
-    let sql = format!("{} WHERE {} IS ?1", table.select, table.id_column().quoted);
-    Ok(query_rows(conn, table, &sql, vec![table.id_value(id)])?.pop())
+    Ok(query_rows(conn, table, &table.by_id, vec![table.id_param(id)])?.pop())
 }
 
 /// The rows `where_` matches, in id order.

@@ -1,5 +1,5 @@
 //! The filter language compiled to SQL with bound parameters: `where` conditions on columns,
-//! `order`, `limit`/`skip`, with the memory connector's semantics.
+//! `order`, `limit`/`skip`, with the memory connector's semantics, for a [`Dialect`].
 //!
 //! A condition compiles only when SQL gives exactly the memory connector's answer: a declared
 //! property with a column of a scalar kind, compared with a value of that kind. Every compiled
@@ -8,24 +8,37 @@
 //! which makes the SQL a superset, and the shared evaluator of `oxbow_core::filter` checks the
 //! rows SQL returns. The result says which of the two happened.
 
-use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
 
 use oxbow_core::filter::{Filter, OrderKey, Test, Where};
 
-use crate::table::{Column, Kind, PRESENT, Table};
+use crate::mapping::{Column, Kind, Mapping, PRESENT, Param};
 
+/// What differs between the SQL of the databases oxbow speaks.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// The `n`th parameter (from 1): `?1`, `$1`.
+    pub placeholder: fn(usize) -> String,
+    /// A function `f(pattern, text)` matching the memory connector's regular expressions, if
+    /// the connector registers one; without it `like`/`regexp` are checked in Rust.
+    pub regexp: Option<&'static str>,
+    /// A boolean column as a number for ordering (`col`, `col::int`).
+    pub bool_as_number: fn(&str) -> String,
+    /// Columns take a value of any type (SQLite): a value of another kind is stored as JSON in
+    /// its column rather than with the unknown properties.
+    pub json_anywhere: bool,
+}
 /// A compiled `where`: SQL text (empty: no condition), its parameters, and whether it is
 /// exactly the filter (`false`: a superset, rows must be checked).
 #[derive(Debug, Default)]
 pub struct Compiled {
     pub sql: String,
-    pub params: Vec<SqlValue>,
+    pub params: Vec<Param>,
     pub exact: bool,
 }
 
 /// Compiles `where_`.
-pub fn compile_where(table: &Table, where_: Option<&Where>) -> Compiled {
+pub fn compile_where(table: &Mapping, where_: Option<&Where>) -> Compiled {
     let Some(w) = where_ else {
         return Compiled {
             exact: true,
@@ -41,7 +54,7 @@ pub fn compile_where(table: &Table, where_: Option<&Where>) -> Compiled {
 
 /// `ORDER BY …` for the filter, or `None` when a key has no column (rows are then sorted by
 /// the shared evaluator). Ties keep id order, as the memory connector's stable sort does.
-pub fn compile_order(table: &Table, order: &[OrderKey]) -> Option<String> {
+pub fn compile_order(table: &Mapping, order: &[OrderKey]) -> Option<String> {
     let id = &table.id_column().quoted;
     let mut terms = Vec::new();
     for k in order {
@@ -51,7 +64,11 @@ pub fn compile_order(table: &Table, order: &[OrderKey]) -> Option<String> {
         terms.push(format!("(({PRESENT} >> {}) & 1) {dir}", c.cid));
         match c.kind {
             // JavaScript's `<` takes null as 0.
-            Kind::Number | Kind::Boolean => terms.push(format!("IFNULL({}, 0) {dir}", c.quoted)),
+            Kind::Number => terms.push(format!("COALESCE({}, 0) {dir}", c.quoted)),
+            Kind::Boolean => terms.push(format!(
+                "COALESCE({}, 0) {dir}",
+                (table.dialect.bool_as_number)(&c.quoted)
+            )),
             _ => terms.push(format!("{} {dir}", c.quoted)),
         }
     }
@@ -61,7 +78,7 @@ pub fn compile_order(table: &Table, order: &[OrderKey]) -> Option<String> {
 
 /// The whole `SELECT` for a filter whose `where` compiled exactly and whose order compiled:
 /// `None` when rows must be filtered or sorted in Rust.
-pub fn select_sql(table: &Table, filter: &Filter, w: &Compiled) -> Option<(String, Vec<SqlValue>)> {
+pub fn select_sql(table: &Mapping, filter: &Filter, w: &Compiled) -> Option<(String, Vec<Param>)> {
     if !w.exact {
         return None;
     }
@@ -78,32 +95,38 @@ pub fn select_sql(table: &Table, filter: &Filter, w: &Compiled) -> Option<(Strin
         let limit = filter
             .limit
             .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        // SQLite reads a negative limit as none; PostgreSQL wants NULL (`LIMIT ALL`).
+        let limit = if limit < 0 {
+            Param::Null
+        } else {
+            Param::Int(limit)
+        };
+        let ph = table.dialect.placeholder;
         sql.push_str(&format!(
-            " LIMIT ?{} OFFSET ?{}",
-            params.len() + 1,
-            params.len() + 2
+            " LIMIT {} OFFSET {}",
+            ph(params.len() + 1),
+            ph(params.len() + 2)
         ));
-        params.push(SqlValue::Integer(limit));
-        params.push(SqlValue::Integer(
-            i64::try_from(filter.skip).unwrap_or(i64::MAX),
-        ));
+        params.push(limit);
+        params.push(Param::Int(i64::try_from(filter.skip).unwrap_or(i64::MAX)));
     }
     Some((sql, params))
 }
 
-fn scalar_column<'t>(table: &'t Table, key: &str) -> Option<&'t Column> {
+fn scalar_column<'t>(table: &'t Mapping, key: &str) -> Option<&'t Column> {
     let slot = table.def.properties.iter().position(|p| p.name == key)?;
     table.column_at(slot).filter(|c| c.kind != Kind::Json)
 }
 
-fn push(params: &mut Vec<SqlValue>, v: SqlValue) -> String {
+/// Binds a parameter; its placeholder.
+fn push(d: &Dialect, params: &mut Vec<Param>, v: Param) -> String {
     params.push(v);
-    format!("?{}", params.len())
+    (d.placeholder)(params.len())
 }
 
 /// SQL for one clause and whether it is exact; `None` when it cannot be written as a
 /// superset.
-fn expr(table: &Table, w: &Where, params: &mut Vec<SqlValue>) -> Option<(String, bool)> {
+fn expr(table: &Mapping, w: &Where, params: &mut Vec<Param>) -> Option<(String, bool)> {
     match w {
         Where::And(list) => {
             let mut parts = Vec::new();
@@ -122,14 +145,14 @@ fn expr(table: &Table, w: &Where, params: &mut Vec<SqlValue>) -> Option<(String,
                 }
             }
             Some(match parts.len() {
-                0 => ("1".to_owned(), exact),
+                0 => ("TRUE".to_owned(), exact),
                 1 => (parts.remove(0), exact),
                 _ => (format!("({})", parts.join(" AND ")), exact),
             })
         }
         Where::Or(list) => {
             if list.is_empty() {
-                return Some(("0".to_owned(), true));
+                return Some(("FALSE".to_owned(), true));
             }
             let mut parts = Vec::new();
             let mut exact = true;
@@ -142,7 +165,7 @@ fn expr(table: &Table, w: &Where, params: &mut Vec<SqlValue>) -> Option<(String,
         }
         Where::Nor(list) => {
             if list.is_empty() {
-                return Some(("1".to_owned(), true));
+                return Some(("TRUE".to_owned(), true));
             }
             let mut parts = Vec::new();
             for item in list {
@@ -159,28 +182,30 @@ fn expr(table: &Table, w: &Where, params: &mut Vec<SqlValue>) -> Option<(String,
             if c.kind == Kind::Json || *key != c.property {
                 return None;
             }
-            condition(c, test, params).map(|sql| (sql, true))
+            condition(&table.dialect, c, test, params).map(|sql| (sql, true))
         }
     }
 }
 
-fn condition(c: &Column, test: &Test, params: &mut Vec<SqlValue>) -> Option<String> {
+fn condition(d: &Dialect, c: &Column, test: &Test, params: &mut Vec<Param>) -> Option<String> {
     let col = &c.quoted;
     // A non-null operand of the column's kind, bound.
-    let bind = |v: &Value, params: &mut Vec<SqlValue>| -> Option<String> {
+    let bind = |v: &Value, params: &mut Vec<Param>| -> Option<String> {
         if v.is_null() {
             return None;
         }
-        c.kind.native(v).map(|sv| push(params, sv))
+        c.kind.native(v).map(|p| push(d, params, p))
     };
+    // Every expression is two-valued (never SQL NULL), so `nor` may negate it; the forms keep
+    // indexes usable.
     Some(match test {
         Test::Eq(Value::Null) => format!("{col} IS NULL"),
-        Test::Eq(v) => format!("{col} IS {}", bind(v, params)?),
+        Test::Eq(v) => format!("({col} IS NOT NULL AND {col} = {})", bind(v, params)?),
         Test::Neq(Value::Null) => format!("{col} IS NOT NULL"),
-        Test::Neq(v) => format!("{col} IS NOT {}", bind(v, params)?),
+        Test::Neq(v) => format!("({col} IS NULL OR {col} <> {})", bind(v, params)?),
         // A null operand compares equal to null and absent values only.
         Test::Gte(Value::Null) | Test::Lte(Value::Null) => format!("{col} IS NULL"),
-        Test::Gt(Value::Null) | Test::Lt(Value::Null) => "0".to_owned(),
+        Test::Gt(Value::Null) | Test::Lt(Value::Null) => "FALSE".to_owned(),
         Test::Gt(v) => format!("({col} IS NOT NULL AND {col} > {})", bind(v, params)?),
         Test::Gte(v) => format!("({col} IS NOT NULL AND {col} >= {})", bind(v, params)?),
         Test::Lt(v) => format!("({col} IS NOT NULL AND {col} < {})", bind(v, params)?),
@@ -198,32 +223,34 @@ fn condition(c: &Column, test: &Test, params: &mut Vec<SqlValue>) -> Option<Stri
             }
             let list = marks.join(", ");
             match (matches!(test, Test::Inq(_)), has_null, marks.is_empty()) {
-                (true, false, true) => "0".to_owned(),
+                (true, false, true) => "FALSE".to_owned(),
                 (true, true, true) => format!("{col} IS NULL"),
                 (true, false, false) => format!("({col} IS NOT NULL AND {col} IN ({list}))"),
                 (true, true, false) => format!("({col} IS NULL OR {col} IN ({list}))"),
-                (false, false, true) => "1".to_owned(),
+                (false, false, true) => "TRUE".to_owned(),
                 (false, true, true) => format!("{col} IS NOT NULL"),
                 (false, false, false) => format!("({col} IS NULL OR {col} NOT IN ({list}))"),
                 (false, true, false) => format!("({col} IS NOT NULL AND {col} NOT IN ({list}))"),
             }
         }
         Test::Like { re, negated } if c.kind == Kind::Text => {
+            let f = d.regexp?;
             // The memory connector matches `String(value)`: "null" and "undefined" included.
-            let pattern = push(params, SqlValue::Text(re.as_str().to_owned()));
+            let pattern = push(d, params, Param::Text(re.as_str().to_owned()));
             let subject = format!(
-                "CASE WHEN {col} IS NOT NULL THEN {col} WHEN ({PRESENT} >> {}) & 1 THEN 'null' ELSE 'undefined' END",
+                "CASE WHEN {col} IS NOT NULL THEN {col} WHEN (({PRESENT} >> {}) & 1) = 1 THEN 'null' ELSE 'undefined' END",
                 c.cid
             );
-            let m = format!("oxbow_regexp({pattern}, {subject})");
+            let m = format!("{f}({pattern}, {subject})");
             if *negated { format!("NOT {m}") } else { m }
         }
         Test::Regexp(re) if c.kind == Kind::Text => {
-            let pattern = push(params, SqlValue::Text(re.as_str().to_owned()));
-            format!("({col} IS NOT NULL AND {col} <> '' AND oxbow_regexp({pattern}, {col}))")
+            let f = d.regexp?;
+            let pattern = push(d, params, Param::Text(re.as_str().to_owned()));
+            format!("({col} IS NOT NULL AND {col} <> '' AND {f}({pattern}, {col}))")
         }
-        Test::Near => "1".to_owned(),
-        Test::Never => "0".to_owned(),
+        Test::Near => "TRUE".to_owned(),
+        Test::Never => "FALSE".to_owned(),
         _ => return None,
     })
 }
