@@ -377,7 +377,7 @@ pub fn parse_size(v: &Value) -> Option<usize> {
 }
 
 fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
-    const KNOWN: &[&str] = &["memory", "transient", "sqlite"];
+    const KNOWN: &[&str] = &["memory", "transient", "sqlite", "postgresql"];
     let mut out = Vec::new();
     let Some(map) = file.value.as_object() else {
         return out;
@@ -401,20 +401,19 @@ fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<Da
         if connector == "sqlite3" {
             connector = "sqlite".to_owned();
         }
+        if connector == "postgres" {
+            connector = "postgresql".to_owned();
+        }
         if connector == "sqlite" {
             let pointer = |key: &str| format!("/{}/{key}", problem::escape(name));
+            // The schema checks the type of `file`; it must be there for SQLite.
             match settings.get("file") {
-                Some(Value::String(f)) if !f.is_empty() => {}
-                Some(other) => problems.push(Problem::new(
-                    &file.path,
-                    &pointer("file"),
-                    &format!("expected the path of the SQLite database file, found {other}"),
-                )),
-                None => problems.push(Problem::new(
+                Some(Value::Null) | None => problems.push(Problem::new(
                     &file.path,
                     &format!("/{}", problem::escape(name)),
                     "expected a `file` setting: the path of the SQLite database, relative to the app root",
                 )),
+                Some(_) => {}
             }
             match settings.get("synchronous") {
                 None => {}

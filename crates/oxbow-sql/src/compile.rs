@@ -69,7 +69,13 @@ pub fn compile_order(table: &Mapping, order: &[OrderKey]) -> Option<String> {
                 "COALESCE({}, 0) {dir}",
                 (table.dialect.bool_as_number)(&c.quoted)
             )),
-            _ => terms.push(format!("{} {dir}", c.quoted)),
+            // null before strings (after absent values), reversed descending; PostgreSQL's
+            // default puts nulls last ascending, SQLite's first, so it is spelled out.
+            _ => terms.push(format!(
+                "{} {dir} NULLS {}",
+                c.quoted,
+                if k.descending { "LAST" } else { "FIRST" }
+            )),
         }
     }
     terms.push(format!("{id} ASC"));

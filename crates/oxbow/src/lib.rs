@@ -190,7 +190,7 @@ pub struct Booted {
 }
 
 /// Builds connectors and the registry for a checked app.
-pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
+pub async fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
     let mut models = Vec::new();
     for ds in &plan.datasources {
         let defs: Vec<Arc<oxbow_core::ModelDefinition>> = plan
@@ -233,6 +233,14 @@ pub fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
                     .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
+            "postgresql" => Arc::new(
+                oxbow_postgres::PostgresConnector::connect(
+                    &ds.settings,
+                    defs.iter().map(|d| d.as_ref()),
+                )
+                .await
+                .with_context(|| format!("datasource `{}`", ds.name))?,
+            ),
             // LoopBack's transient connector keeps nothing between calls; its models are
             // used embedded in others. oxbow gives them a memory store that nothing exposes.
             "transient" => Arc::new(
@@ -277,7 +285,7 @@ fn resolve_data_file(root: &Path, file: &str) -> PathBuf {
 /// Builds the registry and runs the plugins in name order.
 pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Result<Booted> {
     let plan = Arc::new(plan);
-    let registry = build_registry(&plan)?;
+    let registry = build_registry(&plan).await?;
     let mut ctx = BootContext {
         registry: registry.clone(),
         routes: Vec::new(),

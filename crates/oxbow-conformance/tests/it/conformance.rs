@@ -37,6 +37,90 @@ enum Backend {
     Memory,
     /// Every memory datasource turned into a SQLite one.
     Sqlite,
+    /// Every memory datasource on PostgreSQL (`OXBOW_TEST_POSTGRES`), in a schema of its own.
+    Postgres,
+}
+
+/// Rewrites the app's memory datasources to PostgreSQL, each in schema `<prefix>__<name>`;
+/// returns the schemas of those that were not persistent (a restart starts them empty).
+fn to_postgres(dir: &Path, url: &str, prefix: &str) -> Vec<String> {
+    let path = dir.join("server/datasources.json");
+    let text = std::fs::read_to_string(&path).expect("datasources.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("datasources.json");
+    let mut volatile = Vec::new();
+    for (name, ds) in v.as_object_mut().expect("an object") {
+        let Some(ds) = ds.as_object_mut() else {
+            continue;
+        };
+        if ds
+            .get("connector")
+            .and_then(|c| c.as_str())
+            .unwrap_or("memory")
+            != "memory"
+        {
+            continue;
+        }
+        let schema = format!("{prefix}__{name}");
+        if ds.remove("file").is_none() {
+            volatile.push(schema.clone());
+        }
+        ds.insert("connector".into(), "postgresql".into());
+        ds.insert("url".into(), url.into());
+        ds.insert("schema".into(), schema.into());
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+    volatile
+}
+
+/// Drops every schema of a replay (`<prefix>__<datasource>`).
+async fn drop_schemas(url: &str, prefix: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to OXBOW_TEST_POSTGRES");
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    let rows = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+            &[&format!("{prefix}__")],
+        )
+        .await
+        .expect("list schemas");
+    for r in rows {
+        let name: String = r.get(0);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+            .await
+            .expect("drop schema");
+    }
+}
+
+/// Drops a test schema and everything in it.
+pub(crate) async fn drop_schema(url: &str, schema: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to OXBOW_TEST_POSTGRES");
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+/// The PostgreSQL URL tests use, or `None` (with a note) when `OXBOW_TEST_POSTGRES` is unset.
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("OXBOW_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipping {test}: OXBOW_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+            );
+            None
+        }
+    }
 }
 
 /// Rewrites the app's memory datasources to SQLite files; returns the files of those that
@@ -86,11 +170,30 @@ async fn replay(name: &str, backend: Backend) {
     let tag = match backend {
         Backend::Memory => name.to_owned(),
         Backend::Sqlite => format!("{name}-sqlite"),
+        Backend::Postgres => format!("{name}-postgres"),
+    };
+    let pg = match backend {
+        Backend::Postgres => match postgres_url(name) {
+            Some(url) => Some((
+                url,
+                format!("oxbow_{}_{}", std::process::id(), name.replace('-', "_")),
+            )),
+            None => return,
+        },
+        _ => None,
     };
     let dir = scratch_copy(&transcript.app, &tag).expect("scratch copy");
     let volatile = match backend {
-        Backend::Memory => Vec::new(),
+        Backend::Memory | Backend::Postgres => Vec::new(),
         Backend::Sqlite => to_sqlite(&dir),
+    };
+    let pg_schemas = match &pg {
+        Some((url, prefix)) => {
+            let all = to_postgres(&dir, url, prefix);
+            drop_schemas(url, prefix).await;
+            all
+        }
+        None => Vec::new(),
     };
     let has_streams = transcript.steps.iter().any(|s| s.stream.is_some());
     if has_streams {
@@ -108,6 +211,11 @@ async fn replay(name: &str, backend: Backend) {
         if step.restart {
             drop(app);
             volatile.iter().for_each(|f| remove_database(f));
+            if let Some((url, _)) = &pg {
+                for schema in &pg_schemas {
+                    drop_schema(url, schema).await;
+                }
+            }
             app = boot(&dir, seed).await;
             continue;
         }
@@ -251,6 +359,10 @@ async fn replay(name: &str, backend: Backend) {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some((url, prefix)) = &pg {
+        drop(app);
+        drop_schemas(url, prefix).await;
+    }
     let stale: Vec<&String> = devs.keys().filter(|k| !used.contains(*k)).collect();
     assert!(
         stale.is_empty(),
@@ -375,6 +487,16 @@ macro_rules! transcripts {
                 #[actix_web::test]
                 async fn $test() {
                     replay($name, Backend::Sqlite).await;
+                }
+            )*
+        }
+        /// And on PostgreSQL, when `OXBOW_TEST_POSTGRES` points at one.
+        mod postgres {
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    replay($name, Backend::Postgres).await;
                 }
             )*
         }

@@ -1,6 +1,7 @@
-//! The SQLite connector answers every filter as the memory connector does: one app with the
-//! same model on both (`tests/conformance/apps/twin`), the same records written to each, then
-//! every query of a list asked of both and the bodies compared byte for byte.
+//! The SQL connectors answer every filter as the memory connector does: one app with the same
+//! model on memory and SQLite (`tests/conformance/apps/twin`) and, when `OXBOW_TEST_POSTGRES`
+//! is set, PostgreSQL; the same records written to each, then every query of a list asked of
+//! all and the bodies compared byte for byte.
 //!
 //! The list covers what compiles to SQL (comparisons, `inq`/`nin` with nulls, `like` on null
 //! and absent values, `regexp` flags, `and`/`or`/`nor`, order with absent and null values,
@@ -137,36 +138,66 @@ fn encode(v: &Value) -> String {
     form_urlencoded::byte_serialize(v.to_string().as_bytes()).collect()
 }
 
+/// Adds `PgItem` on a PostgreSQL datasource in schema `schema`.
+fn add_postgres(dir: &std::path::Path, url: &str, schema: &str) {
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let path = dir.join(file);
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(v.as_object_mut().unwrap());
+        std::fs::write(&path, v.to_string()).unwrap();
+    };
+    edit("server/datasources.json", &|m| {
+        m.insert(
+            "pg".into(),
+            json!({"name": "pg", "connector": "postgresql", "url": url, "schema": schema}),
+        );
+    });
+    edit("server/model-config.json", &|m| {
+        m.insert("PgItem".into(), json!({"dataSource": "pg", "public": true}));
+    });
+    let model = std::fs::read_to_string(dir.join("models/lite-item.json"))
+        .unwrap()
+        .replace("LiteItem", "PgItem");
+    std::fs::write(dir.join("models/pg-item.json"), model).unwrap();
+}
+
 #[actix_web::test]
-async fn sqlite_answers_every_filter_as_memory() {
+async fn sql_connectors_answer_every_filter_as_memory() {
     let dir = scratch_copy("tests/conformance/apps/twin", "twin").expect("scratch");
+    let pg = crate::conformance::postgres_url("twin on PostgreSQL");
+    let schema = format!("oxbow_{}_twin", std::process::id());
+    if let Some(url) = &pg {
+        crate::conformance::drop_schema(url, &schema).await;
+        add_postgres(&dir, url, &schema);
+    }
+    let mut others = vec!["LiteItems"];
+    if pg.is_some() {
+        others.push("PgItems");
+    }
     let app = app(&dir).await;
     for r in records() {
         let a = post(&app, "/api/MemItems", &r).await;
-        let b = post(&app, "/api/LiteItems", &r).await;
-        assert_eq!(a, b, "create {r}");
+        for o in &others {
+            let b = post(&app, &format!("/api/{o}"), &r).await;
+            assert_eq!(a, b, "create {r} on {o}");
+        }
     }
     let mut differ = Vec::new();
     let mut checked = 0;
     for f in filters() {
         let q = encode(&f);
-        for (what, mem, lite) in [
-            (
-                "find",
-                format!("/api/MemItems?filter={q}"),
-                format!("/api/LiteItems?filter={q}"),
-            ),
-            (
-                "count",
-                format!("/api/MemItems/count?where={}", encode(&f["where"])),
-                format!("/api/LiteItems/count?where={}", encode(&f["where"])),
-            ),
+        let w = encode(&f["where"]);
+        for (what, path) in [
+            ("find", format!("?filter={q}")),
+            ("count", format!("/count?where={w}")),
         ] {
-            let a = get(&app, &mem).await;
-            let b = get(&app, &lite).await;
-            checked += 1;
-            if a != b {
-                differ.push(format!("{what} {f}\n  memory: {a:?}\n  sqlite: {b:?}"));
+            let a = get(&app, &format!("/api/MemItems{path}")).await;
+            for o in &others {
+                let b = get(&app, &format!("/api/{o}{path}")).await;
+                checked += 1;
+                if a != b {
+                    differ.push(format!("{what} {f}\n  memory: {a:?}\n  {o}: {b:?}"));
+                }
             }
         }
     }
@@ -182,13 +213,21 @@ async fn sqlite_answers_every_filter_as_memory() {
         ),
     ] {
         let a = post(&app, &format!("/api/MemItems/{path}"), &body).await;
-        let b = post(&app, &format!("/api/LiteItems/{path}"), &body).await;
-        assert_eq!(a, b, "{path}");
+        for o in &others {
+            let b = post(&app, &format!("/api/{o}/{path}"), &body).await;
+            assert_eq!(a, b, "{path} on {o}");
+        }
     }
     let a = get(&app, "/api/MemItems").await;
-    let b = get(&app, "/api/LiteItems").await;
-    assert_eq!(a, b, "rows after updates");
+    for o in &others {
+        let b = get(&app, &format!("/api/{o}")).await;
+        assert_eq!(a, b, "rows after updates on {o}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(url) = &pg {
+        drop(app);
+        crate::conformance::drop_schema(url, &schema).await;
+    }
     assert!(
         differ.is_empty(),
         "{} of {checked} queries differ:\n{}",

@@ -1,0 +1,665 @@
+//! oxbow-postgres: the PostgreSQL connector (`"connector": "postgresql"`), pooled.
+//!
+//! Tables follow the shared [`Mapping`] with typed columns (`double precision`, `text COLLATE
+//! "C"` so strings order by code point as on SQLite, `boolean`, JSON as `text` to keep key
+//! order). Every write runs in its own transaction and is answered after it committed. Ids come
+//! from a sequence per table that follows the memory connector's counter rule without a lock.
+
+pub mod values;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{Map, Value};
+use tokio_postgres::NoTls;
+
+use oxbow_core::connector::{BoxFuture, Connector, Modify};
+use oxbow_core::error::{Error, Result};
+use oxbow_core::filter::{Filter, Where};
+use oxbow_core::instance::Record;
+use oxbow_core::memory::merge_patch;
+use oxbow_core::model::ModelDefinition;
+use oxbow_core::row::Row;
+use oxbow_sql::compile::{compile_where, select_sql};
+use oxbow_sql::mapping::{EXTRA, PRESENT};
+use oxbow_sql::{Dialect, Kind, Mapping, Param, quote};
+
+use values::{bind, column, refs};
+
+/// PostgreSQL's SQL.
+pub const POSTGRES: Dialect = Dialect {
+    placeholder: |n| format!("${n}"),
+    // PostgreSQL's regular expressions are not JavaScript's: `like`/`regexp` are checked in
+    // Rust on the rows the rest of the filter selects.
+    regexp: None,
+    bool_as_number: |c| format!("{c}::int"),
+    json_anywhere: false,
+};
+
+/// A problem connecting or migrating at boot.
+#[derive(Debug, thiserror::Error)]
+#[error("PostgreSQL: {0}")]
+pub struct OpenError(pub String);
+
+/// A model's table.
+#[derive(Debug)]
+struct Table {
+    map: Mapping,
+    /// The id sequence, quoted (for number ids).
+    sequence: String,
+}
+
+impl std::ops::Deref for Table {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.map
+    }
+}
+
+/// The PostgreSQL connector of one datasource.
+pub struct PostgresConnector {
+    pool: Pool,
+    tables: HashMap<String, Arc<Table>>,
+}
+
+impl std::fmt::Debug for PostgresConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConnector").finish_non_exhaustive()
+    }
+}
+
+/// The client configuration from LoopBack's settings: `url` (or `connectionString`), else
+/// `host`, `port`, `database`, `user` (or `username`), `password`; oxbow's `schema` puts the
+/// tables in that schema (created when missing).
+pub fn config(
+    settings: &Map<String, Value>,
+) -> std::result::Result<tokio_postgres::Config, String> {
+    let s = |k: &str| settings.get(k).and_then(Value::as_str);
+    let mut cfg = match s("url").or_else(|| s("connectionString")) {
+        Some(url) => url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("url: {e}"))?,
+        None => {
+            let mut c = tokio_postgres::Config::new();
+            c.host(s("host").unwrap_or("localhost"));
+            c.port(
+                settings
+                    .get("port")
+                    .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok()))
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(5432),
+            );
+            if let Some(db) = s("database") {
+                c.dbname(db);
+            }
+            if let Some(u) = s("user").or_else(|| s("username")) {
+                c.user(u);
+            }
+            if let Some(p) = s("password") {
+                c.password(p);
+            }
+            c
+        }
+    };
+    if cfg.get_user().is_none() {
+        cfg.user(std::env::var("USER").unwrap_or_else(|_| "postgres".into()));
+    }
+    if let Some(schema) = s("schema") {
+        cfg.options(format!("-c search_path={schema}"));
+    }
+    cfg.application_name("oxbow");
+    Ok(cfg)
+}
+
+fn pg_error(e: &tokio_postgres::Error) -> Error {
+    Error::internal(describe(e))
+}
+
+/// The server's message when there is one ("db error" alone says nothing).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {}: {}", db.code().code(), db.message()),
+        None => format!("PostgreSQL: {e}"),
+    }
+}
+
+fn pool_error(e: &deadpool_postgres::PoolError) -> Error {
+    Error::internal(format!("PostgreSQL pool: {e}"))
+}
+
+impl PostgresConnector {
+    /// Connects, creates or extends the tables of `models` (columns are added, never
+    /// dropped) and their id sequences.
+    pub async fn connect<'a>(
+        settings: &Map<String, Value>,
+        models: impl IntoIterator<Item = &'a ModelDefinition>,
+    ) -> std::result::Result<Self, OpenError> {
+        let cfg = config(settings).map_err(OpenError)?;
+        let max = settings
+            .get("max")
+            .and_then(Value::as_u64)
+            .map_or(16, |m| m as usize);
+        let schema = settings.get("schema").and_then(Value::as_str);
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(max)
+            .build()
+            .map_err(|e| OpenError(e.to_string()))?;
+        let mut client = pool.get().await.map_err(|e| OpenError(e.to_string()))?;
+        let fail = |e: tokio_postgres::Error| OpenError(describe(&e));
+        if let Some(schema) = schema {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
+                .await
+                .map_err(fail)?;
+        }
+        let txn = client.transaction().await.map_err(fail)?;
+        // One migration at a time when several instances boot together.
+        txn.batch_execute("SELECT pg_advisory_xact_lock(7336952)")
+            .await
+            .map_err(fail)?;
+        let mut tables = HashMap::new();
+        for def in models {
+            if def.id_property().id.is_none() {
+                continue; // a plain Model: nothing to store
+            }
+            let table = migrate(&txn, def)
+                .await
+                .map_err(|e| OpenError(format!("model `{}`: {e}", def.name)))?;
+            tables.insert(def.name.to_string(), Arc::new(table));
+        }
+        txn.commit().await.map_err(fail)?;
+        Ok(Self { pool, tables })
+    }
+
+    fn table(&self, model: &ModelDefinition) -> Result<&Arc<Table>> {
+        self.tables.get(model.name.as_str()).ok_or_else(|| {
+            Error::internal(format!(
+                "model `{}` has no table in this PostgreSQL datasource",
+                model.name
+            ))
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| pool_error(&e))
+    }
+}
+
+/// Creates or extends a model's table; maps it.
+async fn migrate(
+    txn: &deadpool_postgres::Transaction<'_>,
+    def: &ModelDefinition,
+) -> std::result::Result<Table, String> {
+    let e = |e: tokio_postgres::Error| describe(&e);
+    let name = Mapping::table_name(def, "postgresql");
+    let quoted = quote(&name);
+    let id_name = def.id_name();
+    let sql_type = |p: &oxbow_core::Property| match (p.name == id_name, Kind::of(&p.ty)) {
+        (true, Kind::Number) => "bigint PRIMARY KEY",
+        (true, _) => "text COLLATE \"C\" PRIMARY KEY",
+        (false, Kind::Number) => "double precision",
+        (false, Kind::Text) => "text COLLATE \"C\"",
+        (false, Kind::Boolean) => "boolean",
+        (false, Kind::Json) => "text",
+    };
+    let mut existing = columns(txn, &name).await.map_err(e)?;
+    if existing.is_empty() {
+        let cols: Vec<String> = Mapping::missing(def, &[])
+            .into_iter()
+            .map(|p| format!("{} {}", quote(&p.name), sql_type(p)))
+            .chain([
+                format!("{PRESENT} bigint NOT NULL DEFAULT 0"),
+                format!("{EXTRA} text"),
+            ])
+            .collect();
+        txn.batch_execute(&format!("CREATE TABLE {quoted} ({})", cols.join(", ")))
+            .await
+            .map_err(e)?;
+    } else {
+        if !existing.iter().any(|c| c == PRESENT) {
+            txn.batch_execute(&format!(
+                "ALTER TABLE {quoted} ADD COLUMN {PRESENT} bigint NOT NULL DEFAULT -1"
+            ))
+            .await
+            .map_err(e)?;
+        }
+        if !existing.iter().any(|c| c == EXTRA) {
+            txn.batch_execute(&format!("ALTER TABLE {quoted} ADD COLUMN {EXTRA} text"))
+                .await
+                .map_err(e)?;
+        }
+        existing = columns(txn, &name).await.map_err(e)?;
+        for p in Mapping::missing(def, &existing) {
+            txn.batch_execute(&format!(
+                "ALTER TABLE {quoted} ADD COLUMN {} {}",
+                quote(&p.name),
+                sql_type(p)
+            ))
+            .await
+            .map_err(e)?;
+        }
+    }
+    existing = columns(txn, &name).await.map_err(e)?;
+    let map = Mapping::new(def, &name, &existing, POSTGRES)?;
+    for c in map.indexed() {
+        txn.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {quoted} ({})",
+            quote(&format!("{name}_{}_idx", c.property)),
+            c.quoted
+        ))
+        .await
+        .map_err(e)?;
+    }
+    let sequence = quote(&format!("{name}_oxbow_id_seq"));
+    txn.batch_execute(&format!("CREATE SEQUENCE IF NOT EXISTS {sequence}"))
+        .await
+        .map_err(e)?;
+    Ok(Table { map, sequence })
+}
+
+/// Column names by position (`""` for positions of dropped columns, so positions stay the
+/// presence bits).
+async fn columns(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let rows = txn
+        .query(
+            "SELECT attname, attnum, attisdropped FROM pg_attribute \
+             WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 ORDER BY attnum",
+            &[&table],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            if r.get::<_, bool>(2) {
+                String::new()
+            } else {
+                r.get::<_, String>(0)
+            }
+        })
+        .collect())
+}
+
+/// Runs a query built on [`Mapping::select`] and reads its rows.
+async fn query_rows(
+    client: &tokio_postgres::Client,
+    stmt: &tokio_postgres::Statement,
+    table: &Table,
+    params: &[Param],
+) -> Result<Vec<Arc<Row>>> {
+    let values = bind(params, stmt.params());
+    let rows = client
+        .query(stmt, &refs(&values))
+        .await
+        .map_err(|e| pg_error(&e))?;
+    rows.iter().map(|r| read(table, r)).collect()
+}
+
+fn read(table: &Table, r: &tokio_postgres::Row) -> Result<Arc<Row>> {
+    let n = table.columns.len();
+    let mut values = Vec::with_capacity(n);
+    for (i, c) in table.columns.iter().enumerate() {
+        values.push(column(r, i, c.kind).map_err(|e| pg_error(&e))?);
+    }
+    let present: i64 = r.try_get(n).map_err(|e| pg_error(&e))?;
+    let extra: Option<String> = r.try_get(n + 1).map_err(|e| pg_error(&e))?;
+    Ok(Arc::new(table.row(values, present, extra.as_deref())))
+}
+
+/// Runs a read-write statement inside `txn`.
+async fn exec(
+    txn: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Param],
+) -> Result<u64> {
+    let stmt = txn.prepare_cached(sql).await.map_err(|e| pg_error(&e))?;
+    let values = bind(params, stmt.params());
+    txn.execute(&stmt, &refs(&values))
+        .await
+        .map_err(|e| pg_error(&e))
+}
+
+async fn txn_rows(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &Table,
+    sql: &str,
+    params: &[Param],
+) -> Result<Vec<Arc<Row>>> {
+    let stmt = txn.prepare_cached(sql).await.map_err(|e| pg_error(&e))?;
+    let values = bind(params, stmt.params());
+    let rows = txn
+        .query(&stmt, &refs(&values))
+        .await
+        .map_err(|e| pg_error(&e))?;
+    rows.iter().map(|r| read(table, r)).collect()
+}
+
+/// The rows `where_` matches (locked for update), in id order.
+async fn matching(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &Table,
+    where_: Option<&Where>,
+) -> Result<Vec<Arc<Row>>> {
+    let w = compile_where(table, where_);
+    let mut sql = table.select.clone();
+    if !w.sql.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&w.sql);
+    }
+    sql.push_str(&format!(
+        " ORDER BY {} FOR UPDATE",
+        table.id_column().quoted
+    ));
+    let mut rows = txn_rows(txn, table, &sql, &w.params).await?;
+    if !w.exact {
+        if let Some(w) = where_ {
+            rows.retain(|r| w.matches(&**r));
+        }
+    }
+    Ok(rows)
+}
+
+/// Stores `record` as the row with `id`; `None` when there is none.
+async fn write_back(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &Table,
+    id: &Value,
+    record: Record,
+) -> Result<Option<Arc<Row>>> {
+    let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
+    params.push(table.id_param(id));
+    let n = exec(txn, &table.update, &params).await?;
+    Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
+}
+
+impl PostgresConnector {
+    async fn find_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Arc<Row>>> {
+        let client = self.client().await?;
+        let w = compile_where(table, filter.where_.as_ref());
+        if let Some((sql, params)) = select_sql(table, filter, &w) {
+            let stmt = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(|e| pg_error(&e))?;
+            return query_rows(&client, &stmt, table, &params).await;
+        }
+        let mut sql = table.select.clone();
+        if !w.sql.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&w.sql);
+        }
+        sql.push_str(&format!(" ORDER BY {}", table.id_column().quoted));
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        let rows = query_rows(&client, &stmt, table, &w.params).await?;
+        Ok(filter.apply(rows.iter()))
+    }
+
+    async fn create_row(&self, table: &Table, mut data: Vec<(String, Value)>) -> Result<Arc<Row>> {
+        let def = &table.def;
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        // The memory connector's counter on a sequence: every create takes a value; a larger
+        // given id moves it there. Sequences never block and never roll back, as the counter.
+        let seq = table.sequence.replace('\'', "''");
+        let taken: i64 = txn
+            .query_one(&format!("SELECT nextval('{seq}')"), &[])
+            .await
+            .map_err(|e| pg_error(&e))?
+            .get(0);
+        let next = oxbow_sql::ids::assign(def, &mut data, taken as f64);
+        if next - 1.0 > taken as f64 {
+            txn.execute(
+                &format!("SELECT setval('{seq}', $1)"),
+                &[&((next - 1.0) as i64)],
+            )
+            .await
+            .map_err(|e| pg_error(&e))?;
+        }
+        let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
+        let stmt = txn
+            .prepare_cached(&table.insert)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        let values = bind(&params, stmt.params());
+        if let Err(e) = txn.execute(&stmt, &refs(&values)).await {
+            return Err(
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                    Error::Conflict {
+                        message: format!("Duplicate entry for {}.{}", def.name, def.id_name()),
+                    }
+                } else {
+                    pg_error(&e)
+                },
+            );
+        }
+        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Ok(Arc::new(Row::from_entries(&table.layout, data)))
+    }
+
+    async fn replace_row(
+        &self,
+        table: &Table,
+        id: &Value,
+        mut data: Record,
+    ) -> Result<Option<Arc<Row>>> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        data.insert(table.def.id_name().to_owned(), id.clone());
+        let out = write_back(&txn, table, id, data).await?;
+        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Ok(out)
+    }
+
+    async fn modify_row(
+        &self,
+        table: &Table,
+        id: &Value,
+        modify: Modify,
+    ) -> Result<Option<Arc<Row>>> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let sql = format!("{} FOR UPDATE", table.by_id);
+        let Some(current) = txn_rows(&txn, table, &sql, &[table.id_param(id)])
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        let next = modify(&current.to_record())?;
+        let out = write_back(&txn, table, id, next).await?;
+        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Ok(out)
+    }
+
+    async fn update_rows(
+        &self,
+        table: &Table,
+        where_: Option<&Where>,
+        patch: &Record,
+    ) -> Result<u64> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let rows = matching(&txn, table, where_).await?;
+        let id_name = table.def.id_name();
+        for row in &rows {
+            if let Some(id) = row.value_of(id_name) {
+                write_back(
+                    &txn,
+                    table,
+                    &id,
+                    merge_patch(&table.def, &row.to_record(), patch),
+                )
+                .await?;
+            }
+        }
+        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn delete_rows(&self, table: &Table, where_: Option<&Where>) -> Result<u64> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let w = compile_where(table, where_);
+        let n = if w.exact {
+            let mut sql = format!("DELETE FROM {}", table.quoted);
+            if !w.sql.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&w.sql);
+            }
+            exec(&txn, &sql, &w.params).await?
+        } else {
+            let rows = matching(&txn, table, where_).await?;
+            for row in &rows {
+                if let Some(id) = row.value_of(table.def.id_name()) {
+                    exec(&txn, &table.delete, &[table.id_param(&id)]).await?;
+                }
+            }
+            rows.len() as u64
+        };
+        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Ok(n)
+    }
+
+    async fn delete_one(&self, table: &Table, id: &Value) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&table.delete)
+            .await
+            .map_err(|e| pg_error(&e))?;
+        let values = bind(&[table.id_param(id)], stmt.params());
+        client
+            .execute(&stmt, &refs(&values))
+            .await
+            .map_err(|e| pg_error(&e))
+    }
+}
+
+impl Connector for PostgresConnector {
+    fn name(&self) -> &str {
+        "postgresql"
+    }
+
+    fn find<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
+        Box::pin(async move { self.find_rows(self.table(model)?, filter).await })
+    }
+
+    fn find_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
+        Box::pin(async move {
+            let table = self.table(model)?;
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&table.by_id)
+                .await
+                .map_err(|e| pg_error(&e))?;
+            Ok(query_rows(&client, &stmt, table, &[table.id_param(id)])
+                .await?
+                .pop())
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let table = self.table(model)?;
+            let w = compile_where(table, where_);
+            if !w.exact {
+                let filter = Filter {
+                    where_: where_.cloned(),
+                    ..Filter::default()
+                };
+                return Ok(self.find_rows(table, &filter).await?.len() as u64);
+            }
+            let mut sql = format!("SELECT COUNT(*) FROM {}", table.quoted);
+            if !w.sql.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&w.sql);
+            }
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(|e| pg_error(&e))?;
+            let values = bind(&w.params, stmt.params());
+            let row = client
+                .query_one(&stmt, &refs(&values))
+                .await
+                .map_err(|e| pg_error(&e))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        data: Vec<(String, Value)>,
+    ) -> BoxFuture<'a, Result<Arc<Row>>> {
+        Box::pin(async move { self.create_row(self.table(model)?, data).await })
+    }
+
+    fn replace_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        data: Record,
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
+        Box::pin(async move { self.replace_row(self.table(model)?, id, data).await })
+    }
+
+    fn modify_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+        modify: Modify,
+    ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
+        Box::pin(async move { self.modify_row(self.table(model)?, id, modify).await })
+    }
+
+    fn update_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+        patch: &'a Record,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.update_rows(self.table(model)?, where_, patch).await })
+    }
+
+    fn delete_by_id<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        id: &'a Value,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.delete_one(self.table(model)?, id).await })
+    }
+
+    fn delete_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        where_: Option<&'a Where>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.delete_rows(self.table(model)?, where_).await })
+    }
+}
