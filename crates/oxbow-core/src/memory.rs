@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::connector::{BoxFuture, Connector, Modify, is_truthy_id, typed_id};
+use crate::connector::{BoxFuture, Connector, Modify, assign_id};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Where};
 use crate::instance::Record;
@@ -347,37 +347,15 @@ impl Connector for MemoryConnector {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 let id_name = model.id_name();
-                // LoopBack treats a falsy id (0, "", null) as "no id".
-                let given = data
+                coll.next_id = assign_id(model, &mut data, coll.next_id);
+                let key = data
                     .iter()
                     .find(|(k, _)| k == id_name)
-                    .map(|(_, v)| v)
-                    .filter(|v| is_truthy_id(v))
-                    .cloned();
-                let mut current = coll.next_id;
-                let id = match given {
-                    Some(id) => {
-                        if let Some(n) = js::to_number_opt(&id)
-                            && n > current
-                        {
-                            current = n;
-                        }
-                        id
-                    }
-                    None => js::number_value(current),
-                };
-                coll.next_id = current + 1.0;
-                let id = typed_id(model, id);
-                let key = IdKey::of(&id);
+                    .map_or(IdKey::Num(0.0), |(_, id)| IdKey::of(id));
                 if coll.rows.contains_key(&key) {
                     return Err(Error::Conflict {
                         message: format!("Duplicate entry for {}.{}", model.name, id_name),
                     });
-                }
-                // The row layout puts the id at its declared place.
-                match data.iter_mut().find(|(k, _)| k == id_name) {
-                    Some((_, v)) => *v = id,
-                    None => data.push((id_name.to_owned(), id)),
                 }
                 let record = Arc::new(Row::from_entries(&coll.layout, data));
                 coll.rows.insert(key, record.clone());

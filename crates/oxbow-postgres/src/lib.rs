@@ -419,7 +419,7 @@ impl PostgresConnector {
             .await
             .map_err(|e| pg_error(&e))?
             .get(0);
-        let next = oxbow_sql::ids::assign(def, &mut data, taken as f64);
+        let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
         if next - 1.0 > taken as f64 {
             txn.execute(
                 &format!("SELECT setval('{seq}', $1)"),

@@ -3,10 +3,8 @@
 //! [`mapping`]: how a model's records map onto a table (a column per declared property, a
 //! presence mask, unknown properties as JSON) and back. [`compile`]: the filter language
 //! compiled to SQL with bound parameters, exactly where SQL can say it, for a [`Dialect`].
-//! [`ids`]: the memory connector's id counter, which every connector follows.
 
 pub mod compile;
-pub mod ids;
 pub mod mapping;
 
 pub use compile::{Compiled, Dialect};

@@ -103,7 +103,7 @@ impl SqliteConnector {
         .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {} (model TEXT PRIMARY KEY NOT NULL, next REAL NOT NULL)",
-            oxbow_sql::ids::TABLE
+            writer::IDS
         ))
         .map_err(|e| fail(e.to_string()))?;
         let mut tables = HashMap::new();

@@ -15,7 +15,7 @@ use rusqlite::{Connection, params_from_iter};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use oxbow_core::connector::Modify;
+use oxbow_core::connector::{Modify, assign_id};
 use oxbow_core::error::{Error, Result};
 use oxbow_core::filter::Where;
 use oxbow_core::instance::Record;
@@ -26,7 +26,9 @@ use crate::cache::Key;
 use crate::read::{query_rows, sql_error};
 use crate::table::{Table, sql_value, sql_values};
 use oxbow_sql::compile::compile_where;
-use oxbow_sql::ids;
+
+/// The id counters, one row per model (the memory connector's `ids`).
+pub const IDS: &str = "_oxbow_ids";
 
 /// At most this many writes share a commit.
 const MAX_GROUP: usize = 512;
@@ -203,7 +205,7 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
     match op {
         Op::Create(mut data) => {
             let model = def.name.to_string();
-            let next = ids::assign(def, &mut data, next_id(conn, &model)?);
+            let next = assign_id(def, &mut data, next_id(conn, &model)?);
             set_next_id(conn, &model, next)?;
             let values = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
             let mut stmt = conn
@@ -280,7 +282,7 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
 /// The id counter of a model (1 when it has none yet).
 fn next_id(conn: &Connection, model: &str) -> Result<f64> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT next FROM {} WHERE model = ?1", ids::TABLE))
+        .prepare_cached(&format!("SELECT next FROM {} WHERE model = ?1", IDS))
         .map_err(|e| sql_error(&e))?;
     match stmt.query_row([model], |r| r.get::<_, f64>(0)) {
         Ok(n) => Ok(n),
@@ -292,7 +294,7 @@ fn next_id(conn: &Connection, model: &str) -> Result<f64> {
 fn set_next_id(conn: &Connection, model: &str, next: f64) -> Result<()> {
     conn.prepare_cached(&format!(
         "INSERT INTO {} (model, next) VALUES (?1, ?2) ON CONFLICT (model) DO UPDATE SET next = excluded.next",
-        ids::TABLE
+        IDS
     ))
     .and_then(|mut s| s.execute(rusqlite::params![model, next]))
     .map_err(|e| sql_error(&e))?;

@@ -44,31 +44,16 @@ enum Backend {
 /// Rewrites the app's memory datasources to PostgreSQL, each in schema `<prefix>__<name>`;
 /// returns the schemas of those that were not persistent (a restart starts them empty).
 fn to_postgres(dir: &Path, url: &str, prefix: &str) -> Vec<String> {
-    let path = dir.join("server/datasources.json");
-    let text = std::fs::read_to_string(&path).expect("datasources.json");
-    let mut v: serde_json::Value = serde_json::from_str(&text).expect("datasources.json");
     let mut volatile = Vec::new();
-    for (name, ds) in v.as_object_mut().expect("an object") {
-        let Some(ds) = ds.as_object_mut() else {
-            continue;
-        };
-        if ds
-            .get("connector")
-            .and_then(|c| c.as_str())
-            .unwrap_or("memory")
-            != "memory"
-        {
-            continue;
-        }
+    rewrite_memory_datasources(dir, |name, ds, persistent| {
         let schema = format!("{prefix}__{name}");
-        if ds.remove("file").is_none() {
+        if !persistent {
             volatile.push(schema.clone());
         }
         ds.insert("connector".into(), "postgresql".into());
         ds.insert("url".into(), url.into());
         ds.insert("schema".into(), schema.into());
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+    });
     volatile
 }
 
@@ -123,13 +108,15 @@ pub(crate) fn postgres_url(test: &str) -> Option<String> {
     }
 }
 
-/// Rewrites the app's memory datasources to SQLite files; returns the files of those that
-/// were not persistent (a restart starts them empty, as the memory connector does).
-fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
+/// Calls `f(name, settings, persistent)` for each memory datasource of the app, with its
+/// `file` setting removed (`persistent` says whether it had one), and writes the file back.
+fn rewrite_memory_datasources(
+    dir: &Path,
+    mut f: impl FnMut(&str, &mut serde_json::Map<String, serde_json::Value>, bool),
+) {
     let path = dir.join("server/datasources.json");
     let text = std::fs::read_to_string(&path).expect("datasources.json");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("datasources.json");
-    let mut volatile = Vec::new();
     for (name, ds) in v.as_object_mut().expect("an object") {
         let Some(ds) = ds.as_object_mut() else {
             continue;
@@ -142,14 +129,24 @@ fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
         {
             continue;
         }
+        let persistent = ds.remove("file").is_some();
+        f(name, ds, persistent);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+}
+
+/// Rewrites the app's memory datasources to SQLite files; returns the files of those that
+/// were not persistent (a restart starts them empty, as the memory connector does).
+fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut volatile = Vec::new();
+    rewrite_memory_datasources(dir, |name, ds, persistent| {
         let file = format!("{name}.sqlite");
-        if ds.remove("file").is_none() {
+        if !persistent {
             volatile.push(dir.join(&file));
         }
         ds.insert("connector".into(), "sqlite".into());
         ds.insert("file".into(), file.into());
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+    });
     volatile
 }
 
