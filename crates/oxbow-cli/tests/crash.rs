@@ -2,7 +2,7 @@
 //! restart every write that was answered 2xx is there, whole, and the server takes writes again.
 //!
 //! `cargo test` runs 3 cycles per connector; `bench/crash.sh` runs 20 or more
-//! (`OXBOW_CRASH_CYCLES`). PostgreSQL joins when its connector lands.
+//! (`OXBOW_CRASH_CYCLES`). PostgreSQL runs when `OXBOW_TEST_POSTGRES` points at a server.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,6 +53,39 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Stri
     Some((status, body))
 }
 
+/// The PostgreSQL URL, or `None` (with a note) when `OXBOW_TEST_POSTGRES` is unset.
+fn postgres_url() -> Option<String> {
+    match std::env::var("OXBOW_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipping the PostgreSQL crash test: OXBOW_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}
+
+fn crash_schema() -> String {
+    format!("oxbow_crash_{}", std::process::id())
+}
+
+/// Drops the test's schema (before and after the cycles).
+fn drop_schema(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to OXBOW_TEST_POSTGRES");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", crash_schema()))
+            .await
+            .expect("drop schema");
+    });
+}
+
 fn app(connector: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("oxbow-crash-{connector}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -60,8 +93,14 @@ fn app(connector: &str) -> PathBuf {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     let ds = match connector {
-        "memory" => r#"{"db":{"connector":"memory","file":"data/db.json"}}"#,
-        "sqlite" => r#"{"db":{"connector":"sqlite","file":"data/db.sqlite"}}"#,
+        "memory" => r#"{"db":{"connector":"memory","file":"data/db.json"}}"#.to_owned(),
+        "sqlite" => r#"{"db":{"connector":"sqlite","file":"data/db.sqlite"}}"#.to_owned(),
+        "postgresql" => serde_json::json!({"db": {
+            "connector": "postgresql",
+            "url": postgres_url().expect("checked by the caller"),
+            "schema": crash_schema(),
+        }})
+        .to_string(),
         other => panic!("unknown connector {other}"),
     };
     std::fs::write(dir.join("server/datasources.json"), ds).unwrap();
@@ -179,6 +218,21 @@ fn memory_file_keeps_acknowledged_writes_through_sigkill() {
     let n = crash_cycles("memory", cycles());
     eprintln!(
         "memory+file: {} cycles, {n} acknowledged writes all present ({:.1} s)",
+        cycles(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(n > 0, "no write was acknowledged");
+}
+
+#[test]
+fn postgres_keeps_acknowledged_writes_through_sigkill() {
+    let Some(url) = postgres_url() else { return };
+    drop_schema(&url);
+    let started = Instant::now();
+    let n = crash_cycles("postgresql", cycles());
+    drop_schema(&url);
+    eprintln!(
+        "postgresql: {} cycles, {n} acknowledged writes all present ({:.1} s)",
         cycles(),
         started.elapsed().as_secs_f64()
     );
