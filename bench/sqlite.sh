@@ -6,6 +6,7 @@
 #   bench/sqlite.sh                  # DURATION=10, SYNC=full
 #   SYNC=normal bench/sqlite.sh      # the datasource's "synchronous" setting
 #   SKIP_BUILD=1 bench/sqlite.sh
+#   OXBOW_TEST_POSTGRES=postgresql://postgres@127.0.0.1:5432/test bench/sqlite.sh   # + PostgreSQL
 #
 # oxbow runs unpinned with its default workers (2 on this machine) and wrk shares the cores,
 # as a deployment on one 2-core box would; figures on stdout and target/bench/sqlite-<ts>.md.
@@ -45,6 +46,7 @@ app() {
   case "$1" in
     sqlite) printf '{"db":{"name":"db","connector":"sqlite","file":"db.sqlite","synchronous":"%s"}}\n' "$SYNC" ;;
     memory) printf '{"db":{"name":"db","connector":"memory"}}\n' ;;
+    postgresql) printf '{"db":{"name":"db","connector":"postgresql","url":"%s","schema":"oxbow_bench_%s"}}\n' "$OXBOW_TEST_POSTGRES" "$$" ;;
   esac >"$dir/server/datasources.json"
   echo "$dir"
 }
@@ -78,7 +80,12 @@ measure() {   # TAG NAME URL LUA
   echo
   echo "| connector | scenario | req/s | p99 ms | non-2xx |"
   echo "| --- | --- | ---: | ---: | ---: |"
-  for c in memory sqlite; do
+  connectors="memory sqlite"
+  if [ -n "${OXBOW_TEST_POSTGRES:-}" ]; then
+    psql "$OXBOW_TEST_POSTGRES" -qc "DROP SCHEMA IF EXISTS oxbow_bench_$$ CASCADE" >/dev/null 2>&1 || true
+    connectors="$connectors postgresql"
+  fi
+  for c in $connectors; do
     dir="$(app "$c")"
     start "$dir" "$c"
     bench/seed.sh "http://127.0.0.1:$PORT" 100 >/dev/null
@@ -89,4 +96,7 @@ measure() {   # TAG NAME URL LUA
     log "$c: rows after the run: $count"
   done
 } | tee "$OUT/report.md"
+if [ -n "${OXBOW_TEST_POSTGRES:-}" ]; then
+  psql "$OXBOW_TEST_POSTGRES" -qc "DROP SCHEMA IF EXISTS oxbow_bench_$$ CASCADE" >/dev/null 2>&1 || true
+fi
 log "report: $OUT/report.md"
