@@ -630,17 +630,19 @@ fn parse_regexp(v: &Value) -> Result<Regex> {
 /// pattern and SQL connectors can hand it to their `REGEXP` function.
 fn compile(pattern: &str, insensitive: bool, multi_line: bool) -> Result<Regex> {
     let build = |p: &str| RegexBuilder::new(p).size_limit(1 << 20).build();
-    // Checked as written first, so error messages quote the client's pattern.
-    let plain = build(pattern)
-        .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))?;
     let flags = match (insensitive, multi_line) {
-        (false, false) => return Ok(plain),
+        (false, false) => "",
         (true, false) => "(?i)",
         (false, true) => "(?m)",
         (true, true) => "(?im)",
     };
-    build(&format!("{flags}{pattern}"))
-        .map_err(|e| Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}")))
+    build(&format!("{flags}{pattern}")).map_err(|_| {
+        // The message quotes the client's pattern as written, without the flags.
+        let e = build(pattern)
+            .err()
+            .map_or_else(String::new, |e| e.to_string());
+        Error::bad_request(format!("Invalid regular expression: /{pattern}/: {e}"))
+    })
 }
 
 /// `getValue(obj, "a.b")` of the memory connector (JavaScript property access, so strings and

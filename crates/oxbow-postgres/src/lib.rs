@@ -10,7 +10,7 @@ pub mod values;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{Map, Value};
 use tokio_postgres::NoTls;
 
@@ -21,7 +21,7 @@ use oxbow_core::instance::Record;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Row;
-use oxbow_sql::compile::{compile_where, select_sql};
+use oxbow_sql::compile::{candidates_sql, compile_where, count_sql, delete_sql, select_sql};
 use oxbow_sql::mapping::{EXTRA, PRESENT};
 use oxbow_sql::{Dialect, Kind, Mapping, Param, quote};
 
@@ -35,6 +35,7 @@ pub const POSTGRES: Dialect = Dialect {
     regexp: None,
     bool_as_number: |c| format!("{c}::int"),
     json_anywhere: false,
+    unlimited: "ALL",
 };
 
 /// A problem connecting or migrating at boot.
@@ -46,8 +47,12 @@ pub struct OpenError(pub String);
 #[derive(Debug)]
 struct Table {
     map: Mapping,
-    /// The id sequence, quoted (for number ids).
-    sequence: String,
+    /// `SELECT nextval(…)` of the table's id sequence.
+    next_id: String,
+    /// `SELECT setval(…, $1)` of the same sequence.
+    move_id: String,
+    /// [`Mapping::by_id`] locking the row.
+    by_id_for_update: String,
 }
 
 impl std::ops::Deref for Table {
@@ -262,7 +267,13 @@ async fn migrate(
     txn.batch_execute(&format!("CREATE SEQUENCE IF NOT EXISTS {sequence}"))
         .await
         .map_err(e)?;
-    Ok(Table { map, sequence })
+    let literal = sequence.replace('\'', "''");
+    Ok(Table {
+        next_id: format!("SELECT nextval('{literal}')"),
+        move_id: format!("SELECT setval('{literal}', $1)"),
+        by_id_for_update: format!("{} FOR UPDATE", map.by_id),
+        map,
+    })
 }
 
 /// Column names by position (`""` for positions of dropped columns, so positions stay the
@@ -290,19 +301,46 @@ async fn columns(
         .collect())
 }
 
+/// A statement's text: a table's own (fixed, prepared once per connection) or built from a
+/// filter (prepared for the call: its text varies with each filter's shape, and the pool's
+/// statement cache keeps whatever it is given for the connection's lifetime).
+#[derive(Debug, Clone, Copy)]
+enum Sql<'a> {
+    Fixed(&'a str),
+    Built(&'a str),
+}
+
+async fn prepare(db: &impl GenericClient, sql: Sql<'_>) -> Result<tokio_postgres::Statement> {
+    match sql {
+        Sql::Fixed(q) => db.prepare_cached(q).await,
+        Sql::Built(q) => db.prepare(q).await,
+    }
+    .map_err(|e| pg_error(&e))
+}
+
 /// Runs a query built on [`Mapping::select`] and reads its rows.
 async fn query_rows(
-    client: &tokio_postgres::Client,
-    stmt: &tokio_postgres::Statement,
+    db: &impl GenericClient,
     table: &Table,
+    sql: Sql<'_>,
     params: &[Param],
 ) -> Result<Vec<Arc<Row>>> {
+    let stmt = prepare(db, sql).await?;
     let values = bind(params, stmt.params());
-    let rows = client
-        .query(stmt, &refs(&values))
+    let rows = db
+        .query(&stmt, &refs(&values))
         .await
         .map_err(|e| pg_error(&e))?;
     rows.iter().map(|r| read(table, r)).collect()
+}
+
+/// Runs a statement; how many rows it touched.
+async fn exec(db: &impl GenericClient, sql: Sql<'_>, params: &[Param]) -> Result<u64> {
+    let stmt = prepare(db, sql).await?;
+    let values = bind(params, stmt.params());
+    db.execute(&stmt, &refs(&values))
+        .await
+        .map_err(|e| pg_error(&e))
 }
 
 fn read(table: &Table, r: &tokio_postgres::Row) -> Result<Arc<Row>> {
@@ -316,34 +354,6 @@ fn read(table: &Table, r: &tokio_postgres::Row) -> Result<Arc<Row>> {
     Ok(Arc::new(table.row(values, present, extra.as_deref())))
 }
 
-/// Runs a read-write statement inside `txn`.
-async fn exec(
-    txn: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    params: &[Param],
-) -> Result<u64> {
-    let stmt = txn.prepare_cached(sql).await.map_err(|e| pg_error(&e))?;
-    let values = bind(params, stmt.params());
-    txn.execute(&stmt, &refs(&values))
-        .await
-        .map_err(|e| pg_error(&e))
-}
-
-async fn txn_rows(
-    txn: &deadpool_postgres::Transaction<'_>,
-    table: &Table,
-    sql: &str,
-    params: &[Param],
-) -> Result<Vec<Arc<Row>>> {
-    let stmt = txn.prepare_cached(sql).await.map_err(|e| pg_error(&e))?;
-    let values = bind(params, stmt.params());
-    let rows = txn
-        .query(&stmt, &refs(&values))
-        .await
-        .map_err(|e| pg_error(&e))?;
-    rows.iter().map(|r| read(table, r)).collect()
-}
-
 /// The rows `where_` matches (locked for update), in id order.
 async fn matching(
     txn: &deadpool_postgres::Transaction<'_>,
@@ -351,16 +361,8 @@ async fn matching(
     where_: Option<&Where>,
 ) -> Result<Vec<Arc<Row>>> {
     let w = compile_where(table, where_);
-    let mut sql = table.select.clone();
-    if !w.sql.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&w.sql);
-    }
-    sql.push_str(&format!(
-        " ORDER BY {} FOR UPDATE",
-        table.id_column().quoted
-    ));
-    let mut rows = txn_rows(txn, table, &sql, &w.params).await?;
+    let sql = format!("{} FOR UPDATE", candidates_sql(table, &w));
+    let mut rows = query_rows(txn, table, Sql::Built(&sql), &w.params).await?;
     if !w.exact {
         if let Some(w) = where_ {
             rows.retain(|r| w.matches(&**r));
@@ -378,7 +380,7 @@ async fn write_back(
 ) -> Result<Option<Arc<Row>>> {
     let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
     params.push(table.id_param(id));
-    let n = exec(txn, &table.update, &params).await?;
+    let n = exec(txn, Sql::Fixed(&table.update), &params).await?;
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
@@ -387,23 +389,10 @@ impl PostgresConnector {
         let client = self.client().await?;
         let w = compile_where(table, filter.where_.as_ref());
         if let Some((sql, params)) = select_sql(table, filter, &w) {
-            let stmt = client
-                .prepare_cached(&sql)
-                .await
-                .map_err(|e| pg_error(&e))?;
-            return query_rows(&client, &stmt, table, &params).await;
+            return query_rows(&client, table, Sql::Built(&sql), &params).await;
         }
-        let mut sql = table.select.clone();
-        if !w.sql.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&w.sql);
-        }
-        sql.push_str(&format!(" ORDER BY {}", table.id_column().quoted));
-        let stmt = client
-            .prepare_cached(&sql)
-            .await
-            .map_err(|e| pg_error(&e))?;
-        let rows = query_rows(&client, &stmt, table, &w.params).await?;
+        let sql = candidates_sql(table, &w);
+        let rows = query_rows(&client, table, Sql::Built(&sql), &w.params).await?;
         Ok(filter.apply(rows.iter()))
     }
 
@@ -413,26 +402,23 @@ impl PostgresConnector {
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
         // The memory connector's counter on a sequence: every create takes a value; a larger
         // given id moves it there. Sequences never block and never roll back, as the counter.
-        let seq = table.sequence.replace('\'', "''");
+        let stmt = prepare(&txn, Sql::Fixed(&table.next_id)).await?;
         let taken: i64 = txn
-            .query_one(&format!("SELECT nextval('{seq}')"), &[])
+            .query_one(&stmt, &[])
             .await
             .map_err(|e| pg_error(&e))?
             .get(0);
         let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
         if next - 1.0 > taken as f64 {
-            txn.execute(
-                &format!("SELECT setval('{seq}', $1)"),
-                &[&((next - 1.0) as i64)],
+            exec(
+                &txn,
+                Sql::Fixed(&table.move_id),
+                &[Param::Int((next - 1.0) as i64)],
             )
-            .await
-            .map_err(|e| pg_error(&e))?;
+            .await?;
         }
         let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
-        let stmt = txn
-            .prepare_cached(&table.insert)
-            .await
-            .map_err(|e| pg_error(&e))?;
+        let stmt = prepare(&txn, Sql::Fixed(&table.insert)).await?;
         let values = bind(&params, stmt.params());
         if let Err(e) = txn.execute(&stmt, &refs(&values)).await {
             return Err(
@@ -471,11 +457,14 @@ impl PostgresConnector {
     ) -> Result<Option<Arc<Row>>> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
-        let sql = format!("{} FOR UPDATE", table.by_id);
-        let Some(current) = txn_rows(&txn, table, &sql, &[table.id_param(id)])
-            .await?
-            .pop()
-        else {
+        let Some(current) = query_rows(
+            &txn,
+            table,
+            Sql::Fixed(&table.by_id_for_update),
+            &[table.id_param(id)],
+        )
+        .await?
+        .pop() else {
             return Ok(None);
         };
         let next = modify(&current.to_record())?;
@@ -514,17 +503,12 @@ impl PostgresConnector {
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
         let w = compile_where(table, where_);
         let n = if w.exact {
-            let mut sql = format!("DELETE FROM {}", table.quoted);
-            if !w.sql.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&w.sql);
-            }
-            exec(&txn, &sql, &w.params).await?
+            exec(&txn, Sql::Built(&delete_sql(table, &w)), &w.params).await?
         } else {
             let rows = matching(&txn, table, where_).await?;
             for row in &rows {
                 if let Some(id) = row.value_of(table.def.id_name()) {
-                    exec(&txn, &table.delete, &[table.id_param(&id)]).await?;
+                    exec(&txn, Sql::Fixed(&table.delete), &[table.id_param(&id)]).await?;
                 }
             }
             rows.len() as u64
@@ -535,15 +519,7 @@ impl PostgresConnector {
 
     async fn delete_one(&self, table: &Table, id: &Value) -> Result<u64> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&table.delete)
-            .await
-            .map_err(|e| pg_error(&e))?;
-        let values = bind(&[table.id_param(id)], stmt.params());
-        client
-            .execute(&stmt, &refs(&values))
-            .await
-            .map_err(|e| pg_error(&e))
+        exec(&client, Sql::Fixed(&table.delete), &[table.id_param(id)]).await
     }
 }
 
@@ -568,13 +544,14 @@ impl Connector for PostgresConnector {
         Box::pin(async move {
             let table = self.table(model)?;
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&table.by_id)
-                .await
-                .map_err(|e| pg_error(&e))?;
-            Ok(query_rows(&client, &stmt, table, &[table.id_param(id)])
-                .await?
-                .pop())
+            Ok(query_rows(
+                &client,
+                table,
+                Sql::Fixed(&table.by_id),
+                &[table.id_param(id)],
+            )
+            .await?
+            .pop())
         })
     }
 
@@ -593,16 +570,8 @@ impl Connector for PostgresConnector {
                 };
                 return Ok(self.find_rows(table, &filter).await?.len() as u64);
             }
-            let mut sql = format!("SELECT COUNT(*) FROM {}", table.quoted);
-            if !w.sql.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&w.sql);
-            }
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(&sql)
-                .await
-                .map_err(|e| pg_error(&e))?;
+            let stmt = prepare(&client, Sql::Built(&count_sql(table, &w))).await?;
             let values = bind(&w.params, stmt.params());
             let row = client
                 .query_one(&stmt, &refs(&values))

@@ -27,7 +27,10 @@ pub struct Dialect {
     /// Columns take a value of any type (SQLite): a value of another kind is stored as JSON in
     /// its column rather than with the unknown properties.
     pub json_anywhere: bool,
+    /// The `LIMIT` that means none, for an `OFFSET` alone (`-1`, `ALL`).
+    pub unlimited: &'static str,
 }
+
 /// A compiled `where`: SQL text (empty: no condition), its parameters, and whether it is
 /// exactly the filter (`false`: a superset, rows must be checked).
 #[derive(Debug, Default)]
@@ -35,6 +38,17 @@ pub struct Compiled {
     pub sql: String,
     pub params: Vec<Param>,
     pub exact: bool,
+}
+
+impl Compiled {
+    /// ` WHERE <condition>`, or nothing when there is none.
+    pub fn where_clause(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.sql)
+        }
+    }
 }
 
 /// Compiles `where_`.
@@ -89,34 +103,41 @@ pub fn select_sql(table: &Mapping, filter: &Filter, w: &Compiled) -> Option<(Str
         return None;
     }
     let order = compile_order(table, &filter.order)?;
-    let mut sql = table.select.clone();
+    let mut sql = format!("{}{} ORDER BY {order}", table.select, w.where_clause());
     let mut params = w.params.clone();
-    if !w.sql.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&w.sql);
-    }
-    sql.push_str(" ORDER BY ");
-    sql.push_str(&order);
     if filter.limit.is_some() || filter.skip > 0 {
-        let limit = filter
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        // SQLite reads a negative limit as none; PostgreSQL wants NULL (`LIMIT ALL`).
-        let limit = if limit < 0 {
-            Param::Null
-        } else {
-            Param::Int(limit)
-        };
         let ph = table.dialect.placeholder;
-        sql.push_str(&format!(
-            " LIMIT {} OFFSET {}",
-            ph(params.len() + 1),
-            ph(params.len() + 2)
-        ));
-        params.push(limit);
+        let limit = match filter.limit {
+            Some(l) => {
+                params.push(Param::Int(i64::try_from(l).unwrap_or(i64::MAX)));
+                ph(params.len())
+            }
+            None => table.dialect.unlimited.to_owned(),
+        };
         params.push(Param::Int(i64::try_from(filter.skip).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", ph(params.len())));
     }
     Some((sql, params))
+}
+
+/// The rows `w` selects (a superset when it is not exact), in id order.
+pub fn candidates_sql(table: &Mapping, w: &Compiled) -> String {
+    format!(
+        "{}{} ORDER BY {}",
+        table.select,
+        w.where_clause(),
+        table.id_column().quoted
+    )
+}
+
+/// `SELECT COUNT(*)` of the rows `w` selects.
+pub fn count_sql(table: &Mapping, w: &Compiled) -> String {
+    format!("SELECT COUNT(*) FROM {}{}", table.quoted, w.where_clause())
+}
+
+/// `DELETE` of the rows `w` selects.
+pub fn delete_sql(table: &Mapping, w: &Compiled) -> String {
+    format!("DELETE FROM {}{}", table.quoted, w.where_clause())
 }
 
 fn scalar_column<'t>(table: &'t Mapping, key: &str) -> Option<&'t Column> {

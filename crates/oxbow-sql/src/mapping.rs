@@ -281,12 +281,10 @@ impl Mapping {
             entries.push((c.property.clone(), v));
         }
         if let Some(Ok(Value::Object(map))) = extra.map(serde_json::from_str::<Value>) {
+            // A property is in its column or here, never both (see `encode`).
             for (k, v) in map {
-                match entries.iter_mut().find(|(e, _)| *e == k) {
-                    // A value no column could hold (its column is NULL).
-                    Some((_, slot)) if slot.is_null() => *slot = v,
-                    Some(_) => {}
-                    None => entries.push((k, v)),
+                if !entries.iter().any(|(e, _)| *e == k) {
+                    entries.push((k, v));
                 }
             }
         }

@@ -157,13 +157,7 @@ impl SqliteConnector {
 
     /// Rows matching `where_` (all of them when it is not exactly SQL), in id order.
     fn candidates(&self, table: &Table, w: &oxbow_sql::Compiled) -> Result<Vec<Arc<Row>>> {
-        let mut q = table.select.clone();
-        if !w.sql.is_empty() {
-            q.push_str(" WHERE ");
-            q.push_str(&w.sql);
-        }
-        q.push_str(" ORDER BY ");
-        q.push_str(&table.id_column().quoted);
+        let q = compile::candidates_sql(table, w);
         with_reader(&self.db, |conn| {
             query_rows(conn, table, &q, w.params.clone())
         })
@@ -229,14 +223,10 @@ impl Connector for SqliteConnector {
             let w = compile::compile_where(table, where_);
             if !w.exact {
                 let rows = self.candidates(table, &w)?;
-                let w = where_.expect("an inexact where exists");
-                return Ok(rows.iter().filter(|r| w.matches(&***r)).count() as u64);
+                let matches = |r: &&Arc<Row>| where_.is_none_or(|w| w.matches(&***r));
+                return Ok(rows.iter().filter(matches).count() as u64);
             }
-            let mut q = format!("SELECT COUNT(*) FROM {}", table.quoted);
-            if !w.sql.is_empty() {
-                q.push_str(" WHERE ");
-                q.push_str(&w.sql);
-            }
+            let q = compile::count_sql(table, &w);
             with_reader(&self.db, |conn| {
                 conn.prepare_cached(&q)
                     .and_then(|mut s| {

@@ -25,6 +25,7 @@ pub const SQLITE: Dialect = Dialect {
     regexp: Some("oxbow_regexp"),
     bool_as_number: |c| c.to_owned(),
     json_anywhere: true,
+    unlimited: "-1",
 };
 
 /// A model's table.

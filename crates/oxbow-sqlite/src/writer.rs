@@ -25,7 +25,7 @@ use oxbow_core::row::Row;
 use crate::cache::Key;
 use crate::read::{query_rows, sql_error};
 use crate::table::{Table, sql_value, sql_values};
-use oxbow_sql::compile::compile_where;
+use oxbow_sql::compile::{candidates_sql, compile_where, delete_sql};
 
 /// The id counters, one row per model (the memory connector's `ids`).
 pub const IDS: &str = "_oxbow_ids";
@@ -256,11 +256,7 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
         Op::DeleteAll(where_) => {
             let w = compile_where(table, where_.as_ref());
             if w.exact {
-                let mut sql = format!("DELETE FROM {}", table.quoted);
-                if !w.sql.is_empty() {
-                    sql.push_str(" WHERE ");
-                    sql.push_str(&w.sql);
-                }
+                let sql = delete_sql(table, &w);
                 let n = conn
                     .execute(&sql, params_from_iter(sql_values(w.params)))
                     .map_err(|e| sql_error(&e))?;
@@ -324,12 +320,7 @@ fn find_one(conn: &Connection, table: &Table, id: &Value) -> Result<Option<Arc<R
 /// The rows `where_` matches, in id order.
 fn matching(conn: &Connection, table: &Table, where_: Option<&Where>) -> Result<Vec<Arc<Row>>> {
     let w = compile_where(table, where_);
-    let mut sql = table.select.clone();
-    if !w.sql.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&w.sql);
-    }
-    let mut rows = query_rows(conn, table, &sql, w.params)?;
+    let mut rows = query_rows(conn, table, &candidates_sql(table, &w), w.params)?;
     if !w.exact {
         if let Some(w) = where_ {
             rows.retain(|r| w.matches(&**r));
