@@ -1,8 +1,11 @@
-//! Change feeds: the in-process change stream of each model.
+//! Change feeds: the in-process change stream of each model, fed locally or from a shared log.
 //!
-//! The model layer publishes one [`ChangeEvent`] after each successful write, never before and
-//! never for a rejected one. Every subscriber reads from a bounded queue; publishing never waits
-//! for a subscriber, and a subscriber that falls behind learns how many events it missed.
+//! A feed is *local* (the model layer publishes one [`ChangeEvent`] after each successful write,
+//! never before and never for a rejected one) or *logged*: the connector writes each change into
+//! a durable log inside the write's own transaction, the log numbers them, and a follower
+//! delivers them here in log order, so every process on the same database sees the same
+//! events with the same ids. Every subscriber reads from a bounded queue; publishing never
+//! waits for a subscriber, and a subscriber that falls behind learns how many events it missed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,9 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::dao::RecordView;
+use crate::connector::BoxFuture;
+use crate::dao::{RecordView, where_to_json};
+use crate::error::{Error, Result};
+use crate::filter::Where;
+use crate::instance::Record;
 use crate::model::{ModelDefinition, ModelName};
-use crate::row::Row;
+use crate::row::{Layout, Row, StoredJson};
 
 /// What a change did, as LoopBack names it in the event's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +36,15 @@ impl ChangeType {
             Self::Create => "create",
             Self::Update => "update",
             Self::Remove => "remove",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "create" => Some(Self::Create),
+            "update" => Some(Self::Update),
+            "remove" => Some(Self::Remove),
+            _ => None,
         }
     }
 }
@@ -53,6 +69,191 @@ impl ChangeData {
             Self::Value(v) => v.clone(),
         }
     }
+}
+
+/// A change as a write describes it, before a feed gives it its number: LoopBack's payload
+/// `{target, where, data, type}` for each kind of write, made in one place for the model layer
+/// (local feeds) and for connectors that log changes in their write transaction.
+#[derive(Debug, Clone)]
+pub struct ChangeNote {
+    pub kind: ChangeType,
+    pub target: Option<Value>,
+    pub where_: Option<Value>,
+    /// The instance (hidden properties removed when shown), or the patch of `updateAll`.
+    pub data: Option<ChangeData>,
+}
+
+impl ChangeNote {
+    /// A create or an update of one stored record: target its id, data the record.
+    pub fn record(def: &Arc<ModelDefinition>, kind: ChangeType, row: &Arc<Row>) -> Self {
+        Self {
+            kind,
+            target: row.value_of(def.id_name()),
+            where_: None,
+            data: Some(ChangeData::Record(def.clone(), row.clone())),
+        }
+    }
+
+    /// `updateAll`: one event for the call, with the where and the patch. LoopBack names it an
+    /// update when it can tell the target (the id in the patch or an id equality in the
+    /// where), a create otherwise.
+    pub fn update_all(def: &ModelDefinition, where_: Option<&Where>, patch: &Record) -> Self {
+        let where_json = where_
+            .map(where_to_json)
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let id_name = def.id_name();
+        let target = patch
+            .get(id_name)
+            .cloned()
+            .or_else(|| where_json.get(id_name).filter(|v| !v.is_object()).cloned());
+        let kind = if target.is_some() {
+            ChangeType::Update
+        } else {
+            ChangeType::Create
+        };
+        let data = RecordView {
+            def,
+            record: patch,
+            fields: None,
+        }
+        .to_value();
+        Self {
+            kind,
+            target,
+            where_: Some(where_json),
+            data: Some(ChangeData::Value(data)),
+        }
+    }
+
+    /// `deleteById`: target the id, where `{<id>: id}`, whether or not it existed.
+    pub fn delete_by_id(def: &ModelDefinition, id: &Value) -> Self {
+        let mut w = Map::new();
+        w.insert(def.id_name().to_owned(), id.clone());
+        Self {
+            kind: ChangeType::Remove,
+            target: Some(id.clone()),
+            where_: Some(Value::Object(w)),
+            data: None,
+        }
+    }
+
+    /// `destroyAll`: the where only.
+    pub fn delete_all(where_: Option<&Where>) -> Self {
+        Self {
+            kind: ChangeType::Remove,
+            target: None,
+            where_: Some(
+                where_
+                    .map(where_to_json)
+                    .unwrap_or_else(|| Value::Object(Map::new())),
+            ),
+            data: None,
+        }
+    }
+
+    /// The note as a change log stores it (JSON texts; a record whole, hidden properties
+    /// included, so a follower can match `where` filters as the writer would).
+    pub fn encode(&self) -> EncodedNote {
+        let json = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+        let (data, is_record) = match &self.data {
+            Some(ChangeData::Record(_, row)) => (Some(stored_json(row)), true),
+            Some(ChangeData::Value(v)) => (Some(v.to_string()), false),
+            None => (None, false),
+        };
+        EncodedNote {
+            kind: self.kind.as_str(),
+            target: json(&self.target),
+            where_: json(&self.where_),
+            data,
+            is_record,
+        }
+    }
+
+    /// A note read back from a change log.
+    pub fn decode(
+        def: &Arc<ModelDefinition>,
+        layout: &Arc<Layout>,
+        kind: &str,
+        target: Option<&str>,
+        where_: Option<&str>,
+        data: Option<&str>,
+        is_record: bool,
+    ) -> Result<Self> {
+        let bad = |what: &str| Error::internal(format!("change log: unreadable {what}"));
+        let json = |s: Option<&str>, what: &str| -> Result<Option<Value>> {
+            s.map(|s| serde_json::from_str(s).map_err(|_| bad(what)))
+                .transpose()
+        };
+        let data = match (json(data, "data")?, is_record) {
+            (Some(Value::Object(m)), true) => Some(ChangeData::Record(
+                def.clone(),
+                Arc::new(Row::from_record(layout, m.into_iter().collect())),
+            )),
+            (Some(_), true) => return Err(bad("record")),
+            (Some(v), false) => Some(ChangeData::Value(v)),
+            (None, _) => None,
+        };
+        Ok(Self {
+            kind: ChangeType::parse(kind).ok_or_else(|| bad("type"))?,
+            target: json(target, "target")?,
+            where_: json(where_, "where")?,
+            data,
+        })
+    }
+}
+
+/// A [`ChangeNote`] in a change log's columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedNote {
+    pub kind: &'static str,
+    pub target: Option<String>,
+    pub where_: Option<String>,
+    pub data: Option<String>,
+    pub is_record: bool,
+}
+
+impl EncodedNote {
+    /// The columns of [`ChangeNote::record`], straight from the stored row.
+    pub fn record(def: &ModelDefinition, kind: ChangeType, row: &Row) -> Self {
+        Self {
+            kind: kind.as_str(),
+            target: row.value_of(def.id_name()).map(|v| v.to_string()),
+            where_: None,
+            data: Some(stored_json(row)),
+            is_record: true,
+        }
+    }
+}
+
+fn stored_json(row: &Row) -> String {
+    // Serializing JSON values to a string cannot fail.
+    serde_json::to_string(&StoredJson(row)).unwrap_or_default()
+}
+
+/// A durable change log shared by every process on one database (the PostgreSQL connector's).
+/// Writes append to it in their own transaction; it numbers each model's changes 1, 2, 3, …
+/// in commit order, and delivers them to the feeds of every process.
+pub trait ChangeLog: Send + Sync {
+    /// The changes of `model` numbered `after + 1 ..= upto`, in order; fewer (or none) when the
+    /// log no longer holds some of them.
+    fn replay<'a>(
+        &'a self,
+        model: &'a Arc<ModelDefinition>,
+        layout: &'a Arc<Layout>,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, ChangeNote)>>>;
+
+    /// Returns once this process's feeds hold every change committed before the call, so a
+    /// subscription made next sees none of them.
+    fn sync(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// The number of the model's last numbered change in the log (0 before the first).
+    fn head<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<u64>>;
+
+    /// Starts delivering the log into `feeds` (the logged feeds of every model on this
+    /// datasource); called once at boot, before requests are served.
+    fn follow(self: Arc<Self>, feeds: Vec<Arc<ChangeFeed>>) -> BoxFuture<'static, Result<()>>;
 }
 
 /// One change, with LoopBack's payload `{target, where, data, type}`.
@@ -157,7 +358,6 @@ impl Default for FeedSettings {
 
 /// The change feed of one model: sequence numbers, a bounded retention for resuming, and a
 /// broadcast to live subscribers.
-#[derive(Debug)]
 pub struct ChangeFeed {
     model: ModelName,
     settings: FeedSettings,
@@ -165,26 +365,62 @@ pub struct ChangeFeed {
     /// Held while publishing and while subscribing, so a subscriber's replay and its live
     /// events meet with no gap and no duplicate.
     state: Mutex<FeedState>,
+    /// Set for a logged feed: where its events come from and how to replay older ones.
+    log: Option<Logged>,
+}
+
+struct Logged {
+    log: Arc<dyn ChangeLog>,
+    def: Arc<ModelDefinition>,
+    layout: Arc<Layout>,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("model", &self.model)
+            .field("logged", &self.log.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct FeedState {
     seq: u64,
     retained: VecDeque<(Instant, Arc<ChangeEvent>)>,
+    /// Every event numbered above this one is in `retained` (what a logged feed can replay
+    /// without asking the log).
+    complete_after: u64,
 }
 
 impl FeedState {
     fn trim(&mut self, settings: &FeedSettings, now: Instant) {
+        let drop_front = |state: &mut Self| {
+            if let Some((_, e)) = state.retained.pop_front() {
+                state.complete_after = e.seq;
+            }
+        };
         while self.retained.len() > settings.retain_count {
-            self.retained.pop_front();
+            drop_front(self);
         }
         while self
             .retained
             .front()
             .is_some_and(|(at, _)| now.duration_since(*at) > settings.retain_age)
         {
-            self.retained.pop_front();
+            drop_front(self);
         }
+    }
+
+    fn push(&mut self, settings: &FeedSettings, event: &Arc<ChangeEvent>) {
+        let now = Instant::now();
+        self.seq = event.seq;
+        if settings.retain_count > 0 {
+            self.retained.push_back((now, event.clone()));
+        } else {
+            self.complete_after = event.seq;
+        }
+        self.trim(settings, now);
     }
 }
 
@@ -198,6 +434,10 @@ pub enum Resume {
     Reset,
 }
 
+/// Most events a logged feed replays from the log for one resuming subscriber; one further
+/// behind is told to refetch.
+pub const MAX_REPLAY: u64 = 10_000;
+
 impl ChangeFeed {
     /// A feed with default settings whose subscribers each buffer at most `queue` events.
     pub fn new(model: ModelName, queue: usize) -> Self {
@@ -210,6 +450,7 @@ impl ChangeFeed {
         )
     }
 
+    /// A local feed: the model layer publishes into it.
     pub fn with_settings(model: ModelName, settings: FeedSettings) -> Self {
         let (tx, _) = broadcast::channel(settings.queue.max(1));
         Self {
@@ -217,55 +458,170 @@ impl ChangeFeed {
             settings,
             tx,
             state: Mutex::new(FeedState::default()),
+            log: None,
         }
+    }
+
+    /// A logged feed: `log` delivers into it (see [`ChangeLog::follow`]) and replays what it
+    /// no longer retains.
+    pub fn logged(
+        def: Arc<ModelDefinition>,
+        settings: FeedSettings,
+        log: Arc<dyn ChangeLog>,
+    ) -> Self {
+        let mut feed = Self::with_settings(def.name.clone(), settings);
+        feed.log = Some(Logged {
+            log,
+            layout: Layout::of(&def),
+            def,
+        });
+        feed
+    }
+
+    /// Whether the model layer publishes into this feed (false: a change log does).
+    pub fn is_local(&self) -> bool {
+        self.log.is_none()
+    }
+
+    pub fn model(&self) -> &ModelName {
+        &self.model
+    }
+
+    /// The model definition and row layout of a logged feed (what a follower decodes with).
+    pub fn logged_model(&self) -> Option<(&Arc<ModelDefinition>, &Arc<Layout>)> {
+        self.log.as_ref().map(|l| (&l.def, &l.layout))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes a change to every current subscriber and retains it for resuming. Never
-    /// blocks on a subscriber.
-    pub fn publish(
-        &self,
-        kind: ChangeType,
-        target: Option<Value>,
-        where_: Option<Value>,
-        data: Option<ChangeData>,
-    ) -> u64 {
-        let mut state = self.lock();
-        state.seq += 1;
-        let event = Arc::new(ChangeEvent {
-            seq: state.seq,
+    fn event(&self, seq: u64, note: ChangeNote) -> Arc<ChangeEvent> {
+        Arc::new(ChangeEvent {
+            seq,
             model: self.model.clone(),
-            kind,
-            target,
-            where_,
-            data,
+            kind: note.kind,
+            target: note.target,
+            where_: note.where_,
+            data: note.data,
             json: OnceLock::new(),
-        });
-        let now = Instant::now();
-        if self.settings.retain_count > 0 {
-            state.retained.push_back((now, event.clone()));
-        }
-        state.trim(&self.settings, now);
+        })
+    }
+
+    /// Publishes a change to every current subscriber of a local feed and retains it for
+    /// resuming. Never blocks on a subscriber.
+    pub fn publish(&self, note: ChangeNote) -> u64 {
+        let mut state = self.lock();
+        let event = self.event(state.seq + 1, note);
+        state.push(&self.settings, &event);
         // No subscribers is not an error.
         let _ = self.tx.send(event);
         state.seq
     }
 
+    /// Where a logged feed starts: the log's number of the model's last change at boot.
+    pub fn start_at(&self, seq: u64) {
+        let mut state = self.lock();
+        state.seq = seq;
+        state.complete_after = seq;
+    }
+
+    /// Delivers the change the log numbered `seq` (a follower calls this in log order; a
+    /// number already delivered is ignored, so a follower that re-reads loses nothing and
+    /// duplicates nothing).
+    pub fn deliver(&self, seq: u64, note: ChangeNote) {
+        let mut state = self.lock();
+        if seq <= state.seq {
+            return;
+        }
+        let event = self.event(seq, note);
+        state.push(&self.settings, &event);
+        let _ = self.tx.send(event);
+    }
+
     /// A new subscription that sees every event published from now on.
     pub fn subscribe(&self) -> ChangeStream {
-        let _state = self.lock();
+        let state = self.lock();
         ChangeStream {
             backlog: VecDeque::new(),
             rx: self.tx.subscribe(),
+            floor: state.seq,
         }
     }
 
-    /// A subscription that first replays the retained events after `last_id` (a `seq` this
-    /// feed handed out), then continues live.
-    pub fn subscribe_after(&self, last_id: u64) -> (ChangeStream, Resume) {
+    /// Like [`ChangeFeed::subscribe`], and for a logged feed only once every change committed
+    /// before the call was delivered: a subscriber never sees writes answered before it
+    /// subscribed, as with a local feed.
+    pub async fn subscribe_now(&self) -> Result<ChangeStream> {
+        if let Some(logged) = &self.log {
+            logged.log.sync().await?;
+        }
+        Ok(self.subscribe())
+    }
+
+    /// A subscription that first replays the events after `last_id` (a `seq` this feed
+    /// handed out), then continues live. A local feed replays what it retains; a logged feed
+    /// also what the log still holds (at most [`MAX_REPLAY`] events).
+    pub async fn subscribe_after(&self, last_id: u64) -> Result<(ChangeStream, Resume)> {
+        let Some(logged) = &self.log else {
+            return Ok(self.subscribe_after_local(last_id));
+        };
+        let (mut stream, seq, complete_after) = {
+            let mut state = self.lock();
+            state.trim(&self.settings, Instant::now());
+            let mut stream = ChangeStream {
+                backlog: VecDeque::new(),
+                rx: self.tx.subscribe(),
+                floor: last_id.min(state.seq),
+            };
+            if last_id >= state.complete_after {
+                stream.backlog = state
+                    .retained
+                    .iter()
+                    .filter(|(_, e)| e.seq > last_id)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+            }
+            (stream, state.seq, state.complete_after)
+        };
+        if last_id > seq {
+            // Ahead of this process: fine when another process on the log has handed it out
+            // already (this one delivers it shortly), a reset when the log never had it.
+            if last_id <= logged.log.head(self.model.as_str()).await? {
+                stream.floor = last_id;
+                return Ok((stream, Resume::Replayed));
+            }
+            return Ok((stream, Resume::Reset));
+        }
+        if last_id >= complete_after {
+            return Ok((stream, Resume::Replayed));
+        }
+        if seq - last_id > MAX_REPLAY {
+            stream.floor = seq;
+            return Ok((stream, Resume::Reset));
+        }
+        let replayed = logged
+            .log
+            .replay(&logged.def, &logged.layout, last_id, seq)
+            .await?;
+        let whole = replayed.len() as u64 == seq - last_id
+            && replayed
+                .iter()
+                .zip(last_id + 1..)
+                .all(|((n, _), want)| *n == want);
+        if !whole {
+            stream.floor = seq;
+            return Ok((stream, Resume::Reset));
+        }
+        stream.backlog = replayed
+            .into_iter()
+            .map(|(n, note)| self.event(n, note))
+            .collect();
+        stream.floor = seq;
+        Ok((stream, Resume::Replayed))
+    }
+
+    fn subscribe_after_local(&self, last_id: u64) -> (ChangeStream, Resume) {
         let mut state = self.lock();
         state.trim(&self.settings, Instant::now());
         let rx = self.tx.subscribe();
@@ -275,6 +631,7 @@ impl ChangeFeed {
                 ChangeStream {
                     backlog: VecDeque::new(),
                     rx,
+                    floor: state.seq,
                 },
                 Resume::Reset,
             );
@@ -285,7 +642,14 @@ impl ChangeFeed {
             .filter(|(_, e)| e.seq > last_id)
             .map(|(_, e)| e.clone())
             .collect();
-        (ChangeStream { backlog, rx }, Resume::Replayed)
+        (
+            ChangeStream {
+                backlog,
+                rx,
+                floor: state.seq,
+            },
+            Resume::Replayed,
+        )
     }
 
     /// How many subscriptions are open.
@@ -309,6 +673,8 @@ pub struct ChangeStream {
     /// Retained events to replay before the live ones.
     backlog: VecDeque<Arc<ChangeEvent>>,
     rx: broadcast::Receiver<Arc<ChangeEvent>>,
+    /// Live events numbered at or below this were replayed (or were before the subscription).
+    floor: u64,
 }
 
 impl ChangeStream {
@@ -317,10 +683,16 @@ impl ChangeStream {
         if let Some(e) = self.backlog.pop_front() {
             return Ok(e);
         }
-        self.rx.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-            broadcast::error::RecvError::Closed => RecvError::Closed,
-        })
+        loop {
+            let e = self.rx.recv().await.map_err(|e| match e {
+                broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+                broadcast::error::RecvError::Closed => RecvError::Closed,
+            })?;
+            if e.seq > self.floor {
+                self.floor = e.seq;
+                return Ok(e);
+            }
+        }
     }
 
     /// The next event if one is already queued.
@@ -328,11 +700,19 @@ impl ChangeStream {
         if let Some(e) = self.backlog.pop_front() {
             return Some(Ok(e));
         }
-        match self.rx.try_recv() {
-            Ok(e) => Some(Ok(e)),
-            Err(broadcast::error::TryRecvError::Empty) => None,
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-            Err(broadcast::error::TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) if e.seq <= self.floor => continue,
+                Ok(e) => {
+                    self.floor = e.seq;
+                    return Some(Ok(e));
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    return Some(Err(RecvError::Lagged(n)));
+                }
+                Err(broadcast::error::TryRecvError::Closed) => return Some(Err(RecvError::Closed)),
+            }
         }
     }
 }
@@ -351,7 +731,12 @@ mod tests {
         assert_eq!(feed.subscriber_count(), 1);
         // More events than the queue holds: publishing does not block, the reader learns it lagged.
         for i in 0..10 {
-            feed.publish(ChangeType::Create, Some(i.into()), None, None);
+            feed.publish(ChangeNote {
+                kind: ChangeType::Create,
+                target: Some(i.into()),
+                where_: None,
+                data: None,
+            });
         }
         assert_eq!(feed.last_seq(), 10);
         assert_eq!(
@@ -385,7 +770,12 @@ mod resume_tests {
 
     fn publish(feed: &ChangeFeed, n: u64) {
         for i in 0..n {
-            feed.publish(ChangeType::Create, Some(i.into()), None, None);
+            feed.publish(ChangeNote {
+                kind: ChangeType::Create,
+                target: Some(i.into()),
+                where_: None,
+                data: None,
+            });
         }
     }
 
@@ -397,7 +787,7 @@ mod resume_tests {
     fn resuming_replays_then_continues_without_gap_or_duplicate() {
         let f = feed(5);
         publish(&f, 3);
-        let (mut s, how) = f.subscribe_after(1);
+        let (mut s, how) = f.subscribe_after_local(1);
         assert_eq!(how, Resume::Replayed);
         publish(&f, 2);
         assert_eq!(drain(&mut s), [2, 3, 4, 5]);
@@ -407,10 +797,10 @@ mod resume_tests {
     fn ids_past_retention_or_from_another_run_reset() {
         let f = feed(3);
         publish(&f, 10);
-        assert_eq!(f.subscribe_after(7).1, Resume::Replayed);
-        assert_eq!(f.subscribe_after(6).1, Resume::Reset);
-        assert_eq!(f.subscribe_after(99).1, Resume::Reset);
-        let (mut s, _) = f.subscribe_after(10);
+        assert_eq!(f.subscribe_after_local(7).1, Resume::Replayed);
+        assert_eq!(f.subscribe_after_local(6).1, Resume::Reset);
+        assert_eq!(f.subscribe_after_local(99).1, Resume::Reset);
+        let (mut s, _) = f.subscribe_after_local(10);
         assert!(drain(&mut s).is_empty());
     }
 }

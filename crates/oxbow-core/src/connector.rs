@@ -2,6 +2,8 @@
 //!
 //! A connector stores and finds records; it never validates, never applies defaults and never
 //! publishes change events (the model layer in `dao.rs` does, after the connector succeeded).
+//! A connector that keeps a [`ChangeLog`] instead appends each write's [`ChangeNote`]
+//! (`crate::change::ChangeNote`) to it inside the write's own transaction.
 //! The trait is object-safe and its futures are `Send`, so SQL connectors can do real I/O.
 
 use std::future::Future;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::change::ChangeLog;
 use crate::error::Result;
 use crate::filter::{Filter, Where};
 use crate::instance::Record;
@@ -28,6 +31,15 @@ pub type Modify = Box<dyn FnOnce(&Record) -> Result<Record> + Send + 'static>;
 pub trait Connector: Send + Sync {
     /// The connector name as written in datasources.json (`memory`).
     fn name(&self) -> &str;
+
+    /// The durable change log this connector appends every write's change to, in the write's
+    /// transaction (the event of each write exactly as `ChangeNote` makes it for that
+    /// operation: `record` after create/replace/modify when a row was written, `update_all`,
+    /// `delete_by_id` even when nothing was deleted, `delete_all`). `None`: the model layer
+    /// publishes to an in-process feed.
+    fn change_log(&self) -> Option<Arc<dyn ChangeLog>> {
+        None
+    }
 
     /// Rows matching `filter.where_`, ordered (by id when `filter.order` is empty), with
     /// `skip`/`limit` applied. Field selection and `include` are the model layer's work.

@@ -3,14 +3,16 @@
 //! event each successful write publishes.
 //!
 //! **Invariant:** a change event is published only after the connector acknowledged the write,
-//! and only here; a rejected write publishes nothing and changes nothing.
+//! and only here; a rejected write publishes nothing and changes nothing. A model whose
+//! connector keeps a change log publishes nothing here: the connector logged the same
+//! [`ChangeNote`] in the write's transaction and the log's follower delivers it.
 
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::change::{ChangeData, ChangeFeed, ChangeStream, ChangeType};
+use crate::change::{ChangeData, ChangeFeed, ChangeNote, ChangeStream, ChangeType};
 use crate::connector::Connector;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Test, Where, parse_where};
@@ -24,7 +26,7 @@ use crate::row::{Fields, Row};
 pub struct Model {
     def: Arc<ModelDefinition>,
     connector: Arc<dyn Connector>,
-    feed: ChangeFeed,
+    feed: Arc<ChangeFeed>,
     hooks: Hooks,
 }
 
@@ -87,7 +89,10 @@ impl Model {
         connector: Arc<dyn Connector>,
         feed: crate::change::FeedSettings,
     ) -> Self {
-        let feed = ChangeFeed::with_settings(def.name.clone(), feed);
+        let feed = Arc::new(match connector.change_log() {
+            Some(log) => ChangeFeed::logged(def.clone(), feed, log),
+            None => ChangeFeed::with_settings(def.name.clone(), feed),
+        });
         Self {
             def,
             connector,
@@ -221,8 +226,13 @@ impl Model {
     }
 
     /// The model's change feed.
-    pub fn changes(&self) -> &ChangeFeed {
+    pub fn changes(&self) -> &Arc<ChangeFeed> {
         &self.feed
+    }
+
+    /// The connector behind the model.
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.connector
     }
 
     /// Subscribes to this model's changes (LoopBack's `createChangeStream`).
@@ -257,9 +267,14 @@ impl Model {
     }
 
     fn publish(&self, kind: ChangeType, record: &Arc<Row>) {
-        let target = record.value_of(self.def.id_name());
-        let data = ChangeData::Record(self.def.clone(), record.clone());
-        self.feed.publish(kind, target, None, Some(data));
+        self.publish_note(|| ChangeNote::record(&self.def, kind, record));
+    }
+
+    /// Publishes into a local feed; a logged feed gets the change from its log.
+    fn publish_note(&self, note: impl FnOnce() -> ChangeNote) {
+        if self.feed.is_local() {
+            self.feed.publish(note());
+        }
     }
 
     // ----- reads -----------------------------------------------------------------------------
@@ -613,35 +628,13 @@ impl Model {
             .connector
             .update_all(&self.def, where_.as_ref(), &patch)
             .await?;
-        let where_json = where_
-            .as_ref()
-            .map(where_to_json)
-            .or_else(|| Some(Value::Object(Map::new())));
-        let id_name = self.def.id_name();
-        let target = patch.get(id_name).cloned().or_else(|| {
-            where_json
-                .as_ref()
-                .and_then(|w| w.get(id_name))
-                .filter(|v| !v.is_object())
-                .cloned()
-        });
-        let kind = if target.is_some() {
-            ChangeType::Update
-        } else {
-            ChangeType::Create
+        let note = ChangeNote::update_all(&self.def, where_.as_ref(), &patch);
+        let where_json = note.where_.clone();
+        let data = match &note.data {
+            Some(ChangeData::Value(v)) => v.clone(),
+            _ => Value::Object(Map::new()),
         };
-        let data = RecordView {
-            def: &self.def,
-            record: &patch,
-            fields: None,
-        }
-        .to_value();
-        self.feed.publish(
-            kind,
-            target,
-            where_json.clone(),
-            Some(ChangeData::Value(data.clone())),
-        );
+        self.publish_note(|| note);
         if self.hooks.has(Operation::AfterSave) {
             let mut ctx = HookContext {
                 where_: where_json,
@@ -662,8 +655,7 @@ impl Model {
         let w = Value::Object(w);
         self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
         let count = self.connector.delete_by_id(&self.def, &id).await?;
-        self.feed
-            .publish(ChangeType::Remove, Some(id), Some(w.clone()), None);
+        self.publish_note(|| ChangeNote::delete_by_id(&self.def, &id));
         self.delete_hook(Operation::AfterDelete, w).await?;
         Ok(count)
     }
@@ -675,8 +667,7 @@ impl Model {
             .unwrap_or_else(|| Value::Object(Map::new()));
         self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
         let count = self.connector.delete_all(&self.def, where_).await?;
-        self.feed
-            .publish(ChangeType::Remove, None, Some(w.clone()), None);
+        self.publish_note(|| ChangeNote::delete_all(where_));
         self.delete_hook(Operation::AfterDelete, w).await?;
         Ok(count)
     }

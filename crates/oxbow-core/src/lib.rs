@@ -19,7 +19,8 @@ pub mod relation;
 pub mod row;
 
 pub use change::{
-    ChangeData, ChangeEvent, ChangeFeed, ChangeStream, ChangeType, FeedSettings, RecvError, Resume,
+    ChangeData, ChangeEvent, ChangeFeed, ChangeLog, ChangeNote, ChangeStream, ChangeType,
+    FeedSettings, RecvError, Resume,
 };
 pub use connector::{BoxFuture, Connector};
 pub use dao::{Model, RecordView};

@@ -2,9 +2,11 @@
 //!
 //! Tables follow the shared [`Mapping`] with typed columns (`double precision`, `text COLLATE
 //! "C"` so strings order by code point as on SQLite, `boolean`, JSON as `text` to keep key
-//! order). Every write runs in its own transaction and is answered after it committed. Ids come
-//! from a sequence per table that follows the memory connector's counter rule without a lock.
+//! order). Every write runs in its own transaction, appends its change to the change log in
+//! it ([`log`]) and is answered after it committed. Ids come from a sequence per table that
+//! follows the memory connector's counter rule without a lock.
 
+pub mod log;
 pub mod values;
 
 use std::collections::HashMap;
@@ -14,6 +16,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use serde_json::{Map, Value};
 use tokio_postgres::NoTls;
 
+use oxbow_core::change::{ChangeLog, ChangeNote, ChangeType, EncodedNote};
 use oxbow_core::connector::{BoxFuture, Connector, Modify};
 use oxbow_core::error::{Error, Result};
 use oxbow_core::filter::{Filter, Where};
@@ -66,6 +69,7 @@ impl std::ops::Deref for Table {
 pub struct PostgresConnector {
     pool: Pool,
     tables: HashMap<String, Arc<Table>>,
+    log: Arc<log::PgLog>,
 }
 
 impl std::fmt::Debug for PostgresConnector {
@@ -117,12 +121,12 @@ pub fn config(
     Ok(cfg)
 }
 
-fn pg_error(e: &tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(e: &tokio_postgres::Error) -> Error {
     Error::internal(describe(e))
 }
 
 /// The server's message when there is one ("db error" alone says nothing).
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {}: {}", db.code().code(), db.message()),
         None => format!("PostgreSQL: {e}"),
@@ -147,7 +151,7 @@ impl PostgresConnector {
             .map_or(16, |m| m as usize);
         let schema = settings.get("schema").and_then(Value::as_str);
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -170,6 +174,9 @@ impl PostgresConnector {
         txn.batch_execute("SELECT pg_advisory_xact_lock(7336952)")
             .await
             .map_err(fail)?;
+        log::migrate(&txn)
+            .await
+            .map_err(|e| OpenError(format!("change log: {e}")))?;
         let mut tables = HashMap::new();
         for def in models {
             if def.id_property().id.is_none() {
@@ -181,7 +188,9 @@ impl PostgresConnector {
             tables.insert(def.name.to_string(), Arc::new(table));
         }
         txn.commit().await.map_err(fail)?;
-        Ok(Self { pool, tables })
+        drop(client);
+        let log = Arc::new(log::PgLog::new(pool.clone(), cfg));
+        Ok(Self { pool, tables, log })
     }
 
     fn table(&self, model: &ModelDefinition) -> Result<&Arc<Table>> {
@@ -431,8 +440,33 @@ impl PostgresConnector {
                 },
             );
         }
+        let row = Arc::new(Row::from_entries(&table.layout, data));
+        let note = EncodedNote::record(def, ChangeType::Create, &row);
+        log::append(&txn, def.name.as_str(), &note).await?;
+        self.commit(txn).await?;
+        Ok(row)
+    }
+
+    /// Commits a write's transaction and has its change numbered.
+    async fn commit(&self, txn: deadpool_postgres::Transaction<'_>) -> Result<()> {
         txn.commit().await.map_err(|e| pg_error(&e))?;
-        Ok(Arc::new(Row::from_entries(&table.layout, data)))
+        self.log.committed();
+        Ok(())
+    }
+
+    /// Logs the update of a row written back, when there was one.
+    async fn log_update(
+        txn: &deadpool_postgres::Transaction<'_>,
+        table: &Table,
+        row: Option<&Arc<Row>>,
+    ) -> Result<()> {
+        match row {
+            Some(row) => {
+                let note = EncodedNote::record(&table.def, ChangeType::Update, row);
+                log::append(txn, table.def.name.as_str(), &note).await
+            }
+            None => Ok(()),
+        }
     }
 
     async fn replace_row(
@@ -445,7 +479,8 @@ impl PostgresConnector {
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
         data.insert(table.def.id_name().to_owned(), id.clone());
         let out = write_back(&txn, table, id, data).await?;
-        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Self::log_update(&txn, table, out.as_ref()).await?;
+        self.commit(txn).await?;
         Ok(out)
     }
 
@@ -469,7 +504,8 @@ impl PostgresConnector {
         };
         let next = modify(&current.to_record())?;
         let out = write_back(&txn, table, id, next).await?;
-        txn.commit().await.map_err(|e| pg_error(&e))?;
+        Self::log_update(&txn, table, out.as_ref()).await?;
+        self.commit(txn).await?;
         Ok(out)
     }
 
@@ -494,7 +530,9 @@ impl PostgresConnector {
                 .await?;
             }
         }
-        txn.commit().await.map_err(|e| pg_error(&e))?;
+        let note = ChangeNote::update_all(&table.def, where_, patch).encode();
+        log::append(&txn, table.def.name.as_str(), &note).await?;
+        self.commit(txn).await?;
         Ok(rows.len() as u64)
     }
 
@@ -513,19 +551,30 @@ impl PostgresConnector {
             }
             rows.len() as u64
         };
-        txn.commit().await.map_err(|e| pg_error(&e))?;
+        let note = ChangeNote::delete_all(where_).encode();
+        log::append(&txn, table.def.name.as_str(), &note).await?;
+        self.commit(txn).await?;
         Ok(n)
     }
 
     async fn delete_one(&self, table: &Table, id: &Value) -> Result<u64> {
-        let client = self.client().await?;
-        exec(&client, Sql::Fixed(&table.delete), &[table.id_param(id)]).await
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let n = exec(&txn, Sql::Fixed(&table.delete), &[table.id_param(id)]).await?;
+        let note = ChangeNote::delete_by_id(&table.def, id).encode();
+        log::append(&txn, table.def.name.as_str(), &note).await?;
+        self.commit(txn).await?;
+        Ok(n)
     }
 }
 
 impl Connector for PostgresConnector {
     fn name(&self) -> &str {
         "postgresql"
+    }
+
+    fn change_log(&self) -> Option<Arc<dyn ChangeLog>> {
+        Some(self.log.clone())
     }
 
     fn find<'a>(

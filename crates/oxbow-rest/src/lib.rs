@@ -434,7 +434,8 @@ async fn dispatch(
             opts.as_ref(),
             api.streams.clone(),
             api.shutdown.clone(),
-        )?;
+        )
+        .await?;
         return Ok(Outcome::Response(resp));
     }
     let method = route.op.method_name();

@@ -239,7 +239,7 @@ async fn sleep_or_never(d: Option<Duration>) {
 
 /// Opens a change stream for `model` (one record when `target` is set). `options` comes from
 /// the query or the POST body.
-pub fn open(
+pub async fn open(
     model: Arc<Model>,
     target: Option<Value>,
     req: &HttpRequest,
@@ -260,10 +260,18 @@ pub fn open(
         None
     };
     let (changes, reset, last_sent) = match resume {
-        None => (model.subscribe(), false, model.changes().last_seq()),
-        Some(None) => (model.subscribe(), true, model.changes().last_seq()),
+        None => (
+            model.changes().subscribe_now().await?,
+            false,
+            model.changes().last_seq(),
+        ),
+        Some(None) => (
+            model.changes().subscribe_now().await?,
+            true,
+            model.changes().last_seq(),
+        ),
         Some(Some(last)) => {
-            let (s, how) = model.changes().subscribe_after(last);
+            let (s, how) = model.changes().subscribe_after(last).await?;
             (s, how == Resume::Reset, last)
         }
     };
@@ -279,8 +287,7 @@ pub fn open(
                 let last = model.changes().last_seq();
                 let data = json!({ "lastEventId": last, "reason": "events after the given id are no longer retained; refetch" });
                 queued.push_back(Bytes::from(format!(
-                    "id: {}\nevent: reset\ndata: {data}\n\n",
-                    model.changes().last_seq()
+                    "id: {last}\nevent: reset\ndata: {data}\n\n"
                 )));
             }
         }

@@ -265,10 +265,30 @@ pub async fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
     // Keep model-config.json order.
     let order: Vec<&str> = plan.models.iter().map(|m| m.name.as_str()).collect();
     models.sort_by_key(|(d, _)| order.iter().position(|n| *n == d.name.as_str()));
-    let models = models
+    let models: Vec<Arc<Model>> = models
         .into_iter()
         .map(|(d, c)| Arc::new(Model::new(d, c, feed)))
         .collect();
+    // Connectors with a change log feed their models' streams from it, from now on.
+    let mut followed: Vec<*const ()> = Vec::new();
+    for m in &models {
+        let Some(log) = m.connector().change_log() else {
+            continue;
+        };
+        let key = Arc::as_ptr(m.connector()).cast::<()>();
+        if followed.contains(&key) {
+            continue;
+        }
+        followed.push(key);
+        let feeds = models
+            .iter()
+            .filter(|o| Arc::ptr_eq(o.connector(), m.connector()))
+            .map(|o| o.changes().clone())
+            .collect();
+        log.follow(feeds)
+            .await
+            .with_context(|| format!("the change log of model `{}`'s datasource", m.name()))?;
+    }
     Ok(Arc::new(Registry::new(models)))
 }
 

@@ -1,0 +1,295 @@
+//! Several `oxbow serve` processes on one PostgreSQL database: a write through either reaches
+//! change-stream subscribers on both, in one order with the same ids, without duplicates;
+//! `Last-Event-ID` resumes on either; a process that was killed and restarted loses nothing.
+//!
+//! Runs when `OXBOW_TEST_POSTGRES` points at a server (`.ci/run` sets it).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn serve(dir: &Path) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args([
+            "serve",
+            dir.to_str().unwrap(),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn oxbow");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a listening line").expect("stdout");
+    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
+    (child, port)
+}
+
+fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// One server-sent event: its `id:`, `event:` and `data:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    id: Option<u64>,
+    kind: String,
+    data: String,
+}
+
+/// Opens a change stream (optionally resuming after `last`); its events arrive on the channel.
+fn subscribe(port: u16, last: Option<u64>) -> mpsc::Receiver<Event> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let resume = last.map_or(String::new(), |l| format!("Last-Event-ID: {l}\r\n"));
+    write!(
+        s,
+        "GET /api/Notes/change-stream?_format=event-stream HTTP/1.1\r\nHost: x\r\n{resume}\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        // Headers.
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        // Chunked body; events split on blank lines.
+        let mut text = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
+                return;
+            };
+            let mut chunk = vec![0; size + 2];
+            if r.read_exact(&mut chunk).is_err() || size == 0 {
+                return;
+            }
+            text.push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let mut ev = Event {
+                    id: None,
+                    kind: String::new(),
+                    data: String::new(),
+                };
+                for l in block.lines() {
+                    if let Some(v) = l.strip_prefix("id: ") {
+                        ev.id = v.parse().ok();
+                    } else if let Some(v) = l.strip_prefix("event: ") {
+                        ev.kind = v.to_owned();
+                    } else if let Some(v) = l.strip_prefix("data: ") {
+                        ev.data = v.to_owned();
+                    }
+                }
+                if !ev.kind.is_empty() && tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The next `n` events of a stream (panics after 20 s).
+fn take(rx: &mpsc::Receiver<Event>, n: usize, what: &str) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) => out.push(e),
+            Err(_) => panic!("{what}: {} of {n} events after 20 s: {out:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// Nothing more arrives within `quiet`.
+fn assert_quiet(rx: &mpsc::Receiver<Event>, quiet: Duration, what: &str) {
+    if let Ok(e) = rx.recv_timeout(quiet) {
+        panic!("{what}: an extra event {e:?}");
+    }
+}
+
+fn schema() -> String {
+    format!("oxbow_instances_{}", std::process::id())
+}
+
+fn drop_schema(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to OXBOW_TEST_POSTGRES");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema()))
+            .await
+            .expect("drop schema");
+    });
+}
+
+fn app(url: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oxbow-instances-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["server", "models"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let ds = serde_json::json!({"db": {"connector": "postgresql", "url": url, "schema": schema()}});
+    std::fs::write(dir.join("server/datasources.json"), ds.to_string()).unwrap();
+    std::fs::write(
+        dir.join("server/model-config.json"),
+        r#"{"_meta":{"sources":["../models"]},"Note":{"dataSource":"db"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("models/note.json"),
+        r#"{"name":"Note","properties":{"text":{"type":"string","required":true},"n":{"type":"number"}}}"#,
+    )
+    .unwrap();
+    dir
+}
+
+const WRITERS: usize = 4;
+const PER_WRITER: usize = 25;
+
+#[test]
+fn writes_through_any_instance_reach_every_instance_in_one_order() {
+    let Some(url) = std::env::var("OXBOW_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipping the several-instances test: OXBOW_TEST_POSTGRES is not set");
+        return;
+    };
+    drop_schema(&url);
+    let dir = app(&url);
+    let (mut a, port_a) = serve(&dir);
+    let (mut b, port_b) = serve(&dir);
+    let on_a = subscribe(port_a, None);
+    let on_b = subscribe(port_b, None);
+    // Both subscriptions are open before the first write.
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Each writer creates a note through one instance and patches it through the other.
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (first, second) = if w % 2 == 0 {
+                (port_a, port_b)
+            } else {
+                (port_b, port_a)
+            };
+            std::thread::spawn(move || {
+                for i in 0..PER_WRITER {
+                    let (status, body) = request(
+                        first,
+                        "POST",
+                        "/api/Notes",
+                        &format!(r#"{{"text":"w{w}-{i}","n":0}}"#),
+                    );
+                    assert_eq!(status, 200, "{body}");
+                    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].clone();
+                    let (status, body) =
+                        request(second, "PATCH", &format!("/api/Notes/{id}"), r#"{"n":1}"#);
+                    assert_eq!(status, 200, "{body}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    let n = WRITERS * PER_WRITER * 2;
+    let got_a = take(&on_a, n, "stream on A");
+    let got_b = take(&on_b, n, "stream on B");
+    assert_quiet(&on_a, Duration::from_millis(300), "stream on A");
+    assert_quiet(&on_b, Duration::from_millis(300), "stream on B");
+
+    // Same events, same ids 1..n, same order, on both.
+    assert_eq!(got_a, got_b, "the instances disagree");
+    let ids: Vec<u64> = got_a.iter().map(|e| e.id.unwrap()).collect();
+    assert_eq!(ids, (1..=n as u64).collect::<Vec<_>>());
+    // Every note's create precedes its update; no change twice.
+    let mut seen = std::collections::HashMap::new();
+    for e in &got_a {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        let text = v["data"]["text"].as_str().unwrap().to_owned();
+        let kind = v["type"].as_str().unwrap().to_owned();
+        let before = seen.insert(text.clone(), kind.clone());
+        match kind.as_str() {
+            "create" => assert_eq!(before, None, "{text} created twice"),
+            "update" => assert_eq!(before.as_deref(), Some("create"), "{text}: {e:?}"),
+            other => panic!("unexpected change type {other}"),
+        }
+    }
+    assert_eq!(seen.len(), WRITERS * PER_WRITER);
+
+    // Resuming on B with an id A handed out replays exactly what followed it.
+    let half = n as u64 / 2;
+    let resumed = subscribe(port_b, Some(half));
+    let replay = take(&resumed, n - half as usize, "resumed on B");
+    assert_eq!(replay, got_a[half as usize..]);
+    assert_quiet(&resumed, Duration::from_millis(300), "resumed on B");
+
+    // B dies; writes go on through A; a new B resumes where its client left off.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    for i in 0..10 {
+        let (status, body) = request(
+            port_a,
+            "POST",
+            "/api/Notes",
+            &format!(r#"{{"text":"late-{i}","n":2}}"#),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let late_on_a = take(&on_a, 10, "late writes on A");
+    let (mut b, port_b) = serve(&dir);
+    let after_restart = subscribe(port_b, Some(n as u64));
+    assert_eq!(take(&after_restart, 10, "B after restart"), late_on_a);
+    assert_eq!(late_on_a.last().unwrap().id, Some(n as u64 + 10));
+
+    // An id the log never handed out: the client must refetch.
+    let future = subscribe(port_b, Some(n as u64 + 1000));
+    let reset = take(&future, 1, "resume from the future");
+    assert_eq!(reset[0].kind, "reset", "{reset:?}");
+
+    a.kill().unwrap();
+    b.kill().unwrap();
+    let _ = a.wait();
+    let _ = b.wait();
+    drop_schema(&url);
+    let _ = std::fs::remove_dir_all(&dir);
+}
