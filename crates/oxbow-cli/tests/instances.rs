@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -48,12 +49,20 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// One server-sent event: its `id:`, `event:` and `data:`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One server-sent event: its `id:`, `event:` and `data:` (and when it arrived, which
+/// equality ignores).
+#[derive(Debug, Clone)]
 struct Event {
     id: Option<u64>,
     kind: String,
     data: String,
+    at: Instant,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.id, &self.kind, &self.data) == (other.id, &other.kind, &other.data)
+    }
 }
 
 /// Opens a change stream (optionally resuming after `last`); its events arrive on the channel.
@@ -100,6 +109,7 @@ fn subscribe(port: u16, last: Option<u64>) -> mpsc::Receiver<Event> {
                     id: None,
                     kind: String::new(),
                     data: String::new(),
+                    at: Instant::now(),
                 };
                 for l in block.lines() {
                     if let Some(v) = l.strip_prefix("id: ") {
@@ -144,6 +154,16 @@ fn schema() -> String {
     format!("oxbow_instances_{}", std::process::id())
 }
 
+fn postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("OXBOW_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipping {test}: OXBOW_TEST_POSTGRES is not set");
+    }
+    url
+}
+
 fn drop_schema(url: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,8 +181,8 @@ fn drop_schema(url: &str) {
     });
 }
 
-fn app(url: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("oxbow-instances-{}", std::process::id()));
+fn app(url: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oxbow-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["server", "models"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -187,15 +207,11 @@ const PER_WRITER: usize = 25;
 
 #[test]
 fn writes_through_any_instance_reach_every_instance_in_one_order() {
-    let Some(url) = std::env::var("OXBOW_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("skipping the several-instances test: OXBOW_TEST_POSTGRES is not set");
+    let Some(url) = postgres_url("the several-instances test") else {
         return;
     };
     drop_schema(&url);
-    let dir = app(&url);
+    let dir = app(&url, "instances");
     let (mut a, port_a) = serve(&dir);
     let (mut b, port_b) = serve(&dir);
     let on_a = subscribe(port_a, None);
@@ -286,6 +302,141 @@ fn writes_through_any_instance_reach_every_instance_in_one_order() {
     let reset = take(&future, 1, "resume from the future");
     assert_eq!(reset[0].kind, "reset", "{reset:?}");
 
+    a.kill().unwrap();
+    b.kill().unwrap();
+    let _ = a.wait();
+    let _ = b.wait();
+    drop_schema(&url);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A keep-alive HTTP/1.1 connection for the delivery benchmark.
+struct Conn(BufReader<TcpStream>);
+
+impl Conn {
+    fn open(port: u16) -> Self {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self(BufReader::new(s))
+    }
+
+    fn post(&mut self, path: &str, body: &str) -> u16 {
+        write!(
+            self.0.get_mut(),
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.0.read_line(&mut line).unwrap();
+        let status = line[9..12].parse().unwrap();
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.0.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        self.0.read_exact(&mut body).unwrap();
+        status
+    }
+}
+
+/// Cross-instance delivery: writes at a fixed rate through instance A, a subscriber on
+/// instance B; how long from sending each write to B's event. A benchmark, not a check:
+/// `bench/delivery.sh` runs it on a release build (`DELIVERY_RATE`, `DELIVERY_SECONDS`).
+#[test]
+#[ignore = "timing; run by bench/delivery.sh"]
+fn cross_instance_delivery_latency() {
+    let Some(url) = postgres_url("the delivery benchmark") else {
+        return;
+    };
+    let rate: u64 = std::env::var("DELIVERY_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let seconds: u64 = std::env::var("DELIVERY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let total = (rate * seconds) as usize;
+    drop_schema(&url);
+    let dir = app(&url, "delivery");
+    let (mut a, port_a) = serve(&dir);
+    let (mut b, port_b) = serve(&dir);
+    let on_b = subscribe(port_b, None);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sent: Arc<Vec<OnceLock<Instant>>> = Arc::new((0..total).map(|_| OnceLock::new()).collect());
+    let answered: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..total).map(|_| OnceLock::new()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now() + Duration::from_millis(100);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let writers: Vec<_> = (0..32)
+        .map(|_| {
+            let (sent, answered, next) = (sent.clone(), answered.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(port_a);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let due = start + period * i as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let _ = sent[i].set(Instant::now());
+                    let status = conn.post("/api/Notes", &format!(r#"{{"text":"d","n":{i}}}"#));
+                    assert_eq!(status, 200);
+                    let _ = answered[i].set(Instant::now());
+                }
+            })
+        })
+        .collect();
+    let events = take(&on_b, total, "events on B");
+    let elapsed = start.elapsed();
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    let mut latencies: Vec<Duration> = events
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            let i = v["data"]["n"].as_u64().unwrap() as usize;
+            e.at.duration_since(*sent[i].get().unwrap())
+        })
+        .collect();
+    let mut writes: Vec<Duration> = (0..total)
+        .map(|i| answered[i].get().unwrap().duration_since(*sent[i].get().unwrap()))
+        .collect();
+    let ms = |v: &mut Vec<Duration>| {
+        v.sort();
+        let pct = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1e3;
+        format!(
+            "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
+        )
+    };
+    println!(
+        "cross-instance delivery: {total} writes at {rate}/s requested, {:.0}/s achieved\n  \
+         write on A -> event on B: {}\n  write on A answered:      {}",
+        total as f64 / elapsed.as_secs_f64(),
+        ms(&mut latencies),
+        ms(&mut writes),
+    );
     a.kill().unwrap();
     b.kill().unwrap();
     let _ = a.wait();

@@ -393,6 +393,29 @@ async fn write_back(
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
+/// [`write_back`] and the update's change, pipelined; the caller commits only when a row was
+/// written (otherwise the appended change is rolled back with the transaction).
+async fn write_back_logged(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &Table,
+    id: &Value,
+    record: Record,
+) -> Result<Option<Arc<Row>>> {
+    let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
+    params.push(table.id_param(id));
+    let row = Arc::new(Row::from_record(&table.layout, record));
+    let note = EncodedNote::record(&table.def, ChangeType::Update, &row);
+    let (written, appended) = tokio::join!(
+        exec(txn, Sql::Fixed(&table.update), &params),
+        log::append(txn, table.def.name.as_str(), &note)
+    );
+    if written? == 0 {
+        return Ok(None);
+    }
+    appended?;
+    Ok(Some(row))
+}
+
 impl PostgresConnector {
     async fn find_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Arc<Row>>> {
         let client = self.client().await?;
@@ -429,7 +452,15 @@ impl PostgresConnector {
         let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
         let stmt = prepare(&txn, Sql::Fixed(&table.insert)).await?;
         let values = bind(&params, stmt.params());
-        if let Err(e) = txn.execute(&stmt, &refs(&values)).await {
+        let row = Arc::new(Row::from_entries(&table.layout, data));
+        let note = EncodedNote::record(def, ChangeType::Create, &row);
+        // Pipelined: the change is appended right after the insert, in one round trip.
+        let args = refs(&values);
+        let (inserted, appended) = tokio::join!(
+            txn.execute(&stmt, &args),
+            log::append(&txn, def.name.as_str(), &note)
+        );
+        if let Err(e) = inserted {
             return Err(
                 if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
                     Error::Conflict {
@@ -440,9 +471,7 @@ impl PostgresConnector {
                 },
             );
         }
-        let row = Arc::new(Row::from_entries(&table.layout, data));
-        let note = EncodedNote::record(def, ChangeType::Create, &row);
-        log::append(&txn, def.name.as_str(), &note).await?;
+        appended?;
         self.commit(txn).await?;
         Ok(row)
     }
@@ -454,21 +483,6 @@ impl PostgresConnector {
         Ok(())
     }
 
-    /// Logs the update of a row written back, when there was one.
-    async fn log_update(
-        txn: &deadpool_postgres::Transaction<'_>,
-        table: &Table,
-        row: Option<&Arc<Row>>,
-    ) -> Result<()> {
-        match row {
-            Some(row) => {
-                let note = EncodedNote::record(&table.def, ChangeType::Update, row);
-                log::append(txn, table.def.name.as_str(), &note).await
-            }
-            None => Ok(()),
-        }
-    }
-
     async fn replace_row(
         &self,
         table: &Table,
@@ -478,9 +492,10 @@ impl PostgresConnector {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
         data.insert(table.def.id_name().to_owned(), id.clone());
-        let out = write_back(&txn, table, id, data).await?;
-        Self::log_update(&txn, table, out.as_ref()).await?;
-        self.commit(txn).await?;
+        let out = write_back_logged(&txn, table, id, data).await?;
+        if out.is_some() {
+            self.commit(txn).await?;
+        }
         Ok(out)
     }
 
@@ -503,9 +518,10 @@ impl PostgresConnector {
             return Ok(None);
         };
         let next = modify(&current.to_record())?;
-        let out = write_back(&txn, table, id, next).await?;
-        Self::log_update(&txn, table, out.as_ref()).await?;
-        self.commit(txn).await?;
+        let out = write_back_logged(&txn, table, id, next).await?;
+        if out.is_some() {
+            self.commit(txn).await?;
+        }
         Ok(out)
     }
 

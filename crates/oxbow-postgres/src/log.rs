@@ -49,6 +49,32 @@ const BATCH: i64 = 2000;
 /// How often each process sequences and reads without being woken.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Numbers up to `$1` committed changes in `id` order: global positions after the global
+/// head (kept under the empty model name), per-model numbers after each model's head; moves
+/// the heads; notifies when it numbered something. Returns how many, and the global head.
+const NUMBER: &str = "
+WITH pending AS (
+    SELECT id, model FROM _oxbow_changes WHERE gpos IS NULL ORDER BY id LIMIT $1
+), numbered AS (
+    SELECT p.id, p.model,
+        coalesce((SELECT seq FROM _oxbow_change_heads WHERE model = ''), 0)
+            + row_number() OVER (ORDER BY p.id) AS g,
+        coalesce(h.seq, 0) + row_number() OVER (PARTITION BY p.model ORDER BY p.id) AS s
+    FROM pending p LEFT JOIN _oxbow_change_heads h ON h.model = p.model
+), updated AS (
+    UPDATE _oxbow_changes c SET gpos = n.g, seq = n.s FROM numbered n WHERE c.id = n.id
+), heads AS (
+    INSERT INTO _oxbow_change_heads (model, seq)
+    SELECT model, max(s) FROM numbered GROUP BY model
+    UNION ALL SELECT '', max(g) FROM numbered HAVING count(*) > 0
+    ON CONFLICT (model) DO UPDATE SET seq = EXCLUDED.seq
+), summary AS (
+    SELECT count(*) AS n, max(g) AS g FROM numbered
+)
+SELECT n, coalesce(g, (SELECT seq FROM _oxbow_change_heads WHERE model = ''), 0)::int8,
+    CASE WHEN n > 0 THEN (SELECT count(*) FROM pg_notify('oxbow_changes', current_schema())) END
+FROM summary";
+
 /// How long a new subscription waits for this process to deliver what is already committed.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 
@@ -145,85 +171,28 @@ impl PgLog {
     }
 
     /// Numbers the committed, unnumbered changes (at most [`BATCH`]); how many it numbered,
-    /// and the global position of the last numbered change.
+    /// and the global position of the last numbered change. One transaction: the lock, then
+    /// (pipelined, so its snapshot is taken once the lock is held) one statement that numbers,
+    /// moves the heads and notifies.
     async fn sequence_step(&self) -> Result<(usize, i64)> {
         let e = |e: tokio_postgres::Error| pg_error(&e);
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(e)?;
-        txn.query(
-            "SELECT pg_advisory_xact_lock(7336953, hashtext(current_schema()))",
-            &[],
-        )
-        .await
-        .map_err(e)?;
-        let pending = txn
-            .query(
-                "SELECT id, model FROM _oxbow_changes WHERE gpos IS NULL ORDER BY id LIMIT $1",
-                &[&BATCH],
-            )
+        let lock = txn
+            .prepare_cached("SELECT pg_advisory_xact_lock(7336953, hashtext(current_schema()))")
             .await
             .map_err(e)?;
-        if pending.is_empty() {
-            let head = txn
-                .query_opt("SELECT seq FROM _oxbow_change_heads WHERE model = ''", &[])
-                .await
-                .map_err(e)?
-                .map_or(0, |r| r.get(0));
-            txn.commit().await.map_err(e)?;
-            return Ok((0, head));
-        }
-        // The global head is kept under the empty model name.
-        let mut names: Vec<String> = vec![String::new()];
-        for r in &pending {
-            let m: String = r.get(1);
-            if !names.contains(&m) {
-                names.push(m);
-            }
-        }
-        let mut heads: HashMap<String, i64> = txn
-            .query(
-                "SELECT model, seq FROM _oxbow_change_heads WHERE model = ANY($1)",
-                &[&names],
-            )
-            .await
-            .map_err(e)?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let (mut ids, mut gpos, mut seqs) = (vec![], vec![], vec![]);
-        for r in &pending {
-            let global = heads.entry(String::new()).or_insert(0);
-            *global += 1;
-            let g = *global;
-            let model = heads.entry(r.get(1)).or_insert(0);
-            *model += 1;
-            ids.push(r.get::<_, i64>(0));
-            gpos.push(g);
-            seqs.push(*model);
-        }
-        txn.execute(
-            "UPDATE _oxbow_changes c SET gpos = u.g, seq = u.s \
-             FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(id, g, s) WHERE c.id = u.id",
-            &[&ids, &gpos, &seqs],
-        )
-        .await
-        .map_err(e)?;
-        let head = heads.get("").copied().unwrap_or(0);
-        let (models, values): (Vec<String>, Vec<i64>) = heads.into_iter().unzip();
-        txn.execute(
-            "INSERT INTO _oxbow_change_heads (model, seq) \
-             SELECT * FROM unnest($1::text[], $2::int8[]) \
-             ON CONFLICT (model) DO UPDATE SET seq = EXCLUDED.seq",
-            &[&models, &values],
-        )
-        .await
-        .map_err(e)?;
-        txn.query("SELECT pg_notify($1, current_schema())", &[&CHANNEL])
-            .await
-            .map_err(e)?;
+        let number = txn.prepare_cached(NUMBER).await.map_err(e)?;
+        let (locked, numbered) =
+            tokio::join!(txn.query(&lock, &[]), txn.query_one(&number, &[&BATCH]));
+        locked.map_err(e)?;
+        let row = numbered.map_err(e)?;
+        let (n, head): (i64, i64) = (row.get(0), row.get(1));
         txn.commit().await.map_err(e)?;
-        self.follow.notify_one();
-        Ok((pending.len(), head))
+        if n > 0 {
+            self.follow.notify_one();
+        }
+        Ok((n as usize, head))
     }
 
     /// Numbers everything committed so far; the global position of the last change.
