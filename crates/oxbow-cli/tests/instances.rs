@@ -417,7 +417,12 @@ fn cross_instance_delivery_latency() {
         })
         .collect();
     let mut writes: Vec<Duration> = (0..total)
-        .map(|i| answered[i].get().unwrap().duration_since(*sent[i].get().unwrap()))
+        .map(|i| {
+            answered[i]
+                .get()
+                .unwrap()
+                .duration_since(*sent[i].get().unwrap())
+        })
         .collect();
     let ms = |v: &mut Vec<Duration>| {
         v.sort();

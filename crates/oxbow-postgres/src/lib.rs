@@ -56,6 +56,9 @@ struct Table {
     move_id: String,
     /// [`Mapping::by_id`] locking the row.
     by_id_for_update: String,
+    /// [`Mapping::insert`] and the change's append in one statement: the insert's
+    /// parameters, then model, type, target, where, data, is_record.
+    insert_logged: String,
 }
 
 impl std::ops::Deref for Table {
@@ -277,7 +280,21 @@ async fn migrate(
         .await
         .map_err(e)?;
     let literal = sequence.replace('\'', "''");
+    let n = map.encode(std::iter::empty()).len();
+    let insert_logged = format!(
+        "WITH ins AS ({} RETURNING 1) INSERT INTO {} \
+         SELECT ${}::text, ${}::text, ${}::text, ${}::text, ${}::text, ${}::boolean FROM ins",
+        map.insert,
+        log::APPEND_COLUMNS,
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6
+    );
     Ok(Table {
+        insert_logged,
         next_id: format!("SELECT nextval('{literal}')"),
         move_id: format!("SELECT setval('{literal}', $1)"),
         by_id_for_update: format!("{} FOR UPDATE", map.by_id),
@@ -428,14 +445,14 @@ impl PostgresConnector {
         Ok(filter.apply(rows.iter()))
     }
 
+    /// A create is one statement (its own transaction): the row and its change together.
     async fn create_row(&self, table: &Table, mut data: Vec<(String, Value)>) -> Result<Arc<Row>> {
         let def = &table.def;
-        let mut client = self.client().await?;
-        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let client = self.client().await?;
         // The memory connector's counter on a sequence: every create takes a value; a larger
         // given id moves it there. Sequences never block and never roll back, as the counter.
-        let stmt = prepare(&txn, Sql::Fixed(&table.next_id)).await?;
-        let taken: i64 = txn
+        let stmt = prepare(&client, Sql::Fixed(&table.next_id)).await?;
+        let taken: i64 = client
             .query_one(&stmt, &[])
             .await
             .map_err(|e| pg_error(&e))?
@@ -443,24 +460,27 @@ impl PostgresConnector {
         let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
         if next - 1.0 > taken as f64 {
             exec(
-                &txn,
+                &client,
                 Sql::Fixed(&table.move_id),
                 &[Param::Int((next - 1.0) as i64)],
             )
             .await?;
         }
-        let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
-        let stmt = prepare(&txn, Sql::Fixed(&table.insert)).await?;
-        let values = bind(&params, stmt.params());
+        let mut params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
         let row = Arc::new(Row::from_entries(&table.layout, data));
         let note = EncodedNote::record(def, ChangeType::Create, &row);
-        // Pipelined: the change is appended right after the insert, in one round trip.
-        let args = refs(&values);
-        let (inserted, appended) = tokio::join!(
-            txn.execute(&stmt, &args),
-            log::append(&txn, def.name.as_str(), &note)
-        );
-        if let Err(e) = inserted {
+        let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
+        params.extend([
+            Param::Text(def.name.to_string()),
+            Param::Text(note.kind.to_owned()),
+            text(note.target),
+            text(note.where_),
+            text(note.data),
+            Param::Bool(note.is_record),
+        ]);
+        let stmt = prepare(&client, Sql::Fixed(&table.insert_logged)).await?;
+        let values = bind(&params, stmt.params());
+        if let Err(e) = client.execute(&stmt, &refs(&values)).await {
             return Err(
                 if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
                     Error::Conflict {
@@ -471,8 +491,7 @@ impl PostgresConnector {
                 },
             );
         }
-        appended?;
-        self.commit(txn).await?;
+        self.log.committed();
         Ok(row)
     }
 

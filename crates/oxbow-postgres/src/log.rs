@@ -35,6 +35,10 @@ use oxbow_core::row::Layout;
 
 use crate::{describe, pg_error};
 
+/// The columns a write appends, in its transaction.
+pub(crate) const APPEND_COLUMNS: &str =
+    "_oxbow_changes (model, kind, target, where_json, data, is_record)";
+
 /// The row a write appends, in its transaction.
 const APPEND: &str = "INSERT INTO _oxbow_changes (model, kind, target, where_json, data, is_record) \
      VALUES ($1, $2, $3, $4, $5, $6)";
@@ -171,24 +175,31 @@ impl PgLog {
     }
 
     /// Numbers the committed, unnumbered changes (at most [`BATCH`]); how many it numbered,
-    /// and the global position of the last numbered change. One transaction: the lock, then
-    /// (pipelined, so its snapshot is taken once the lock is held) one statement that numbers,
-    /// moves the heads and notifies.
+    /// and the global position of the last numbered change. One round trip: take the
+    /// schema's lock, run [`NUMBER`] (its own transaction, so its snapshot is taken once the
+    /// lock is held and it has committed before the lock is released), release the lock.
+    /// Should the lock fail, the unique positions still keep two steps from numbering alike.
     async fn sequence_step(&self) -> Result<(usize, i64)> {
         let e = |e: tokio_postgres::Error| pg_error(&e);
-        let mut client = self.client().await?;
-        let txn = client.transaction().await.map_err(e)?;
-        let lock = txn
-            .prepare_cached("SELECT pg_advisory_xact_lock(7336953, hashtext(current_schema()))")
+        let client = self.client().await?;
+        let lock = client
+            .prepare_cached("SELECT pg_advisory_lock(7336953, hashtext(current_schema()))")
             .await
             .map_err(e)?;
-        let number = txn.prepare_cached(NUMBER).await.map_err(e)?;
-        let (locked, numbered) =
-            tokio::join!(txn.query(&lock, &[]), txn.query_one(&number, &[&BATCH]));
+        let unlock = client
+            .prepare_cached("SELECT pg_advisory_unlock(7336953, hashtext(current_schema()))")
+            .await
+            .map_err(e)?;
+        let number = client.prepare_cached(NUMBER).await.map_err(e)?;
+        let (locked, numbered, unlocked) = tokio::join!(
+            client.query(&lock, &[]),
+            client.query_one(&number, &[&BATCH]),
+            client.query(&unlock, &[])
+        );
         locked.map_err(e)?;
         let row = numbered.map_err(e)?;
+        unlocked.map_err(e)?;
         let (n, head): (i64, i64) = (row.get(0), row.get(1));
-        txn.commit().await.map_err(e)?;
         if n > 0 {
             self.follow.notify_one();
         }
