@@ -43,7 +43,7 @@ pub const POSTGRES: Dialect = Dialect {
 
 /// A problem connecting or migrating at boot.
 #[derive(Debug, thiserror::Error)]
-#[error("PostgreSQL: {0}")]
+#[error("{0}")]
 pub struct OpenError(pub String);
 
 /// A model's table.
@@ -147,7 +147,7 @@ impl PostgresConnector {
         settings: &Map<String, Value>,
         models: impl IntoIterator<Item = &'a ModelDefinition>,
     ) -> std::result::Result<Self, OpenError> {
-        let cfg = config(settings).map_err(OpenError)?;
+        let cfg = config(settings).map_err(|e| OpenError(format!("PostgreSQL settings: {e}")))?;
         let max = settings
             .get("max")
             .and_then(Value::as_u64)
@@ -163,20 +163,20 @@ impl PostgresConnector {
         let pool = Pool::builder(mgr)
             .max_size(max)
             .build()
-            .map_err(|e| OpenError(e.to_string()))?;
-        let mut client = pool.get().await.map_err(|e| OpenError(e.to_string()))?;
+            .map_err(|e| OpenError(format!("PostgreSQL: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| OpenError(format!("PostgreSQL: {e}")))?;
         let fail = |e: tokio_postgres::Error| OpenError(describe(&e));
-        if let Some(schema) = schema {
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
-                .await
-                .map_err(fail)?;
-        }
         let txn = client.transaction().await.map_err(fail)?;
-        // One migration at a time when several instances boot together.
+        // One migration at a time when several instances boot together (`IF NOT EXISTS`
+        // alone still races on the catalog's unique indexes).
         txn.batch_execute("SELECT pg_advisory_xact_lock(7336952)")
             .await
             .map_err(fail)?;
+        if let Some(schema) = schema {
+            txn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
+                .await
+                .map_err(fail)?;
+        }
         log::migrate(&txn)
             .await
             .map_err(|e| OpenError(format!("change log: {e}")))?;
