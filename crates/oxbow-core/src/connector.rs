@@ -69,6 +69,30 @@ pub trait Connector: Send + Sync {
         data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>>;
 
+    /// Whether [`Connector::create_all`] writes all or none (one transaction). The model layer
+    /// creates an array body with it then, and one by one otherwise, as LoopBack's memory
+    /// connector does.
+    fn creates_all_or_none(&self) -> bool {
+        false
+    }
+
+    /// Inserts several records; with [`Connector::creates_all_or_none`], in one transaction,
+    /// so an error (409 on a duplicate id) leaves nothing written. The default creates them
+    /// one after another and stops at the first error.
+    fn create_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(items.len());
+            for data in items {
+                out.push(self.create(model, data).await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Replaces a stored record whole; `None` when the id does not exist.
     fn replace_by_id<'a>(
         &'a self,

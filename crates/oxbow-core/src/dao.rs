@@ -362,7 +362,9 @@ impl Model {
     }
 
     /// `create` with an array body. Every element is checked before any is written, so an
-    /// invalid element leaves the collection unchanged.
+    /// invalid element leaves the collection unchanged; on SQLite and PostgreSQL the array is
+    /// written in one transaction, so a failing element (a duplicate id) leaves it unchanged
+    /// too.
     pub async fn create_many(&self, items: Vec<Record>) -> Result<Vec<Arc<Row>>> {
         let mut built = Vec::with_capacity(items.len());
         for data in items {
@@ -371,9 +373,21 @@ impl Model {
             inst.validate(&self.def, true)?;
             built.push(inst);
         }
-        let mut out = Vec::with_capacity(built.len());
+        let mut entries = Vec::with_capacity(built.len());
         for inst in built {
-            let entries = self.persist(inst.into_entries()).await?;
+            entries.push(self.persist(inst.into_entries()).await?);
+        }
+        // A store with transactions writes the array all or none (one transaction).
+        if entries.len() > 1 && self.connector.creates_all_or_none() {
+            let rows = self.connector.create_all(&self.def, entries).await?;
+            for record in &rows {
+                self.publish(ChangeType::Create, record);
+                self.after_save(record, true).await?;
+            }
+            return Ok(rows);
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for entries in entries {
             let record = self.connector.create(&self.def, entries).await?;
             self.publish(ChangeType::Create, &record);
             self.after_save(&record, true).await?;

@@ -164,7 +164,10 @@ impl PostgresConnector {
             .max_size(max)
             .build()
             .map_err(|e| OpenError(format!("PostgreSQL: {e}")))?;
-        let mut client = pool.get().await.map_err(|e| OpenError(format!("PostgreSQL: {e}")))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| OpenError(format!("PostgreSQL: {e}")))?;
         let fail = |e: tokio_postgres::Error| OpenError(describe(&e));
         let txn = client.transaction().await.map_err(fail)?;
         // One migration at a time when several instances boot together (`IF NOT EXISTS`
@@ -410,6 +413,17 @@ async fn write_back(
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
+/// A failed insert: 409 for a duplicate id, as LoopBack words it.
+fn insert_error(def: &ModelDefinition, e: &tokio_postgres::Error) -> Error {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        Error::Conflict {
+            message: format!("Duplicate entry for {}.{}", def.name, def.id_name()),
+        }
+    } else {
+        pg_error(e)
+    }
+}
+
 /// [`write_back`] and the update's change, pipelined; the caller commits only when a row was
 /// written (otherwise the appended change is rolled back with the transaction).
 async fn write_back_logged(
@@ -480,19 +494,58 @@ impl PostgresConnector {
         ]);
         let stmt = prepare(&client, Sql::Fixed(&table.insert_logged)).await?;
         let values = bind(&params, stmt.params());
-        if let Err(e) = client.execute(&stmt, &refs(&values)).await {
-            return Err(
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                    Error::Conflict {
-                        message: format!("Duplicate entry for {}.{}", def.name, def.id_name()),
-                    }
-                } else {
-                    pg_error(&e)
-                },
-            );
-        }
+        client
+            .execute(&stmt, &refs(&values))
+            .await
+            .map_err(|e| insert_error(def, &e))?;
         self.log.committed();
         Ok(row)
+    }
+
+    /// An array create: one transaction, all rows or none.
+    async fn create_rows(
+        &self,
+        table: &Table,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> Result<Vec<Arc<Row>>> {
+        let def = &table.def;
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let next_id = prepare(&txn, Sql::Fixed(&table.next_id)).await?;
+        let insert = prepare(&txn, Sql::Fixed(&table.insert)).await?;
+        let mut rows = Vec::with_capacity(items.len());
+        for mut data in items {
+            // Sequences do not roll back: a failed array moves the counter, as a failed
+            // create does on the memory connector.
+            let taken: i64 = txn
+                .query_one(&next_id, &[])
+                .await
+                .map_err(|e| pg_error(&e))?
+                .get(0);
+            let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
+            if next - 1.0 > taken as f64 {
+                exec(
+                    &txn,
+                    Sql::Fixed(&table.move_id),
+                    &[Param::Int((next - 1.0) as i64)],
+                )
+                .await?;
+            }
+            let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
+            let values = bind(&params, insert.params());
+            let args = refs(&values);
+            let row = Arc::new(Row::from_entries(&table.layout, data));
+            let note = EncodedNote::record(def, ChangeType::Create, &row);
+            let (inserted, appended) = tokio::join!(
+                txn.execute(&insert, &args),
+                log::append(&txn, def.name.as_str(), &note)
+            );
+            inserted.map_err(|e| insert_error(def, &e))?;
+            appended?;
+            rows.push(row);
+        }
+        self.commit(txn).await?;
+        Ok(rows)
     }
 
     /// Commits a write's transaction and has its change numbered.
@@ -671,6 +724,18 @@ impl Connector for PostgresConnector {
         data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>> {
         Box::pin(async move { self.create_row(self.table(model)?, data).await })
+    }
+
+    fn creates_all_or_none(&self) -> bool {
+        true
+    }
+
+    fn create_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
+        Box::pin(async move { self.create_rows(self.table(model)?, items).await })
     }
 
     fn replace_by_id<'a>(

@@ -251,6 +251,21 @@ impl Connector for SqliteConnector {
         })
     }
 
+    fn creates_all_or_none(&self) -> bool {
+        true
+    }
+
+    fn create_all<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Row>>>> {
+        self.write(model, Op::CreateAll(items), |d| match d {
+            Done::Rows(r) => Some(r),
+            _ => None,
+        })
+    }
+
     fn replace_by_id<'a>(
         &'a self,
         model: &'a ModelDefinition,

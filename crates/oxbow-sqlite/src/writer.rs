@@ -36,6 +36,8 @@ const MAX_GROUP: usize = 512;
 /// A write for the writer thread.
 pub enum Op {
     Create(Vec<(String, Value)>),
+    /// An array create: all rows or none (one savepoint).
+    CreateAll(Vec<Vec<(String, Value)>>),
     Replace(Value, Record),
     Modify(Value, Modify),
     UpdateAll(Option<Where>, Record),
@@ -46,6 +48,7 @@ pub enum Op {
 /// What a write answers.
 pub enum Done {
     Row(Arc<Row>),
+    Rows(Vec<Arc<Row>>),
     Maybe(Option<Arc<Row>>),
     Count(u64),
     /// Failed after changing what must stay changed (the id counter): committed all the same.
@@ -106,7 +109,7 @@ enum Stale {
 fn stale(table: &Table, op: &Op) -> Stale {
     let by_id = |id: &Value| Key::of(&table.id_param(id)).map_or(Stale::All, Stale::Row);
     match op {
-        Op::Create(_) => Stale::None,
+        Op::Create(_) | Op::CreateAll(_) => Stale::None,
         Op::Replace(id, _) | Op::Modify(id, _) | Op::DeleteById(id) => by_id(id),
         Op::UpdateAll(..) | Op::DeleteAll(_) => Stale::All,
     }
@@ -223,6 +226,18 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
                 }
                 Err(e) => Err(sql_error(&e)),
             }
+        }
+        Op::CreateAll(items) => {
+            let mut rows = Vec::with_capacity(items.len());
+            for data in items {
+                match apply(conn, table, Op::Create(data))? {
+                    Done::Row(row) => rows.push(row),
+                    // A failure undoes the whole array, counter included.
+                    Done::Failed(e) => return Err(e),
+                    _ => return Err(Error::internal("a create answered something else")),
+                }
+            }
+            Ok(Done::Rows(rows))
         }
         Op::Replace(id, mut data) => {
             data.insert(def.id_name().to_owned(), id.clone());

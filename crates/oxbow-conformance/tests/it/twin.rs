@@ -235,3 +235,52 @@ async fn sql_connectors_answer_every_filter_as_memory() {
         differ.join("\n")
     );
 }
+
+/// An array create is one transaction on the SQL connectors: a duplicate id in the array
+/// leaves nothing written (409), where the memory connector, as LoopBack's, keeps the elements
+/// before the failing one.
+#[actix_web::test]
+async fn an_array_create_is_all_or_none_on_sql_connectors() {
+    let dir = scratch_copy("tests/conformance/apps/twin", "twin-arrays").expect("scratch");
+    let pg = crate::conformance::postgres_url("array creates on PostgreSQL");
+    let schema = format!("oxbow_{}_twin_arrays", std::process::id());
+    if let Some(url) = &pg {
+        crate::conformance::drop_schema(url, &schema).await;
+        add_postgres(&dir, url, &schema);
+    }
+    let app = app(&dir).await;
+    let mut models = vec![("MemItems", 3), ("LiteItems", 2)];
+    if pg.is_some() {
+        models.push(("PgItems", 2));
+    }
+    for (model, kept) in models {
+        let ok = post(
+            &app,
+            &format!("/api/{model}"),
+            &json!([{"id": 100, "name": "x"}, {"name": "y"}]),
+        )
+        .await;
+        assert_eq!(
+            ok,
+            (
+                200,
+                r#"[{"name":"x","id":100},{"name":"y","id":101}]"#.to_owned()
+            ),
+            "{model}"
+        );
+        let (status, body) = post(
+            &app,
+            &format!("/api/{model}"),
+            &json!([{"id": 102, "name": "z"}, {"id": 100, "name": "dup"}]),
+        )
+        .await;
+        assert_eq!(status, 409, "{model}: {body}");
+        let count = get(&app, &format!("/api/{model}/count")).await;
+        assert_eq!(count, (200, format!(r#"{{"count":{kept}}}"#)), "{model}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(url) = &pg {
+        drop(app);
+        crate::conformance::drop_schema(url, &schema).await;
+    }
+}
