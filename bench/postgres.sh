@@ -54,7 +54,7 @@ cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT
 
 # LoopBack's app: the shop, its datasource on PostgreSQL, tables made by automigrate at boot.
-mkdir -p "$TMP/lb3" "$TMP/oxbow"
+mkdir -p "$TMP/lb3" "$TMP/oxbow" "$TMP/oxbow-cached"
 cp -r examples/shop/. "$TMP/lb3/"
 cp /work/shared/loopback3/rig/apps/shop/server/server.js "$TMP/lb3/server/server.js"
 mkdir -p "$TMP/lb3/server/boot"
@@ -64,10 +64,12 @@ module.exports = function(app, cb) { app.dataSources.db.automigrate(cb); };
 JS
 printf '{"db":{"name":"db","connector":"postgresql","url":"%s"}}\n' "$DB_URL" >"$TMP/lb3/server/datasources.json"
 cp -r examples/shop/. "$TMP/oxbow/"
+cp -r examples/shop/. "$TMP/oxbow-cached/"
 # loopback-connector-postgresql maps a `number` property to an integer column, so the created
 # product's price is a whole number here (bench/lua/create.lua posts 42.5).
 sed 's/"price":42.5/"price":42/' "$BENCH_LUA_DIR/create.lua" >"$TMP/create.lua"
 printf '{"db":{"name":"db","connector":"postgresql","url":"%s","schema":"oxbow"}}\n' "$DB_URL" >"$TMP/oxbow/server/datasources.json"
+printf '{"db":{"name":"db","connector":"postgresql","url":"%s","schema":"oxbow","cacheRows":10000}}\n' "$DB_URL" >"$TMP/oxbow-cached/server/datasources.json"
 
 start() {   # TAG CPU(or "") CMD...
   local tag="$1" cpu="$2" logf="$OUT/$1-server.log"
@@ -118,11 +120,13 @@ run() {   # TAG APPDIR SERVERCPU WRKCPU CMD...
   run lb3 "$TMP/lb3" 0 1 "$RIG/run-app.sh" "$TMP/lb3" 0
   run oxbow "$TMP/oxbow" 0 1 "$OXBOW" serve "$TMP/oxbow" --port 0 --host 127.0.0.1 --workers 1
   psql "$DB_URL" -qc "DROP SCHEMA IF EXISTS oxbow CASCADE" >/dev/null 2>&1
-  run oxbow-unpinned "$TMP/oxbow" "" "" "$OXBOW" serve "$TMP/oxbow" --port 0 --host 127.0.0.1
+  run oxbow-cacheRows "$TMP/oxbow-cached" 0 1 "$OXBOW" serve "$TMP/oxbow-cached" --port 0 --host 127.0.0.1 --workers 1
+  psql "$DB_URL" -qc "DROP SCHEMA IF EXISTS oxbow CASCADE" >/dev/null 2>&1
+  run oxbow-cacheRows-unpinned "$TMP/oxbow-cached" "" "" "$OXBOW" serve "$TMP/oxbow-cached" --port 0 --host 127.0.0.1
   echo
   for s in findById create; do
-    awk -v s="$s" -v a="${RPS[oxbow.$s]}" -v b="${RPS[lb3.$s]}" -v u="${RPS[oxbow-unpinned.$s]}" \
-      'BEGIN { printf "- %s: oxbow/LoopBack %.1fx pinned, %.1fx with oxbow unpinned (target >= 20x)\n", s, a / b, u / b }'
+    awk -v s="$s" -v b="${RPS[lb3.$s]}" -v a="${RPS[oxbow.$s]}" -v c="${RPS[oxbow-cacheRows.$s]}" -v u="${RPS[oxbow-cacheRows-unpinned.$s]}" \
+      'BEGIN { printf "- %s: oxbow/LoopBack %.1fx pinned (default settings), %.1fx pinned with cacheRows, %.1fx unpinned with cacheRows (target >= 20x)\n", s, a / b, c / b, u / b }'
   done
 } | tee "$OUT/report.md"
 log "report: $OUT/report.md"

@@ -150,8 +150,9 @@ fn assert_quiet(rx: &mpsc::Receiver<Event>, quiet: Duration, what: &str) {
     }
 }
 
-fn schema() -> String {
-    format!("oxbow_instances_{}", std::process::id())
+/// Each test's own schema (the tests of this file run in parallel).
+fn schema(tag: &str) -> String {
+    format!("oxbow_{tag}_{}", std::process::id())
 }
 
 fn postgres_url(test: &str) -> Option<String> {
@@ -164,7 +165,7 @@ fn postgres_url(test: &str) -> Option<String> {
     url
 }
 
-fn drop_schema(url: &str) {
+fn drop_schema(url: &str, tag: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -175,19 +176,28 @@ fn drop_schema(url: &str) {
             .expect("connect to OXBOW_TEST_POSTGRES");
         tokio::spawn(conn);
         client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema()))
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema(tag)))
             .await
             .expect("drop schema");
     });
 }
 
 fn app(url: &str, tag: &str) -> PathBuf {
+    app_with(url, tag, serde_json::json!({}))
+}
+
+/// The app with more datasource settings (`cacheRows`).
+fn app_with(url: &str, tag: &str, extra: Value) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("oxbow-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["server", "models"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let ds = serde_json::json!({"db": {"connector": "postgresql", "url": url, "schema": schema()}});
+    let mut db = serde_json::json!({"connector": "postgresql", "url": url, "schema": schema(tag)});
+    if let (Some(db), Some(extra)) = (db.as_object_mut(), extra.as_object()) {
+        db.extend(extra.clone());
+    }
+    let ds = serde_json::json!({ "db": db });
     std::fs::write(dir.join("server/datasources.json"), ds.to_string()).unwrap();
     std::fs::write(
         dir.join("server/model-config.json"),
@@ -210,7 +220,7 @@ fn writes_through_any_instance_reach_every_instance_in_one_order() {
     let Some(url) = postgres_url("the several-instances test") else {
         return;
     };
-    drop_schema(&url);
+    drop_schema(&url, "instances");
     let dir = app(&url, "instances");
     let (mut a, port_a) = serve(&dir);
     let (mut b, port_b) = serve(&dir);
@@ -306,7 +316,7 @@ fn writes_through_any_instance_reach_every_instance_in_one_order() {
     b.kill().unwrap();
     let _ = a.wait();
     let _ = b.wait();
-    drop_schema(&url);
+    drop_schema(&url, "instances");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -368,7 +378,7 @@ fn cross_instance_delivery_latency() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let total = (rate * seconds) as usize;
-    drop_schema(&url);
+    drop_schema(&url, "delivery");
     let dir = app(&url, "delivery");
     let (mut a, port_a) = serve(&dir);
     let (mut b, port_b) = serve(&dir);
@@ -446,6 +456,89 @@ fn cross_instance_delivery_latency() {
     b.kill().unwrap();
     let _ = a.wait();
     let _ = b.wait();
-    drop_schema(&url);
+    drop_schema(&url, "delivery");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `GET path` on `port` until its body satisfies `ok`; how long that took.
+fn until(port: u16, path: &str, ok: impl Fn(u16, &str) -> bool, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, body) = request(port, "GET", path, "");
+        if ok(status, &body) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: still {status} {body} after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// With `cacheRows`, rows read by id are cached per process; a write through this process is
+/// seen at once, a write through another one as soon as its change arrives through the log.
+#[test]
+fn row_caches_follow_writes_through_every_instance() {
+    let Some(url) = postgres_url("the row cache test") else {
+        return;
+    };
+    drop_schema(&url, "cache");
+    let dir = app_with(&url, "cache", serde_json::json!({"cacheRows": 100}));
+    let (mut a, port_a) = serve(&dir);
+    let (mut b, port_b) = serve(&dir);
+    let (status, body) = request(port_a, "POST", "/api/Notes", r#"{"text":"v1","n":1}"#);
+    assert_eq!(status, 200, "{body}");
+    // Cached on both.
+    for port in [port_a, port_b] {
+        until(
+            port,
+            "/api/Notes/1",
+            |s, b| s == 200 && b.contains("\"v1\""),
+            "first read",
+        );
+        let (_, body) = request(port, "GET", "/api/Notes/1", "");
+        assert!(body.contains("\"v1\""), "{body}");
+    }
+    // Through A: A answers the new row at once.
+    let (status, _) = request(port_a, "PATCH", "/api/Notes/1", r#"{"text":"v2"}"#);
+    assert_eq!(status, 200);
+    let (_, body) = request(port_a, "GET", "/api/Notes/1", "");
+    assert!(body.contains("\"v2\""), "A after its own write: {body}");
+    // B hears of it through the log.
+    let lag = until(
+        port_b,
+        "/api/Notes/1",
+        |_, b| b.contains("\"v2\""),
+        "B after A's write",
+    );
+    eprintln!("B saw A's update after {lag:?}");
+    // updateAll and delete through B reach A's cache.
+    let (status, _) = request(
+        port_b,
+        "POST",
+        "/api/Notes/update?where=%7B%22n%22%3A1%7D",
+        r#"{"text":"v3"}"#,
+    );
+    assert_eq!(status, 200);
+    until(
+        port_a,
+        "/api/Notes/1",
+        |_, b| b.contains("\"v3\""),
+        "A after B's updateAll",
+    );
+    let (status, _) = request(port_b, "DELETE", "/api/Notes/1", "");
+    assert_eq!(status, 200);
+    until(
+        port_a,
+        "/api/Notes/1",
+        |s, _| s == 404,
+        "A after B's delete",
+    );
+    a.kill().unwrap();
+    b.kill().unwrap();
+    let _ = a.wait();
+    let _ = b.wait();
+    drop_schema(&url, "cache");
     let _ = std::fs::remove_dir_all(&dir);
 }

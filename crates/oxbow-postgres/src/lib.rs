@@ -24,6 +24,7 @@ use oxbow_core::instance::Record;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Row;
+use oxbow_sql::cache::{Key, RowCache};
 use oxbow_sql::compile::{candidates_sql, compile_where, count_sql, delete_sql, select_sql};
 use oxbow_sql::mapping::{EXTRA, PRESENT};
 use oxbow_sql::{Dialect, Kind, Mapping, Param, quote};
@@ -59,6 +60,22 @@ struct Table {
     /// [`Mapping::insert`] and the change's append in one statement: the insert's
     /// parameters, then model, type, target, where, data, is_record.
     insert_logged: String,
+    /// Rows read by id (`cacheRows`, off by default).
+    cache: RowCache,
+}
+
+impl Table {
+    fn key(&self, id: &Value) -> Option<Key> {
+        Key::of(&self.id_param(id))
+    }
+
+    /// After a commit that changed the row with `id` (`None`: any rows).
+    fn stale(&self, id: Option<&Value>) {
+        match id.and_then(|id| self.key(id)) {
+            Some(k) => self.cache.forget(&k),
+            None => self.cache.clear(),
+        }
+    }
 }
 
 impl std::ops::Deref for Table {
@@ -153,6 +170,10 @@ impl PostgresConnector {
             .and_then(Value::as_u64)
             .map_or(16, |m| m as usize);
         let schema = settings.get("schema").and_then(Value::as_str);
+        let cache_rows = settings
+            .get("cacheRows")
+            .and_then(Value::as_u64)
+            .map_or(0, |n| n as usize);
         let mgr = Manager::from_config(
             cfg.clone(),
             NoTls,
@@ -188,14 +209,22 @@ impl PostgresConnector {
             if def.id_property().id.is_none() {
                 continue; // a plain Model: nothing to store
             }
-            let table = migrate(&txn, def)
+            let table = migrate(&txn, def, cache_rows)
                 .await
                 .map_err(|e| OpenError(format!("model `{}`: {e}", def.name)))?;
             tables.insert(def.name.to_string(), Arc::new(table));
         }
         txn.commit().await.map_err(fail)?;
         drop(client);
-        let log = Arc::new(log::PgLog::new(pool.clone(), cfg));
+        // Commits by other processes reach the caches through the change log's follower.
+        let cached = tables.clone();
+        let invalidate = Box::new(move |model: &str, target: Option<&str>| {
+            if let Some(table) = cached.get(model) {
+                let id = target.and_then(|t| serde_json::from_str::<Value>(t).ok());
+                table.stale(id.as_ref());
+            }
+        });
+        let log = Arc::new(log::PgLog::new(pool.clone(), cfg, invalidate));
         Ok(Self { pool, tables, log })
     }
 
@@ -217,6 +246,7 @@ impl PostgresConnector {
 async fn migrate(
     txn: &deadpool_postgres::Transaction<'_>,
     def: &ModelDefinition,
+    cache_rows: usize,
 ) -> std::result::Result<Table, String> {
     let e = |e: tokio_postgres::Error| describe(&e);
     let name = Mapping::table_name(def, "postgresql");
@@ -298,6 +328,7 @@ async fn migrate(
     );
     Ok(Table {
         insert_logged,
+        cache: RowCache::new(cache_rows),
         next_id: format!("SELECT nextval('{literal}')"),
         move_id: format!("SELECT setval('{literal}', $1)"),
         by_id_for_update: format!("{} FOR UPDATE", map.by_id),
@@ -567,6 +598,7 @@ impl PostgresConnector {
         let out = write_back_logged(&txn, table, id, data).await?;
         if out.is_some() {
             self.commit(txn).await?;
+            table.stale(Some(id));
         }
         Ok(out)
     }
@@ -593,6 +625,7 @@ impl PostgresConnector {
         let out = write_back_logged(&txn, table, id, next).await?;
         if out.is_some() {
             self.commit(txn).await?;
+            table.stale(Some(id));
         }
         Ok(out)
     }
@@ -621,6 +654,7 @@ impl PostgresConnector {
         let note = ChangeNote::update_all(&table.def, where_, patch).encode();
         log::append(&txn, table.def.name.as_str(), &note).await?;
         self.commit(txn).await?;
+        table.stale(None);
         Ok(rows.len() as u64)
     }
 
@@ -642,6 +676,7 @@ impl PostgresConnector {
         let note = ChangeNote::delete_all(where_).encode();
         log::append(&txn, table.def.name.as_str(), &note).await?;
         self.commit(txn).await?;
+        table.stale(None);
         Ok(n)
     }
 
@@ -652,6 +687,7 @@ impl PostgresConnector {
         let note = ChangeNote::delete_by_id(&table.def, id).encode();
         log::append(&txn, table.def.name.as_str(), &note).await?;
         self.commit(txn).await?;
+        table.stale(Some(id));
         Ok(n)
     }
 }
@@ -680,15 +716,26 @@ impl Connector for PostgresConnector {
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
         Box::pin(async move {
             let table = self.table(model)?;
+            // The cache is trusted only while the follower keeps up with other processes.
+            let key = table.key(id).filter(|_| self.log.fresh());
+            let generation = match key.as_ref().map(|k| table.cache.get(k)) {
+                Some(Ok(row)) => return Ok(Some(row)),
+                Some(Err(g)) => Some(g),
+                None => None,
+            };
             let client = self.client().await?;
-            Ok(query_rows(
+            let row = query_rows(
                 &client,
                 table,
                 Sql::Fixed(&table.by_id),
                 &[table.id_param(id)],
             )
             .await?
-            .pop())
+            .pop();
+            if let (Some(key), Some(g), Some(row)) = (key, generation, &row) {
+                table.cache.store(key, row, g);
+            }
+            Ok(row)
         })
     }
 

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -143,7 +144,20 @@ pub struct PgLog {
     follow: Arc<Notify>,
     /// The global position up to which this process's follower has delivered.
     position: watch::Sender<i64>,
+    /// Drops cached rows a delivered change made stale (model, target id as JSON; no target:
+    /// any rows of the model).
+    invalidate: Invalidate,
+    /// When the follower last read the log successfully (ms since `epoch`; 0: never).
+    last_read: AtomicU64,
+    epoch: Instant,
 }
+
+/// See [`PgLog::new`].
+pub(crate) type Invalidate = Box<dyn Fn(&str, Option<&str>) + Send + Sync>;
+
+/// How long after its last successful read the follower still counts as keeping up (it reads
+/// at least each [`POLL`]); past it, row caches are bypassed.
+const FRESH: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for PgLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,14 +166,26 @@ impl std::fmt::Debug for PgLog {
 }
 
 impl PgLog {
-    pub(crate) fn new(pool: Pool, config: tokio_postgres::Config) -> Self {
+    /// The log of the datasource behind `pool`; `invalidate` hears of every change the
+    /// follower delivers, this process's and others'.
+    pub(crate) fn new(pool: Pool, config: tokio_postgres::Config, invalidate: Invalidate) -> Self {
         Self {
             pool,
             config,
             sequence: Notify::new(),
             follow: Arc::new(Notify::new()),
             position: watch::Sender::new(-1),
+            invalidate,
+            last_read: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Whether the follower read the log lately, so every commit by another process older
+    /// than about a [`POLL`] has reached the row caches.
+    pub(crate) fn fresh(&self) -> bool {
+        let last = self.last_read.load(Ordering::Acquire);
+        last > 0 && (self.epoch.elapsed().as_millis() as u64) < last + FRESH.as_millis() as u64
     }
 
     /// Called after a write that appended a change committed.
@@ -274,6 +300,12 @@ impl PgLog {
             for r in &rows {
                 after = r.get(0);
                 let model: &str = r.get(1);
+                // One row changed: a record's create or update, or a delete by id; any
+                // other change (updateAll, destroyAll) may have changed any row.
+                let target: Option<&str> = r.get(4);
+                let one_row =
+                    r.get::<_, bool>(7) || (r.get::<_, &str>(3) == "remove" && target.is_some());
+                (self.invalidate)(model, target.filter(|_| one_row));
                 let Some(feed) = feeds.get(model) else {
                     continue; // a model this app does not serve
                 };
@@ -312,6 +344,8 @@ impl PgLog {
                 Ok(last) => {
                     after = last;
                     self.position.send_replace(after);
+                    let now = (self.epoch.elapsed().as_millis() as u64).max(1);
+                    self.last_read.store(now, Ordering::Release);
                 }
                 Err(err) => {
                     tracing::warn!("change log: reading changes failed: {err}");

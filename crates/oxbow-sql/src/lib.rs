@@ -4,6 +4,7 @@
 //! presence mask, unknown properties as JSON) and back. [`compile`]: the filter language
 //! compiled to SQL with bound parameters, exactly where SQL can say it, for a [`Dialect`].
 
+pub mod cache;
 pub mod compile;
 pub mod mapping;
 

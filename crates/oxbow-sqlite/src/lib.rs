@@ -6,7 +6,6 @@
 //! `"synchronous": "full"` (the default) that commit is on disk (fsync of the WAL), so an
 //! acknowledged write survives a crash of the process or of the machine.
 
-pub mod cache;
 pub mod read;
 pub mod table;
 pub mod writer;
@@ -197,7 +196,7 @@ impl Connector for SqliteConnector {
         ready((|| {
             let table = self.table(model)?;
             let sql_id = table.id_param(id);
-            let key = cache::Key::of(&sql_id);
+            let key = oxbow_sql::cache::Key::of(&sql_id);
             let generation = match key.as_ref().map(|k| table.cache.get(k)) {
                 Some(Ok(row)) => return Ok(Some(row)),
                 Some(Err(g)) => Some(g),

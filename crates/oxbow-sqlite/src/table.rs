@@ -17,7 +17,7 @@ use oxbow_core::row::Row;
 use oxbow_sql::mapping::{EXTRA, PRESENT};
 use oxbow_sql::{Dialect, Kind, Mapping, Param, quote};
 
-use crate::cache::RowCache;
+use oxbow_sql::cache::RowCache;
 
 /// SQLite's SQL.
 pub const SQLITE: Dialect = Dialect {

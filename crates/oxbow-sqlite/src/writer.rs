@@ -22,9 +22,9 @@ use oxbow_core::instance::Record;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::row::Row;
 
-use crate::cache::Key;
 use crate::read::{query_rows, sql_error};
 use crate::table::{Table, sql_value, sql_values};
+use oxbow_sql::cache::Key;
 use oxbow_sql::compile::{candidates_sql, compile_where, delete_sql};
 
 /// The id counters, one row per model (the memory connector's `ids`).

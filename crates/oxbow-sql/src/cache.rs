@@ -1,17 +1,17 @@
-//! Rows recently read by id, per table, so repeated point reads skip SQLite and keep their
-//! rendered JSON (as the memory connector's rows do).
+//! Rows recently read by id, per table, so repeated point reads skip the database and keep
+//! their rendered JSON (as the memory connector's rows do).
 //!
-//! Coherence: only the writer thread changes the database (and, rarely, another process: see
-//! [`RowCache::clear`]). After a commit, and before it answers, the writer drops the rows the
-//! commit changed and moves the generation on. A reader that missed notes the generation
-//! before its SQL read and stores what it read only if the generation has not moved since, so
-//! a row read before a commit can never be stored after it.
+//! Coherence: after a commit, and before it answers, the connector drops the rows the commit
+//! changed and moves the generation on (SQLite's writer thread; PostgreSQL's write paths, and
+//! its change-log follower for commits by other processes). A reader that missed notes the
+//! generation before its SQL read and stores what it read only if the generation has not moved
+//! since, so a row read before a commit can never be stored after it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::Param;
 use oxbow_core::row::Row;
-use oxbow_sql::Param;
 
 /// A cached id (integer and text ids only).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
