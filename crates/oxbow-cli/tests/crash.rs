@@ -5,85 +5,20 @@
 //! (`OXBOW_CRASH_CYCLES`). PostgreSQL runs when `OXBOW_TEST_POSTGRES` points at a server.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::{drop_schema, postgres_url, request, serve};
+
 const WRITERS: usize = 8;
-
-fn serve(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args([
-            "serve",
-            dir.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn oxbow");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a listening line").expect("stdout");
-    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
-    (child, port)
-}
-
-/// One request on a fresh connection: status and body, or `None` when the server went away.
-fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(raw.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.get(9..12)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// The PostgreSQL URL, or `None` (with a note) when `OXBOW_TEST_POSTGRES` is unset.
-fn postgres_url() -> Option<String> {
-    match std::env::var("OXBOW_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipping the PostgreSQL crash test: OXBOW_TEST_POSTGRES is not set");
-            None
-        }
-    }
-}
 
 fn crash_schema() -> String {
     format!("oxbow_crash_{}", std::process::id())
-}
-
-/// Drops the test's schema (before and after the cycles).
-fn drop_schema(url: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to OXBOW_TEST_POSTGRES");
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", crash_schema()))
-            .await
-            .expect("drop schema");
-    });
 }
 
 fn app(connector: &str) -> PathBuf {
@@ -97,7 +32,7 @@ fn app(connector: &str) -> PathBuf {
         "sqlite" => r#"{"db":{"connector":"sqlite","file":"data/db.sqlite"}}"#.to_owned(),
         "postgresql" => serde_json::json!({"db": {
             "connector": "postgresql",
-            "url": postgres_url().expect("checked by the caller"),
+            "url": postgres_url("the PostgreSQL crash test").expect("checked by the caller"),
             "schema": crash_schema(),
         }})
         .to_string(),
@@ -226,11 +161,13 @@ fn memory_file_keeps_acknowledged_writes_through_sigkill() {
 
 #[test]
 fn postgres_keeps_acknowledged_writes_through_sigkill() {
-    let Some(url) = postgres_url() else { return };
-    drop_schema(&url);
+    let Some(url) = postgres_url("the PostgreSQL crash test") else {
+        return;
+    };
+    drop_schema(&url, &crash_schema());
     let started = Instant::now();
     let n = crash_cycles("postgresql", cycles());
-    drop_schema(&url);
+    drop_schema(&url, &crash_schema());
     eprintln!(
         "postgresql: {} cycles, {n} acknowledged writes all present ({:.1} s)",
         cycles(),

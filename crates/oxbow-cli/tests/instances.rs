@@ -6,47 +6,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn serve(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow"))
-        .args([
-            "serve",
-            dir.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn oxbow");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a listening line").expect("stdout");
-    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
-    (child, port)
-}
+mod common;
+use common::{postgres_url, serve};
 
 fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let raw = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(raw.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    common::request(port, method, path, body).expect("the server answers")
 }
 
 /// One server-sent event: its `id:`, `event:` and `data:` (and when it arrived, which
@@ -155,31 +126,8 @@ fn schema(tag: &str) -> String {
     format!("oxbow_{tag}_{}", std::process::id())
 }
 
-fn postgres_url(test: &str) -> Option<String> {
-    let url = std::env::var("OXBOW_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("skipping {test}: OXBOW_TEST_POSTGRES is not set");
-    }
-    url
-}
-
 fn drop_schema(url: &str, tag: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to OXBOW_TEST_POSTGRES");
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema(tag)))
-            .await
-            .expect("drop schema");
-    });
+    common::drop_schema(url, &schema(tag));
 }
 
 fn app(url: &str, tag: &str) -> PathBuf {

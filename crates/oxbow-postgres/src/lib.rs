@@ -444,6 +444,32 @@ async fn write_back(
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
+/// Puts the new record's id into `data`: the memory connector's counter on a sequence. Every
+/// create takes a value; a larger given id moves it there. Sequences never block and never
+/// roll back, as the counter.
+async fn take_id(
+    db: &impl GenericClient,
+    table: &Table,
+    data: &mut Vec<(String, Value)>,
+) -> Result<()> {
+    let stmt = prepare(db, Sql::Fixed(&table.next_id)).await?;
+    let taken: i64 = db
+        .query_one(&stmt, &[])
+        .await
+        .map_err(|e| pg_error(&e))?
+        .get(0);
+    let next = oxbow_core::connector::assign_id(&table.def, data, taken as f64);
+    if next - 1.0 > taken as f64 {
+        exec(
+            db,
+            Sql::Fixed(&table.move_id),
+            &[Param::Int((next - 1.0) as i64)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// A failed insert: 409 for a duplicate id, as LoopBack words it.
 fn insert_error(def: &ModelDefinition, e: &tokio_postgres::Error) -> Error {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
@@ -494,23 +520,7 @@ impl PostgresConnector {
     async fn create_row(&self, table: &Table, mut data: Vec<(String, Value)>) -> Result<Arc<Row>> {
         let def = &table.def;
         let client = self.client().await?;
-        // The memory connector's counter on a sequence: every create takes a value; a larger
-        // given id moves it there. Sequences never block and never roll back, as the counter.
-        let stmt = prepare(&client, Sql::Fixed(&table.next_id)).await?;
-        let taken: i64 = client
-            .query_one(&stmt, &[])
-            .await
-            .map_err(|e| pg_error(&e))?
-            .get(0);
-        let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
-        if next - 1.0 > taken as f64 {
-            exec(
-                &client,
-                Sql::Fixed(&table.move_id),
-                &[Param::Int((next - 1.0) as i64)],
-            )
-            .await?;
-        }
+        take_id(&client, table, &mut data).await?;
         let mut params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
         let row = Arc::new(Row::from_entries(&table.layout, data));
         let note = EncodedNote::record(def, ChangeType::Create, &row);
@@ -542,26 +552,12 @@ impl PostgresConnector {
         let def = &table.def;
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
-        let next_id = prepare(&txn, Sql::Fixed(&table.next_id)).await?;
         let insert = prepare(&txn, Sql::Fixed(&table.insert)).await?;
         let mut rows = Vec::with_capacity(items.len());
         for mut data in items {
             // Sequences do not roll back: a failed array moves the counter, as a failed
             // create does on the memory connector.
-            let taken: i64 = txn
-                .query_one(&next_id, &[])
-                .await
-                .map_err(|e| pg_error(&e))?
-                .get(0);
-            let next = oxbow_core::connector::assign_id(def, &mut data, taken as f64);
-            if next - 1.0 > taken as f64 {
-                exec(
-                    &txn,
-                    Sql::Fixed(&table.move_id),
-                    &[Param::Int((next - 1.0) as i64)],
-                )
-                .await?;
-            }
+            take_id(&txn, table, &mut data).await?;
             let params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
             let values = bind(&params, insert.params());
             let args = refs(&values);
