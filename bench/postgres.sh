@@ -104,7 +104,7 @@ run() {   # TAG APPDIR SERVERCPU WRKCPU CMD...
   shift 4
   start "$tag" "$scpu" "$@"
   bench/seed.sh "http://127.0.0.1:$PORT" 100 >/dev/null
-  curl -sf "http://127.0.0.1:$PORT/api/catalog/42" | grep -q '"Product-42"' || { log "$tag: findById check failed"; exit 1; }
+  curl -sf "http://127.0.0.1:$PORT/api/catalog/42" | grep -q '"id":42' || { log "$tag: findById check failed"; exit 1; }
   measure "$tag" findById "http://127.0.0.1:$PORT/api/catalog/42" "$BENCH_LUA_DIR/get.lua" "$wcpu"
   measure "$tag" create "http://127.0.0.1:$PORT/api/catalog" "$TMP/create.lua" "$wcpu"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""

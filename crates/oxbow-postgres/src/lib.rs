@@ -6,6 +6,7 @@
 //! it ([`log`]) and is answered after it committed. Ids come from a sequence per table that
 //! follows the memory connector's counter rule without a lock.
 
+mod batch;
 pub mod log;
 pub mod values;
 
@@ -49,10 +50,14 @@ pub struct OpenError(pub String);
 
 /// A model's table.
 #[derive(Debug)]
-struct Table {
+pub(crate) struct Table {
     map: Mapping,
     /// `SELECT nextval(…)` of the table's id sequence.
     next_id: String,
+    /// `$1` values of the same sequence, in order.
+    next_ids: String,
+    /// [`Mapping::insert`] up to ` VALUES`.
+    insert_head: String,
     /// `SELECT setval(…, $1)` of the same sequence.
     move_id: String,
     /// [`Mapping::by_id`] locking the row.
@@ -90,6 +95,7 @@ pub struct PostgresConnector {
     pool: Pool,
     tables: HashMap<String, Arc<Table>>,
     log: Arc<log::PgLog>,
+    batcher: batch::Batcher,
 }
 
 impl std::fmt::Debug for PostgresConnector {
@@ -225,7 +231,13 @@ impl PostgresConnector {
             }
         });
         let log = Arc::new(log::PgLog::new(pool.clone(), cfg, invalidate));
-        Ok(Self { pool, tables, log })
+        let batcher = batch::Batcher::start(pool.clone(), log.clone());
+        Ok(Self {
+            pool,
+            tables,
+            log,
+            batcher,
+        })
     }
 
     fn table(&self, model: &ModelDefinition) -> Result<&Arc<Table>> {
@@ -326,7 +338,15 @@ async fn migrate(
         n + 5,
         n + 6
     );
+    let insert_head = map
+        .insert
+        .split(" VALUES (")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     Ok(Table {
+        insert_head,
+        next_ids: format!("SELECT nextval('{literal}') FROM generate_series(1, $1::int8)"),
         insert_logged,
         cache: RowCache::new(cache_rows),
         next_id: format!("SELECT nextval('{literal}')"),
@@ -470,8 +490,39 @@ async fn take_id(
     Ok(())
 }
 
+/// A create as one statement (its own transaction): the row and its change together, after
+/// the id.
+pub(crate) async fn insert_one(
+    pool: &Pool,
+    table: &Table,
+    mut data: Vec<(String, Value)>,
+) -> Result<Arc<Row>> {
+    let def = &table.def;
+    let client = pool.get().await.map_err(|e| pool_error(&e))?;
+    take_id(&client, table, &mut data).await?;
+    let mut params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
+    let row = Arc::new(Row::from_entries(&table.layout, data));
+    let note = EncodedNote::record(def, ChangeType::Create, &row);
+    let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
+    params.extend([
+        Param::Text(def.name.to_string()),
+        Param::Text(note.kind.to_owned()),
+        text(note.target),
+        text(note.where_),
+        text(note.data),
+        Param::Bool(note.is_record),
+    ]);
+    let stmt = prepare(&client, Sql::Fixed(&table.insert_logged)).await?;
+    let values = bind(&params, stmt.params());
+    client
+        .execute(&stmt, &refs(&values))
+        .await
+        .map_err(|e| insert_error(def, &e))?;
+    Ok(row)
+}
+
 /// A failed insert: 409 for a duplicate id, as LoopBack words it.
-fn insert_error(def: &ModelDefinition, e: &tokio_postgres::Error) -> Error {
+pub(crate) fn insert_error(def: &ModelDefinition, e: &tokio_postgres::Error) -> Error {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         Error::Conflict {
             message: format!("Duplicate entry for {}.{}", def.name, def.id_name()),
@@ -516,29 +567,9 @@ impl PostgresConnector {
         Ok(filter.apply(rows.iter()))
     }
 
-    /// A create is one statement (its own transaction): the row and its change together.
-    async fn create_row(&self, table: &Table, mut data: Vec<(String, Value)>) -> Result<Arc<Row>> {
-        let def = &table.def;
-        let client = self.client().await?;
-        take_id(&client, table, &mut data).await?;
-        let mut params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
-        let row = Arc::new(Row::from_entries(&table.layout, data));
-        let note = EncodedNote::record(def, ChangeType::Create, &row);
-        let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
-        params.extend([
-            Param::Text(def.name.to_string()),
-            Param::Text(note.kind.to_owned()),
-            text(note.target),
-            text(note.where_),
-            text(note.data),
-            Param::Bool(note.is_record),
-        ]);
-        let stmt = prepare(&client, Sql::Fixed(&table.insert_logged)).await?;
-        let values = bind(&params, stmt.params());
-        client
-            .execute(&stmt, &refs(&values))
-            .await
-            .map_err(|e| insert_error(def, &e))?;
+    /// A create on its own (one with a given id).
+    async fn create_row(&self, table: &Table, data: Vec<(String, Value)>) -> Result<Arc<Row>> {
+        let row = insert_one(&self.pool, table, data).await?;
         self.log.committed();
         Ok(row)
     }
@@ -766,7 +797,18 @@ impl Connector for PostgresConnector {
         model: &'a ModelDefinition,
         data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>> {
-        Box::pin(async move { self.create_row(self.table(model)?, data).await })
+        Box::pin(async move {
+            let table = self.table(model)?;
+            // Concurrent creates share a transaction; one with its own id goes alone.
+            let given = data
+                .iter()
+                .any(|(k, v)| k == model.id_name() && oxbow_core::connector::is_truthy_id(v));
+            if given {
+                self.create_row(table, data).await
+            } else {
+                self.batcher.create(table.clone(), data).await
+            }
+        })
     }
 
     fn creates_all_or_none(&self) -> bool {
