@@ -143,7 +143,7 @@ async fn insert_all(
 ) -> Result<Vec<Arc<Row>>> {
     let def = &table.def;
     let e = |e: tokio_postgres::Error| pg_error(&e);
-    let mut client = pool
+    let client = pool
         .get()
         .await
         .map_err(|e| Error::internal(format!("PostgreSQL pool: {e}")))?;
@@ -175,18 +175,17 @@ async fn insert_all(
         ]);
         rows.push(row);
     }
-    let txn = client.transaction().await.map_err(e)?;
     // Chunks of 256, 128, …, 1 rows: a few statement shapes per table and connection, whatever
-    // the batch size. Sent together (pipelined), each chunk's append after its insert.
+    // the batch size.
     let width = table.columns.len() + 2;
     let mut statements = Vec::new();
     let mut start = 0;
     for size in chunks(n) {
-        let insert = txn
+        let insert = client
             .prepare_cached(&values_sql(&table.insert_head, width, size))
             .await
             .map_err(e)?;
-        let append = txn
+        let append = client
             .prepare_cached(&values_sql(
                 &format!("INSERT INTO {APPEND_COLUMNS}"),
                 6,
@@ -203,7 +202,10 @@ async fn insert_all(
         statements.push((append, change_values, false));
         start += size;
     }
-    let db = &txn;
+    // One round trip: BEGIN, every chunk's insert then its append, COMMIT, all pipelined. If a
+    // statement fails the transaction is aborted and the COMMIT rolls it back, so the result
+    // is all rows or none either way; the connection ends outside a transaction.
+    let db = &*client;
     let sent = statements
         .iter()
         .map(|(stmt, values, is_insert)| async move {
@@ -216,12 +218,17 @@ async fn insert_all(
                 }
             })
         });
-    let results = futures_util::future::join_all(sent).await;
+    let (begun, results, committed) = tokio::join!(
+        db.batch_execute("BEGIN"),
+        futures_util::future::join_all(sent),
+        db.batch_execute("COMMIT")
+    );
+    begun.map_err(e)?;
     // The first failure is the cause; the statements after it failed because of it.
     if let Some(err) = results.into_iter().find_map(Result::err) {
         return Err(err);
     }
-    txn.commit().await.map_err(e)?;
+    committed.map_err(e)?;
     Ok(rows)
 }
 
