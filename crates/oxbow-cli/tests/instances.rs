@@ -490,3 +490,45 @@ fn row_caches_follow_writes_through_every_instance() {
     drop_schema(&url, "cache");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Notifications are only a signal: with every listening connection cut (as when the database
+/// restarts or a proxy drops idle connections), changes keep arriving, in order, once, while
+/// the listeners reconnect.
+#[test]
+fn changes_arrive_while_listeners_reconnect() {
+    let Some(url) = postgres_url("the listener failover test") else {
+        return;
+    };
+    drop_schema(&url, "failover");
+    let dir = app(&url, "failover");
+    let (mut a, port_a) = serve(&dir);
+    let (mut b, port_b) = serve(&dir);
+    let on_b = subscribe(port_b, None);
+    std::thread::sleep(Duration::from_millis(200));
+    let write = |i: usize| {
+        let (status, body) = request(
+            port_a,
+            "POST",
+            "/api/Notes",
+            &format!(r#"{{"text":"f{i}","n":{i}}}"#),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    (0..5).for_each(write);
+    let before = take(&on_b, 5, "before the cut");
+    // Cut both instances' listening connections, then write at once.
+    let listeners = format!("oxbow-listen:{}", schema("failover"));
+    let cut = common::terminate(&url, &listeners);
+    assert_eq!(cut, 2, "one listening connection per instance");
+    (5..10).for_each(write);
+    let after = take(&on_b, 5, "after the cut");
+    assert_quiet(&on_b, Duration::from_millis(1500), "after the cut");
+    let ids: Vec<Option<u64>> = before.iter().chain(&after).map(|e| e.id).collect();
+    assert_eq!(ids, (1..=10).map(Some).collect::<Vec<_>>());
+    a.kill().unwrap();
+    b.kill().unwrap();
+    let _ = a.wait();
+    let _ = b.wait();
+    drop_schema(&url, "failover");
+    let _ = std::fs::remove_dir_all(&dir);
+}

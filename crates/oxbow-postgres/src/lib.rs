@@ -230,7 +230,10 @@ impl PostgresConnector {
                 table.stale(id.as_ref());
             }
         });
-        let log = Arc::new(log::PgLog::new(pool.clone(), cfg, invalidate));
+        // The listening connection says what it is in pg_stat_activity.
+        let mut listen = cfg;
+        listen.application_name(&format!("oxbow-listen:{}", schema.unwrap_or("-")));
+        let log = Arc::new(log::PgLog::new(pool.clone(), listen, invalidate));
         let batcher = batch::Batcher::start(pool.clone(), log.clone());
         Ok(Self {
             pool,

@@ -166,8 +166,8 @@ impl std::fmt::Debug for PgLog {
 }
 
 impl PgLog {
-    /// The log of the datasource behind `pool`; `invalidate` hears of every change the
-    /// follower delivers, this process's and others'.
+    /// The log of the datasource behind `pool`; `config` is for the listening connection;
+    /// `invalidate` hears of every change the follower delivers, this process's and others'.
     pub(crate) fn new(pool: Pool, config: tokio_postgres::Config, invalidate: Invalidate) -> Self {
         Self {
             pool,

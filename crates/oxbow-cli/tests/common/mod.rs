@@ -59,8 +59,8 @@ pub fn postgres_url(what: &str) -> Option<String> {
     url
 }
 
-/// Drops a test's schema (before and after it runs).
-pub fn drop_schema(url: &str, schema: &str) {
+/// Runs one SQL statement on `url`; its rows' first column as text.
+pub fn sql(url: &str, statement: &str) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -70,9 +70,31 @@ pub fn drop_schema(url: &str, schema: &str) {
             .await
             .expect("connect to OXBOW_TEST_POSTGRES");
         tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        let rows = client
+            .simple_query(statement)
             .await
-            .expect("drop schema");
-    });
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        rows.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// Drops a test's schema (before and after it runs).
+pub fn drop_schema(url: &str, schema: &str) {
+    sql(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+}
+
+/// Ends every server connection whose `application_name` is `name`; how many.
+pub fn terminate(url: &str, name: &str) -> usize {
+    sql(
+        url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    )
+    .len()
 }
