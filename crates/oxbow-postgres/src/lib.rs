@@ -232,7 +232,7 @@ impl PostgresConnector {
         });
         // The listening connection says what it is in pg_stat_activity.
         let mut listen = cfg;
-        listen.application_name(&format!("oxbow-listen:{}", schema.unwrap_or("-")));
+        listen.application_name(format!("oxbow-listen:{}", schema.unwrap_or("-")));
         let log = Arc::new(log::PgLog::new(pool.clone(), listen, invalidate));
         let batcher = batch::Batcher::start(pool.clone(), log.clone());
         Ok(Self {
