@@ -493,7 +493,8 @@ fn row_caches_follow_writes_through_every_instance() {
 
 /// Notifications are only a signal: with every listening connection cut (as when the database
 /// restarts or a proxy drops idle connections), changes keep arriving, in order, once, while
-/// the listeners reconnect.
+/// the listeners reconnect; and a change whose writer died before numbering it is numbered by
+/// the instances' periodic step.
 #[test]
 fn changes_arrive_while_listeners_reconnect() {
     let Some(url) = postgres_url("the listener failover test") else {
@@ -525,6 +526,22 @@ fn changes_arrive_while_listeners_reconnect() {
     assert_quiet(&on_b, Duration::from_millis(1500), "after the cut");
     let ids: Vec<Option<u64>> = before.iter().chain(&after).map(|e| e.id).collect();
     assert_eq!(ids, (1..=10).map(Some).collect::<Vec<_>>());
+    // A change committed by a writer that died before numbering it (appended here by hand,
+    // as the writer's transaction would have): the instances' periodic step numbers it.
+    common::sql(
+        &url,
+        &format!(
+            "INSERT INTO {}._oxbow_changes (model, kind, target, data, is_record) \
+             VALUES ('Note', 'create', '99', '{{\"text\":\"orphan\",\"n\":0,\"id\":99}}', true)",
+            schema("failover")
+        ),
+    );
+    let orphan = take(&on_b, 1, "the orphaned change");
+    assert_eq!(orphan[0].id, Some(11));
+    assert_eq!(
+        orphan[0].data,
+        r#"{"target":99,"data":{"text":"orphan","n":0,"id":99},"type":"create"}"#
+    );
     a.kill().unwrap();
     b.kill().unwrap();
     let _ = a.wait();
