@@ -102,10 +102,12 @@ async fn lane(rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, pool: Pool, log: Arc
 }
 
 /// Writes one table's batch and answers every job in it: a lone create as one statement, more
-/// in one transaction; after a duplicate id in a batch, one at a time, so only the duplicate
-/// fails.
+/// in one transaction. A duplicate id means rows were stored past the id counter (written by
+/// other software): the counter is moved past them, as the memory connector's moves past every
+/// id it stores, and the creates are retried one at a time, so only a real duplicate fails.
 async fn write(pool: &Pool, log: &PgLog, jobs: Vec<Job>) {
     let table = jobs[0].table.clone();
+    let mut caught_up = false;
     if jobs.len() > 1 {
         let mut items: Vec<Vec<(String, Value)>> = jobs.iter().map(|j| j.data.clone()).collect();
         match insert_all(pool, &table, &mut items).await {
@@ -116,7 +118,7 @@ async fn write(pool: &Pool, log: &PgLog, jobs: Vec<Job>) {
                 }
                 return;
             }
-            Err(Error::Conflict { .. }) => {}
+            Err(Error::Conflict { .. }) => caught_up = catch_up(pool, &table).await,
             Err(e) => {
                 for job in jobs {
                     let _ = job.reply.send(Err(e.clone()));
@@ -126,11 +128,37 @@ async fn write(pool: &Pool, log: &PgLog, jobs: Vec<Job>) {
         }
     }
     for job in jobs {
-        let result = insert_one(pool, &table, job.data).await;
+        let mut result = insert_one(pool, &table, job.data.clone()).await;
+        if matches!(result, Err(Error::Conflict { .. })) && !caught_up {
+            caught_up = catch_up(pool, &table).await;
+            if caught_up {
+                result = insert_one(pool, &table, job.data).await;
+            }
+        }
         if result.is_ok() {
             log.committed();
         }
         let _ = job.reply.send(result);
+    }
+}
+
+/// Moves a number-id table's sequence past its largest stored id; whether it did.
+async fn catch_up(pool: &Pool, table: &Table) -> bool {
+    let Some(sql) = &table.catch_up_ids else {
+        return false;
+    };
+    let Ok(client) = pool.get().await else {
+        return false;
+    };
+    match client.query_one(sql.as_str(), &[]).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(
+                "PostgreSQL: moving the id sequence of {}: {e}",
+                table.def.name
+            );
+            false
+        }
     }
 }
 

@@ -56,6 +56,9 @@ pub(crate) struct Table {
     next_id: String,
     /// `$1` values of the same sequence, in order.
     next_ids: String,
+    /// For number ids: moves the sequence past the largest id stored (rows written by
+    /// something other than oxbow's counter), so the next generated id is free.
+    catch_up_ids: Option<String>,
     /// [`Mapping::insert`] up to ` VALUES`.
     insert_head: String,
     /// `SELECT setval(…, $1)` of the same sequence.
@@ -347,8 +350,16 @@ async fn migrate(
         .next()
         .unwrap_or_default()
         .to_owned();
+    let catch_up_ids = (Kind::of(&def.id_property().ty) == Kind::Number).then(|| {
+        format!(
+            "SELECT setval('{literal}', GREATEST((SELECT max({}) FROM {quoted}), \
+             (SELECT last_value FROM {sequence})))",
+            map.id_column().quoted
+        )
+    });
     Ok(Table {
         insert_head,
+        catch_up_ids,
         next_ids: format!("SELECT nextval('{literal}') FROM generate_series(1, $1::int8)"),
         insert_logged,
         cache: RowCache::new(cache_rows),

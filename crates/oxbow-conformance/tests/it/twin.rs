@@ -284,3 +284,61 @@ async fn an_array_create_is_all_or_none_on_sql_connectors() {
         crate::conformance::drop_schema(url, &schema).await;
     }
 }
+
+/// Rows stored past the id counter by other software (here: SQL) do not make creates fail:
+/// PostgreSQL's sequence is moved past them, as the memory connector's counter moves past
+/// every id it stores; lone creates and concurrent (batched) ones alike.
+#[actix_web::test]
+async fn postgres_creates_move_past_ids_stored_by_others() {
+    let Some(url) = crate::conformance::postgres_url("ids stored by others on PostgreSQL") else {
+        return;
+    };
+    let dir = scratch_copy("tests/conformance/apps/twin", "twin-ids").expect("scratch");
+    let schema = format!("oxbow_{}_twin_ids", std::process::id());
+    crate::conformance::drop_schema(&url, &schema).await;
+    add_postgres(&dir, &url, &schema);
+    let app = app(&dir).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".\"PgItem\" (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')"
+        ))
+        .await
+        .expect("rows written by SQL");
+    let lone = post(&app, "/api/PgItems", &json!({"name": "lone"})).await;
+    assert_eq!(lone, (200, r#"{"name":"lone","id":4}"#.to_owned()));
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".\"PgItem\" (id, name) VALUES (5, 'd'), (6, 'e')"
+        ))
+        .await
+        .expect("more rows written by SQL");
+    let bodies: Vec<Value> = (0..6).map(|i| json!({ "name": format!("n{i}") })).collect();
+    let together =
+        futures_util::future::join_all(bodies.iter().map(|b| post(&app, "/api/PgItems", b))).await;
+    let mut ids: Vec<u64> = together
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            serde_json::from_str::<Value>(body).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "distinct ids: {ids:?}");
+    assert!(ids.iter().all(|id| *id > 6), "{ids:?}");
+    assert_eq!(
+        get(&app, "/api/PgItems/count").await,
+        (200, r#"{"count":12}"#.to_owned())
+    );
+    drop(app);
+    let _ = std::fs::remove_dir_all(&dir);
+    crate::conformance::drop_schema(&url, &schema).await;
+}
