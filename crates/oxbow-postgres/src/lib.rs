@@ -465,6 +465,13 @@ async fn matching(
     Ok(rows)
 }
 
+/// The parameters of [`Mapping::update`]: the record's columns, then the id.
+fn update_params(table: &Table, id: &Value, record: &Record) -> Vec<Param> {
+    let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
+    params.push(table.id_param(id));
+    params
+}
+
 /// Stores `record` as the row with `id`; `None` when there is none.
 async fn write_back(
     txn: &deadpool_postgres::Transaction<'_>,
@@ -472,9 +479,12 @@ async fn write_back(
     id: &Value,
     record: Record,
 ) -> Result<Option<Arc<Row>>> {
-    let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
-    params.push(table.id_param(id));
-    let n = exec(txn, Sql::Fixed(&table.update), &params).await?;
+    let n = exec(
+        txn,
+        Sql::Fixed(&table.update),
+        &update_params(table, id, &record),
+    )
+    .await?;
     Ok((n > 0).then(|| Arc::new(Row::from_record(&table.layout, record))))
 }
 
@@ -554,8 +564,7 @@ async fn write_back_logged(
     id: &Value,
     record: Record,
 ) -> Result<Option<Arc<Row>>> {
-    let mut params = table.encode(record.iter().map(|(k, v)| (k.as_str(), v)));
-    params.push(table.id_param(id));
+    let params = update_params(table, id, &record);
     let row = Arc::new(Row::from_record(&table.layout, record));
     let note = EncodedNote::record(&table.def, ChangeType::Update, &row);
     let (written, appended) = tokio::join!(
