@@ -19,7 +19,7 @@ use oxbow_core::error::{Error, Result};
 use oxbow_core::row::Row;
 use oxbow_sql::Param;
 
-use crate::log::{APPEND_COLUMNS, PgLog};
+use crate::log::{APPEND_COLUMNS, PgLog, change_params};
 use crate::values::{bind, refs};
 use crate::{Table, insert_error, insert_one, pg_error};
 
@@ -187,20 +187,12 @@ async fn insert_all(
     let mut params: Vec<Param> = Vec::with_capacity(n * (table.columns.len() + 2));
     let mut changes: Vec<Param> = Vec::with_capacity(n * 6);
     let mut rows = Vec::with_capacity(n);
-    let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
     for (data, taken) in items.iter_mut().zip(&taken) {
         oxbow_core::connector::assign_id(def, data, *taken as f64);
         params.extend(table.encode(data.iter().map(|(k, v)| (k.as_str(), v))));
         let row = Arc::new(Row::from_entries(&table.layout, std::mem::take(data)));
         let note = EncodedNote::record(def, ChangeType::Create, &row);
-        changes.extend([
-            Param::Text(def.name.to_string()),
-            Param::Text(note.kind.to_owned()),
-            text(note.target),
-            text(note.where_),
-            text(note.data),
-            Param::Bool(note.is_record),
-        ]);
+        changes.extend(change_params(def.name.as_str(), note));
         rows.push(row);
     }
     // Chunks of 256, 128, …, 1 rows: a few statement shapes per table and connection, whatever

@@ -527,15 +527,7 @@ pub(crate) async fn insert_one(
     let mut params = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
     let row = Arc::new(Row::from_entries(&table.layout, data));
     let note = EncodedNote::record(def, ChangeType::Create, &row);
-    let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
-    params.extend([
-        Param::Text(def.name.to_string()),
-        Param::Text(note.kind.to_owned()),
-        text(note.target),
-        text(note.where_),
-        text(note.data),
-        Param::Bool(note.is_record),
-    ]);
+    params.extend(log::change_params(def.name.as_str(), note));
     let stmt = prepare(&client, Sql::Fixed(&table.insert_logged)).await?;
     let values = bind(&params, stmt.params());
     client

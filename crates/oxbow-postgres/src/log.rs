@@ -33,6 +33,7 @@ use oxbow_core::connector::BoxFuture;
 use oxbow_core::error::{Error, Result};
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Layout;
+use oxbow_sql::Param;
 
 use crate::{describe, pg_error};
 
@@ -109,6 +110,19 @@ pub(crate) async fn migrate(
     )
     .await
     .map_err(|e| describe(&e))
+}
+
+/// The parameters of one change in [`APPEND_COLUMNS`] order.
+pub(crate) fn change_params(model: &str, note: EncodedNote) -> [Param; 6] {
+    let text = |v: Option<String>| v.map_or(Param::Null, Param::Text);
+    [
+        Param::Text(model.to_owned()),
+        Param::Text(note.kind.to_owned()),
+        text(note.target),
+        text(note.where_),
+        text(note.data),
+        Param::Bool(note.is_record),
+    ]
 }
 
 /// Appends a change in the write's transaction (after its data statement).
