@@ -25,7 +25,7 @@ use oxbow_core::instance::Record;
 use oxbow_core::memory::merge_patch;
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Row;
-use oxbow_sql::cache::{Key, RowCache};
+use oxbow_sql::cache::{Key, Lookup, RowCache};
 use oxbow_sql::compile::{candidates_sql, compile_where, count_sql, delete_sql, select_sql};
 use oxbow_sql::mapping::{EXTRA, PRESENT};
 use oxbow_sql::{Dialect, Kind, Mapping, Param, quote};
@@ -759,11 +759,12 @@ impl Connector for PostgresConnector {
         Box::pin(async move {
             let table = self.table(model)?;
             // The cache is trusted only while the follower keeps up with other processes.
-            let key = table.key(id).filter(|_| self.log.fresh());
-            let generation = match key.as_ref().map(|k| table.cache.get(k)) {
-                Some(Ok(row)) => return Ok(Some(row)),
-                Some(Err(g)) => Some(g),
-                None => None,
+            let ticket = match table
+                .cache
+                .lookup(table.key(id).filter(|_| self.log.fresh()))
+            {
+                Lookup::Hit(row) => return Ok(Some(row)),
+                Lookup::Miss(ticket) => ticket,
             };
             let client = self.client().await?;
             let row = query_rows(
@@ -774,9 +775,7 @@ impl Connector for PostgresConnector {
             )
             .await?
             .pop();
-            if let (Some(key), Some(g), Some(row)) = (key, generation, &row) {
-                table.cache.store(key, row, g);
-            }
+            table.cache.fill(ticket, row.as_ref());
             Ok(row)
         })
     }

@@ -30,6 +30,16 @@ impl Key {
     }
 }
 
+/// What a point read through the cache finds.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The cached row.
+    Hit(Arc<Row>),
+    /// Not cached: read the database, then give the row to [`RowCache::fill`] with this
+    /// ticket (`None`: an id the cache does not key).
+    Miss(Option<(Key, u64)>),
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
@@ -57,7 +67,7 @@ impl RowCache {
     }
 
     /// The cached row, or the generation to hand to [`RowCache::store`] after reading it.
-    pub fn get(&self, key: &Key) -> Result<Arc<Row>, u64> {
+    fn get(&self, key: &Key) -> Result<Arc<Row>, u64> {
         if self.capacity == 0 {
             return Err(0);
         }
@@ -66,7 +76,7 @@ impl RowCache {
     }
 
     /// Keeps a row read at `generation`, unless a commit changed the table since.
-    pub fn store(&self, key: Key, row: &Arc<Row>, generation: u64) {
+    fn store(&self, key: Key, row: &Arc<Row>, generation: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -79,6 +89,25 @@ impl RowCache {
             inner.rows.clear();
         }
         inner.rows.insert(key, row.clone());
+    }
+
+    /// A point read's first step: the cached row, or the ticket to store what is read.
+    pub fn lookup(&self, key: Option<Key>) -> Lookup {
+        match key {
+            None => Lookup::Miss(None),
+            Some(key) => match self.get(&key) {
+                Ok(row) => Lookup::Hit(row),
+                Err(generation) => Lookup::Miss(Some((key, generation))),
+            },
+        }
+    }
+
+    /// A point read's last step: keeps what a missed read found, unless a commit changed the
+    /// table since the lookup.
+    pub fn fill(&self, ticket: Option<(Key, u64)>, row: Option<&Arc<Row>>) {
+        if let (Some((key, generation)), Some(row)) = (ticket, row) {
+            self.store(key, row, generation);
+        }
     }
 
     /// After a commit that changed the row with `key`.

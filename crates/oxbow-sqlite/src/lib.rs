@@ -24,6 +24,7 @@ use oxbow_core::instance::Record;
 use oxbow_core::model::ModelDefinition;
 use oxbow_core::row::Row;
 
+use oxbow_sql::cache::{Key, Lookup};
 use oxbow_sql::compile;
 use read::{Database, query_rows, sql_error, with_reader};
 use table::Table;
@@ -196,18 +197,14 @@ impl Connector for SqliteConnector {
         ready((|| {
             let table = self.table(model)?;
             let sql_id = table.id_param(id);
-            let key = oxbow_sql::cache::Key::of(&sql_id);
-            let generation = match key.as_ref().map(|k| table.cache.get(k)) {
-                Some(Ok(row)) => return Ok(Some(row)),
-                Some(Err(g)) => Some(g),
-                None => None,
+            let ticket = match table.cache.lookup(Key::of(&sql_id)) {
+                Lookup::Hit(row) => return Ok(Some(row)),
+                Lookup::Miss(ticket) => ticket,
             };
             let row = with_reader(&self.db, |conn| {
                 Ok(query_rows(conn, table, &table.by_id, vec![sql_id.clone()])?.pop())
             })?;
-            if let (Some(key), Some(g), Some(row)) = (key, generation, &row) {
-                table.cache.store(key, row, g);
-            }
+            table.cache.fill(ticket, row.as_ref());
             Ok(row)
         })())
     }
