@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Render bench/run.sh's results.env (key=value lines) as the markdown report."""
+import statistics
 import sys
 
 SCENARIOS = [
@@ -14,17 +15,32 @@ BOOT_TARGET_MS = 50.0
 
 
 def load(path):
-    r = {}
+    """key=value lines; a key measured in several rounds ("roundN:key") becomes the median of
+    its rounds, and PER_ROUND keeps every round's value in round order."""
+    r, rounds = {}, {}
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
-            if "=" in line:
-                k, v = line.split("=", 1)
+            if "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+            if k.startswith("round") and ":" in k:
+                n, key = k[len("round"):].split(":", 1)
+                rounds.setdefault(key, []).append((int(n), v))
+            else:
                 r[k] = v
-    return r
+    per_round = {}
+    for key, vals in rounds.items():
+        vals = [v for _, v in sorted(vals)]
+        per_round[key] = vals
+        try:
+            r[key] = f"{statistics.median(float(v) for v in vals):g}"
+        except ValueError:
+            r[key] = vals[0]
+    return r, per_round
 
 
-R = load(sys.argv[1])
+R, PER_ROUND = load(sys.argv[1])
 
 
 def num(key):
@@ -93,6 +109,22 @@ for sc, label, target in SCENARIOS:
       f"{fmt_ms(num(f'lb3.{sc}.p50_us'))} | {fmt_ms(num(f'lb3.{sc}.p99_us'))} | "
       f"{errors('lb3', sc)} / {errors('oxbow', sc)} |")
 w("")
+if len(PER_ROUND.get("lb3.findById.rps", [])) > 1:
+    n = len(PER_ROUND["lb3.findById.rps"])
+    w(f"Every figure above is the median of {n} rounds; each round started every server afresh "
+      f"and ran LB3, oxbow{', bare actix-web' if 'bare.findById.rps' in R else ''} in turn. "
+      "Per round:")
+    w("")
+    w("| Scenario | LB3 req/s | oxbow req/s | ratio | median of the rounds' ratios |")
+    w("|---|---|---|---|---:|")
+    for sc, _, _ in SCENARIOS:
+        lbs = [float(v) for v in PER_ROUND.get(f"lb3.{sc}.rps", [])]
+        oxs = [float(v) for v in PER_ROUND.get(f"oxbow.{sc}.rps", [])]
+        ratios = [o / l for o, l in zip(oxs, lbs) if l]
+        med = f"{statistics.median(ratios):.1f}×" if ratios else "n/a"
+        w(f"| {sc} | {' · '.join(fmt_rps(v) for v in lbs)} | {' · '.join(fmt_rps(v) for v in oxs)} | "
+          f"{' · '.join(f'{r:.1f}×' for r in ratios)} | {med} |")
+    w("")
 w("CPU during the measurement (100 % = one core fully used). A pinned server well below ~95 % "
   "was starved by other processes or waiting on wrk; wrk near 100 % of its one core means the "
   "load generator, not the server, set the req/s ceiling:")
@@ -105,6 +137,24 @@ for sc, label, _ in SCENARIOS:
       f"{R.get(f'lb3.{sc}.rustc_procs', '?')} / {R.get(f'oxbow.{sc}.rustc_procs', '?')} | "
       f"{R.get(f'lb3.{sc}.loadavg', '?')} / {R.get(f'oxbow.{sc}.loadavg', '?')} |")
 w("")
+
+if "bare.findById.rps" in R:
+    w("## Calibration: a bare actix-web handler answering oxbow's exact bytes")
+    w("")
+    w("`crates/oxbow/examples/bare_actix.rs`, pinned like oxbow (one worker, core %s), same wrk "
+      "load: no registry, no filter, no store, no middleware headers, no ETag; the create "
+      "handler parses the JSON body and answers a canned body. Its req/s is what actix-web, the "
+      "kernel's loopback TCP path and wrk leave on this machine, so `bare / LB3` is the highest "
+      "ratio any actix-web server could show here." % R.get("server_cpu"))
+    w("")
+    w("| Scenario | bare req/s | bare / LB3 (ceiling ratio) | target | oxbow / bare | bare p99 | wrk CPU (bare run) |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for sc, label, target in SCENARIOS:
+        b, lb, ox = num(f"bare.{sc}.rps"), num(f"lb3.{sc}.rps"), num(f"oxbow.{sc}.rps")
+        pct = "n/a" if b in (None, 0) or ox is None else f"{ox / b * 100:.0f} %"
+        w(f"| {sc} | {fmt_rps(b)} | {fmt_ratio(b, lb)} | ≥ {target:.0f}× | {pct} | "
+          f"{fmt_ms(num(f'bare.{sc}.p99_us'))} | {R.get(f'bare.{sc}.wrk_cpu_pct', 'n/a')} % |")
+    w("")
 
 if "oxbow_unpinned.findById.rps" in R:
     w("## For information: oxbow unpinned (default workers, wrk unpinned, both cores shared)")

@@ -12,6 +12,10 @@
 #   UNPINNED=1      also measure oxbow unpinned with its default worker count (0 = skip)
 #   BOOT_RUNS=10    boot-time samples per app (median reported)
 #   SKIP_BUILD=0    1 = use the existing target/release binaries without running cargo
+#   ROUNDS=1        repeat the whole LB3 -> oxbow -> bare sequence, fresh servers each round;
+#                   the report gives the median of each figure and every round's req/s
+#   BARE=1          also measure a bare actix-web handler answering oxbow's exact bytes
+#                   (crates/oxbow/examples/bare_actix.rs): the ceiling oxbow is read against
 #
 # Output: the markdown report on stdout and in target/bench/results-<timestamp>.md; raw wrk
 # output and server logs in target/bench/run-<timestamp>/. See bench/README.md.
@@ -30,6 +34,8 @@ WRK_CPU="${WRK_CPU:-1}"
 UNPINNED="${UNPINNED:-1}"
 BOOT_RUNS="${BOOT_RUNS:-10}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+BARE="${BARE:-1}"
+ROUNDS="${ROUNDS:-1}"
 SEED_ROWS=100
 
 TS="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -42,12 +48,14 @@ mkdir -p "$RUN"
 
 OXBOW="$ROOT/target/release/oxbow"
 DEFAULT_APP="$ROOT/target/release/oxbow-default-app"
+BARE_BIN="$ROOT/target/release/examples/bare_actix"
 RIG="$ROOT/target/lb3rig"
 export BENCH_LUA_DIR="$BENCH/lua"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-rec() { printf '%s=%s\n' "$1" "$2" >>"$RES"; }
+RP=""   # "roundN:" while measuring round N of several (report.py takes the median)
+rec() { printf '%s%s=%s\n' "$RP" "$1" "$2" >>"$RES"; }
 
 # ---------------------------------------------------------------- cleanup: only our own PIDs
 PIDS=()
@@ -86,7 +94,12 @@ if [ "$SKIP_BUILD" != 1 ]; then
   log "cargo build --release -p oxbow-cli -p oxbow-default-app (waits if another build holds the lock)"
   timeout 3600 cargo build --release -p oxbow-cli -p oxbow-default-app >"$RUN/cargo-build.log" 2>&1 \
     || { tail -20 "$RUN/cargo-build.log" >&2; die "cargo build failed (see $RUN/cargo-build.log)"; }
+  if [ "$BARE" = 1 ]; then
+    timeout 3600 cargo build --release -p oxbow --example bare_actix >>"$RUN/cargo-build.log" 2>&1 \
+      || { tail -20 "$RUN/cargo-build.log" >&2; die "cargo build of the bare_actix example failed"; }
+  fi
 fi
+[ "$BARE" != 1 ] || [ -x "$BARE_BIN" ] || die "$BARE_BIN missing (cargo build --release -p oxbow --example bare_actix)"
 [ -x "$OXBOW" ] || die "$OXBOW missing (cargo build --release -p oxbow-cli)"
 [ -x "$DEFAULT_APP" ] || die "$DEFAULT_APP missing (cargo build --release -p oxbow-default-app)"
 
@@ -117,7 +130,7 @@ SERVER_PORT=""
 start_server() {
   local tag="$1" cpu="$2"
   shift 3
-  local logf="$RUN/$tag-server.log" i
+  local logf="$RUN/$FP$tag-server.log" i
   if [ -n "$cpu" ]; then
     taskset -c "$cpu" "$@" >"$logf" 2>&1 &
   else
@@ -141,7 +154,8 @@ start_server() {
   log "$tag listening on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, $(cat "/proc/$SERVER_PID/comm"), cpus $(taskset -cp "$SERVER_PID" | sed 's/.*: //'))"
 }
 
-# check_scenario NAME URL -> asserts 200 and a sane body
+# check_scenario NAME URL -> asserts 200 and a sane body; oxbow's bodies are kept in
+# $RUN/bodies/NAME.json for the bare actix-web calibration server
 check_scenario() {
   local name="$1" url="$2" body="$RUN/check-body.json" code
   if [ "$name" = create ]; then
@@ -164,17 +178,18 @@ elif name == "filtered":
 elif name == "create":
     assert b["name"] == "bench-item" and "id" in b, b
 PY
+  if [ "${CHECK_TAG:-}" = oxbow ]; then mkdir -p "$RUN/bodies"; cp "$body" "$RUN/bodies/$name.json"; fi
 }
 
 # run_scenario TAG NAME URL LUA WRK_CPU(or '')
 run_scenario() {
   local tag="$1" name="$2" url="$3" lua="$4" wcpu="$5"
-  local pre=() out="$RUN/$tag-$name.wrk.txt" line t0 t1 c0 c1
+  local pre=() out="$RUN/$FP$tag-$name.wrk.txt" line t0 t1 c0 c1
   [ -n "$wcpu" ] && pre=(taskset -c "$wcpu")
-  check_scenario "$name" "$url"
+  CHECK_TAG="$tag" check_scenario "$name" "$url"
   log "$tag $name: warm-up ${WARMUP}s"
   timeout $((WARMUP + 30)) "${pre[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$lua" "$url" \
-    >"$RUN/$tag-$name.warmup.txt" 2>&1 || die "$tag $name: warm-up wrk failed"
+    >"$RUN/$FP$tag-$name.warmup.txt" 2>&1 || die "$tag $name: warm-up wrk failed"
   rec "$tag.$name.rustc_procs" "$(busy_rustc)"
   rec "$tag.$name.loadavg" "$(cut -d' ' -f1 /proc/loadavg)"
   log "$tag $name: measuring ${DURATION}s: ${pre[*]} wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency $url"
@@ -221,7 +236,7 @@ bench_server() {
 
 # ---------------------------------------------------------------- conditions
 rec cmd "$(printf '%q ' DURATION="$DURATION" WARMUP="$WARMUP" THREADS="$THREADS" CONNECTIONS="$CONNECTIONS" \
-  SERVER_CPU="$SERVER_CPU" WRK_CPU="$WRK_CPU" UNPINNED="$UNPINNED" BOOT_RUNS="$BOOT_RUNS" SKIP_BUILD="$SKIP_BUILD" bench/run.sh)"
+  SERVER_CPU="$SERVER_CPU" WRK_CPU="$WRK_CPU" UNPINNED="$UNPINNED" BOOT_RUNS="$BOOT_RUNS" SKIP_BUILD="$SKIP_BUILD" BARE="$BARE" ROUNDS="$ROUNDS" bench/run.sh)"
 rec timestamp "$TS"
 rec duration "$DURATION"; rec warmup "$WARMUP"; rec threads "$THREADS"; rec connections "$CONNECTIONS"
 rec server_cpu "$SERVER_CPU"; rec wrk_cpu "$WRK_CPU"; rec seed_rows "$SEED_ROWS"
@@ -242,8 +257,27 @@ rec rustc_procs_start "$(busy_rustc)"
 [ "$(busy_rustc)" -gt 0 ] && log "NOTE: rustc is running on this machine (another build?) - expect noise"
 
 # ---------------------------------------------------------------- load: LB3 first, then oxbow
-bench_server lb3 "$SERVER_CPU" "$WRK_CPU" -- "$RIG/run-app.sh" "$APP" 0
-bench_server oxbow "$SERVER_CPU" "$WRK_CPU" -- "$OXBOW" serve "$APP" --port 0 --host 127.0.0.1 --workers 1
+rec rounds "$ROUNDS"
+FP=""   # file-name prefix of the round's raw outputs
+for ROUND in $(seq "$ROUNDS"); do
+  if [ "$ROUNDS" -gt 1 ]; then RP="round$ROUND:"; FP="r$ROUND-"; log "round $ROUND of $ROUNDS"; fi
+  bench_server lb3 "$SERVER_CPU" "$WRK_CPU" -- "$RIG/run-app.sh" "$APP" 0
+  bench_server oxbow "$SERVER_CPU" "$WRK_CPU" -- "$OXBOW" serve "$APP" --port 0 --host 127.0.0.1 --workers 1
+  if [ "$BARE" = 1 ]; then
+    # the same scenarios against a handler that only answers oxbow's bytes: no seeding, no store
+    start_server bare "$SERVER_CPU" -- "$BARE_BIN" "$RUN/bodies" 0
+    base="http://127.0.0.1:$SERVER_PORT"
+    sleep 1
+    run_scenario bare findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$WRK_CPU"
+    run_scenario bare filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
+      "$BENCH/lua/get.lua" "$WRK_CPU"
+    run_scenario bare include "$base/api/Customers?filter%5Binclude%5D=orders&filter%5Blimit%5D=5" \
+      "$BENCH/lua/get.lua" "$WRK_CPU"
+    run_scenario bare create "$base/api/catalog" "$BENCH/lua/create.lua" "$WRK_CPU"
+    stop_pid "$SERVER_PID"
+  fi
+done
+RP=""; FP=""
 if [ "$UNPINNED" = 1 ]; then
   bench_server oxbow_unpinned "" "" -- "$OXBOW" serve "$APP" --port 0 --host 127.0.0.1
 fi
