@@ -694,6 +694,11 @@ impl Where {
             Self::Or(list) => list.iter().any(|w| w.matches(record)),
             Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
             Self::Cond { key, slot, test } => {
+                if let Some(n) = slot.and_then(|i| record.number_at(i)) {
+                    if let Some(hit) = test.test_number(n) {
+                        return hit;
+                    }
+                }
                 let value = match slot {
                     Some(i) => record.lookup_at(*i, key),
                     None => get_path(record, key),
@@ -732,6 +737,33 @@ impl Where {
 }
 
 impl Test {
+    /// [`Test::test`] of a stored number against numeric operands, without making a JSON
+    /// value; `None` when an operand is not a number (the general path decides).
+    fn test_number(&self, n: &serde_json::Number) -> Option<bool> {
+        let num = Value::as_number;
+        let cmp = |v: &Value| Some(n.as_f64()?.partial_cmp(&num(v)?.as_f64()?));
+        let all_numbers = |items: &[Value]| items.iter().all(|i| num(i).is_some());
+        Some(match self {
+            Self::Eq(v) => js::number_eq(n, num(v)?),
+            Self::Neq(v) => cmp(v)? != Some(Ordering::Equal),
+            Self::Gt(v) => cmp(v)? == Some(Ordering::Greater),
+            Self::Gte(v) => cmp(v)?.is_some_and(|o| o != Ordering::Less),
+            Self::Lt(v) => cmp(v)? == Some(Ordering::Less),
+            Self::Lte(v) => cmp(v)?.is_some_and(|o| o != Ordering::Greater),
+            Self::Between(a, b) => {
+                cmp(a)?.is_some_and(|o| o != Ordering::Less)
+                    && cmp(b)?.is_some_and(|o| o != Ordering::Greater)
+            }
+            Self::Inq(items) if all_numbers(items) => {
+                items.iter().filter_map(num).any(|m| js::number_eq(n, m))
+            }
+            Self::Nin(items) if all_numbers(items) => {
+                !items.iter().filter_map(num).any(|m| js::number_eq(n, m))
+            }
+            _ => return None,
+        })
+    }
+
     fn test(&self, value: Option<&Value>) -> bool {
         let gt = |v: &Value| js::compare(value, Some(v)).is_some_and(|o| o == Ordering::Greater);
         let lt = |v: &Value| js::compare(value, Some(v)).is_some_and(|o| o == Ordering::Less);
@@ -796,5 +828,65 @@ fn js_relational(x: &Value, y: &Value) -> Ordering {
             (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
             _ => js::cmp_utf16(&js::to_js_string(x), &js::to_js_string(y)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The numeric fast path answers exactly as the general path for every operator it takes,
+    /// and declines (None) whenever an operand is not a number.
+    #[test]
+    fn number_fast_path_agrees_with_the_general_path() {
+        let stored = [
+            json!(0),
+            json!(1),
+            json!(-1),
+            json!(2.5),
+            json!(50),
+            json!(9007199254740993_i64),
+            json!(1e300),
+        ];
+        let operands = [
+            json!(0),
+            json!(1),
+            json!(1.0),
+            json!(2.5),
+            json!(50),
+            json!(9007199254740992_i64),
+            json!("1"),
+            json!(null),
+            json!(true),
+        ];
+        for a in &operands {
+            for b in &operands {
+                let tests = [
+                    Test::Eq(a.clone()),
+                    Test::Neq(a.clone()),
+                    Test::Gt(a.clone()),
+                    Test::Gte(a.clone()),
+                    Test::Lt(a.clone()),
+                    Test::Lte(a.clone()),
+                    Test::Between(a.clone(), b.clone()),
+                    Test::Inq(vec![a.clone(), b.clone()]),
+                    Test::Nin(vec![a.clone(), b.clone()]),
+                ];
+                for t in &tests {
+                    for v in &stored {
+                        let n = v.as_number().unwrap();
+                        let general = t.test(Some(v));
+                        match t.test_number(n) {
+                            Some(fast) => assert_eq!(fast, general, "{t:?} on {v}"),
+                            None => assert!(
+                                !a.is_number() || !b.is_number(),
+                                "{t:?} declined with number operands"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
     }
 }

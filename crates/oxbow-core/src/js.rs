@@ -119,6 +119,14 @@ fn number_to_js_string(n: &Number) -> String {
 }
 
 /// JavaScript's abstract equality `a == b` for JSON values (`undefined` is `None`).
+/// `==` of two numbers (exact for integers beyond 2^53, where JavaScript would round).
+pub fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {
+    match (x.as_i64(), y.as_i64()) {
+        (Some(i), Some(j)) => i == j,
+        _ => x.as_f64() == y.as_f64(),
+    }
+}
+
 pub fn loose_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
     let (a, b) = match (a, b) {
         (None | Some(Value::Null), None | Some(Value::Null)) => return true,
@@ -127,10 +135,7 @@ pub fn loose_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
     };
     match (a, b) {
         (Value::String(x), Value::String(y)) => x == y,
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i == j,
-            _ => to_number(a) == to_number(b),
-        },
+        (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Bool(x), Value::Bool(y)) => x == y,
         // Objects and arrays compare by reference in JavaScript: two parsed values are never
         // the same object, except when compared with a primitive (then ToPrimitive applies).

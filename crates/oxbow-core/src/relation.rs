@@ -1,7 +1,7 @@
 //! Relations declared in model JSON (`relations`), and `include`: related records fetched in
 //! one query per relation and level (`inq` over the keys of every parent), never one per row.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::dao::{Model, RecordView};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::js;
+use crate::model::ModelDefinition;
 use crate::registry::Registry;
 use crate::row::Row;
 
@@ -134,7 +135,7 @@ pub fn key_of(v: &Value) -> String {
 }
 
 /// [`key_of`] without an allocation for the usual numeric keys.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Int(i64),
     Text(String),
@@ -233,16 +234,43 @@ pub async fn render(
 
 /// Adds `"name":<json>` at the end of a JSON object's text.
 fn splice(obj: &mut String, name: &str, json: &str) {
+    splice_with(obj, name, json.len(), |out| out.push_str(json));
+}
+
+/// Adds `"name":[a,b,…]` at the end of a JSON object's text, the items written straight in.
+fn splice_array<'s>(obj: &mut String, name: &str, items: impl Iterator<Item = &'s str> + Clone) {
+    let len = items.clone().map(|i| i.len() + 1).sum::<usize>() + 2;
+    splice_with(obj, name, len, |out| {
+        out.push('[');
+        for (n, item) in items.enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(item);
+        }
+        out.push(']');
+    });
+}
+
+/// Adds `"name":` and what `write` writes (about `len` bytes) before an object's closing brace.
+fn splice_with(obj: &mut String, name: &str, len: usize, write: impl FnOnce(&mut String)) {
     if !obj.ends_with('}') {
         return;
     }
     obj.pop();
+    obj.reserve(name.len() + len + 5);
     if !obj.ends_with('{') {
         obj.push(',');
     }
-    obj.push_str(&Value::String(name.to_owned()).to_string());
+    if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        obj.push('"');
+        obj.push_str(name);
+        obj.push('"');
+    } else {
+        obj.push_str(&Value::String(name.to_owned()).to_string());
+    }
     obj.push(':');
-    obj.push_str(json);
+    write(obj);
     obj.push('}');
 }
 
@@ -302,9 +330,9 @@ fn attach<'a>(
                         continue;
                     }
                     let pk = target.definition().id_name().to_owned();
-                    let (found, found_objs) =
-                        fetch(registry, target, &item.scope, &pk, keys, true).await?;
-                    let by_key: HashMap<Key, usize> = found
+                    let found = fetch(registry, target, &item.scope, &pk, keys, true).await?;
+                    let by_key: BTreeMap<Key, usize> = found
+                        .rows
                         .iter()
                         .enumerate()
                         .filter_map(|(i, r)| r.value_of(&pk).map(|k| (key(&k), i)))
@@ -314,43 +342,36 @@ fn attach<'a>(
                             .value_of(&rel.foreign_key)
                             .and_then(|k| by_key.get(&key(&k)));
                         if let Some(&i) = hit {
-                            splice(obj, &rel.name, &found_objs[i]);
+                            splice(obj, &rel.name, found.text(i));
                         }
                     }
                 }
                 RelationKind::HasMany | RelationKind::HasOne => {
                     let pk = def.id_name();
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
-                    let (found, found_objs) =
+                    let found =
                         fetch(registry, target, &item.scope, &rel.foreign_key, keys, false).await?;
-                    let mut groups: HashMap<Key, Vec<usize>> = HashMap::new();
-                    for (i, r) in found.iter().enumerate() {
+                    let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
+                    for (i, r) in found.rows.iter().enumerate() {
                         if let Some(k) = r.value_of(&rel.foreign_key) {
                             groups.entry(key(&k)).or_default().push(i);
                         }
                     }
                     let (skip, limit) = page(&item.scope);
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
-                        let mine: Vec<usize> = row
+                        let mine = row
                             .value_of(pk)
                             .and_then(|k| groups.get(&key(&k)))
-                            .map(|ix| {
-                                ix.iter()
-                                    .skip(skip)
-                                    .take(limit.unwrap_or(usize::MAX))
-                                    .copied()
-                                    .collect()
-                            })
-                            .unwrap_or_default();
+                            .map_or(&[][..], Vec::as_slice)
+                            .iter()
+                            .skip(skip)
+                            .take(limit.unwrap_or(usize::MAX));
                         if rel.kind == RelationKind::HasOne {
-                            if let Some(&first) = mine.first() {
-                                splice(obj, &rel.name, &found_objs[first]);
+                            if let Some(&first) = mine.clone().next() {
+                                splice(obj, &rel.name, found.text(first));
                             }
                         } else {
-                            let mine: Vec<&str> =
-                                mine.iter().map(|&i| found_objs[i].as_str()).collect();
-                            let list = json_array(&mine);
-                            splice(obj, &rel.name, &list);
+                            splice_array(obj, &rel.name, mine.map(|&i| found.text(i)));
                         }
                     }
                 }
@@ -367,9 +388,9 @@ fn attach<'a>(
                     let target_keys =
                         distinct(links.iter().filter_map(|l| l.value_of(&key_through)));
                     let target_pk = target.definition().id_name().to_owned();
-                    let (found, found_objs) =
+                    let found =
                         fetch(registry, target, &item.scope, &target_pk, target_keys, true).await?;
-                    let mut linked: HashMap<Key, Vec<Key>> = HashMap::new();
+                    let mut linked: BTreeMap<Key, Vec<Key>> = BTreeMap::new();
                     for l in &links {
                         if let (Some(owner), Some(t)) =
                             (l.value_of(&rel.foreign_key), l.value_of(&key_through))
@@ -383,17 +404,16 @@ fn attach<'a>(
                             .and_then(|k| linked.get(&key(&k)))
                             .cloned()
                             .unwrap_or_default();
-                        let list: Vec<&str> = found
+                        let list = found
+                            .rows
                             .iter()
                             .enumerate()
                             .filter(|(_, r)| {
                                 r.value_of(&target_pk)
                                     .is_some_and(|k| mine.contains(&key(&k)))
                             })
-                            .map(|(i, _)| found_objs[i].as_str())
-                            .collect();
-                        let list = json_array(&list);
-                        splice(obj, &rel.name, &list);
+                            .map(|(i, _)| found.text(i));
+                        splice_array(obj, &rel.name, list);
                     }
                 }
                 RelationKind::EmbedsOne | RelationKind::EmbedsMany => {
@@ -420,20 +440,21 @@ fn attach<'a>(
                     };
                     let keys = distinct(rows.iter().flat_map(all));
                     let target_pk = target.definition().id_name().to_owned();
-                    let (found, found_objs) =
+                    let found =
                         fetch(registry, target, &item.scope, &target_pk, keys, true).await?;
-                    let by_key: HashMap<Key, usize> = found
+                    let by_key: BTreeMap<Key, usize> = found
+                        .rows
                         .iter()
                         .enumerate()
                         .filter_map(|(i, r)| r.value_of(&target_pk).map(|k| (key(&k), i)))
                         .collect();
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
-                        let mine: Vec<&str> = all(row)
+                        let mine = all(row);
+                        let list = mine
                             .iter()
                             .filter_map(|k| by_key.get(&key(k)))
-                            .map(|&i| found_objs[i].as_str())
-                            .collect();
-                        splice(obj, &rel.name, &json_array(&mine));
+                            .map(|&i| found.text(i));
+                        splice_array(obj, &rel.name, list);
                     }
                 }
             }
@@ -453,7 +474,7 @@ pub fn related<'r>(registry: &'r Registry, name: &str) -> Result<&'r Arc<Model>>
 
 /// Each value once, in first-seen order (nulls dropped).
 fn distinct(values: impl Iterator<Item = Value>) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::BTreeSet::new();
     values
         .filter(|v| !v.is_null())
         .filter(|v| seen.insert(key(v)))
@@ -466,17 +487,35 @@ fn page(scope: &Map<String, Value>) -> (usize, Option<usize>) {
     (n("skip").or_else(|| n("offset")).unwrap_or(0), n("limit"))
 }
 
+/// Related records as one query found them, with their JSON texts.
+struct Fetched<'a> {
+    def: &'a ModelDefinition,
+    rows: Vec<Arc<Row>>,
+    /// Set when the scope shapes the texts (`fields`, a nested include); otherwise each row's
+    /// cached REST JSON is the text, borrowed, not copied.
+    texts: Option<Vec<String>>,
+}
+
+impl Fetched<'_> {
+    fn text(&self, i: usize) -> &str {
+        match &self.texts {
+            Some(texts) => &texts[i],
+            None => self.rows[i].rest_json(self.def),
+        }
+    }
+}
+
 /// One query for every parent: the scope's filter with `key IN keys` added (and the key kept
 /// in `fields`, as LoopBack adds it), its nested include attached. With `paged`, the scope's
 /// own skip/limit apply to the query; otherwise they apply per parent afterwards.
-async fn fetch(
+async fn fetch<'a>(
     registry: &Registry,
-    target: &Model,
+    target: &'a Model,
     scope: &Map<String, Value>,
     key: &str,
     keys: Vec<Value>,
     paged: bool,
-) -> Result<(Vec<Arc<Row>>, Vec<String>)> {
+) -> Result<Fetched<'a>> {
     let mut f = scope.clone();
     let cond = json!({ key: { "inq": keys } });
     let where_ = match f.remove("where") {
@@ -496,16 +535,26 @@ async fn fetch(
             fields.push(key.to_owned());
         }
     }
-    let found = target.find(&filter).await?;
-    let objs = render(
-        registry,
-        target,
-        &found,
-        filter.fields.as_deref(),
-        nested.as_ref(),
-    )
-    .await?;
-    Ok((found, objs))
+    let rows = target.find(&filter).await?;
+    let texts = if filter.fields.is_some() || nested.is_some() {
+        Some(
+            render(
+                registry,
+                target,
+                &rows,
+                filter.fields.as_deref(),
+                nested.as_ref(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Fetched {
+        def: target.definition(),
+        rows,
+        texts,
+    })
 }
 
 #[cfg(test)]

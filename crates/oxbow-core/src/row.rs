@@ -37,6 +37,14 @@ pub trait Fields {
     fn lookup_at(&self, slot: usize, key: &str) -> Option<Cow<'_, Value>> {
         self.field_at(slot, key).map(Cow::Borrowed)
     }
+
+    /// The declared property at `slot` when it is stored as a number, read without making a
+    /// JSON value (`where` tests numbers against numbers on this path); `None` when it is not
+    /// a number or the record cannot tell cheaply.
+    fn number_at(&self, slot: usize) -> Option<&serde_json::Number> {
+        let _ = slot;
+        None
+    }
 }
 
 impl Fields for Record {
@@ -334,6 +342,17 @@ impl Fields for Row {
                 .get(below.count_ones() as usize)
                 .map(Cow::Borrowed),
             c => Some(Cow::Owned(c.to_value())),
+        }
+    }
+
+    fn number_at(&self, slot: usize) -> Option<&serde_json::Number> {
+        if slot >= MASKED || self.mask & (1u128 << slot) == 0 {
+            return None;
+        }
+        let below = self.mask & ((1u128 << slot) - 1);
+        match self.cells.get(below.count_ones() as usize)? {
+            Cell::Num(n) => Some(n),
+            _ => None,
         }
     }
 
