@@ -742,7 +742,16 @@ impl Test {
     fn test_number(&self, n: &serde_json::Number) -> Option<bool> {
         let num = Value::as_number;
         let cmp = |v: &Value| Some(n.as_f64()?.partial_cmp(&num(v)?.as_f64()?));
-        let all_numbers = |items: &[Value]| items.iter().all(|i| num(i).is_some());
+        // Whether `n` is among `items`, in one pass: a match before any non-number decides
+        // (the general path would find the same match); a non-number before one declines.
+        let among = |items: &[Value]| {
+            for i in items {
+                if js::number_eq(n, num(i)?) {
+                    return Some(true);
+                }
+            }
+            Some(false)
+        };
         Some(match self {
             Self::Eq(v) => js::number_eq(n, num(v)?),
             Self::Neq(v) => cmp(v)? != Some(Ordering::Equal),
@@ -754,12 +763,8 @@ impl Test {
                 cmp(a)?.is_some_and(|o| o != Ordering::Less)
                     && cmp(b)?.is_some_and(|o| o != Ordering::Greater)
             }
-            Self::Inq(items) if all_numbers(items) => {
-                items.iter().filter_map(num).any(|m| js::number_eq(n, m))
-            }
-            Self::Nin(items) if all_numbers(items) => {
-                !items.iter().filter_map(num).any(|m| js::number_eq(n, m))
-            }
+            Self::Inq(items) => among(items)?,
+            Self::Nin(items) => !among(items)?,
             _ => return None,
         })
     }
