@@ -34,6 +34,7 @@ use values::{bind, column, refs};
 
 /// PostgreSQL's SQL.
 pub const POSTGRES: Dialect = Dialect {
+    settings_key: "postgresql",
     placeholder: |n| format!("${n}"),
     // PostgreSQL's regular expressions are not JavaScript's: `like`/`regexp` are checked in
     // Rust on the rows the rest of the filter selects.
@@ -267,7 +268,7 @@ async fn migrate(
     cache_rows: usize,
 ) -> std::result::Result<Table, String> {
     let e = |e: tokio_postgres::Error| describe(&e);
-    let name = Mapping::table_name(def, "postgresql");
+    let name = table_name(txn, def).await.map_err(e)?;
     let quoted = quote(&name);
     let id_name = def.id_name();
     let sql_type = |p: &oxbow_core::Property| match (p.name == id_name, Kind::of(&p.ty)) {
@@ -280,9 +281,9 @@ async fn migrate(
     };
     let mut existing = columns(txn, &name).await.map_err(e)?;
     if existing.is_empty() {
-        let cols: Vec<String> = Mapping::missing(def, &[])
+        let cols: Vec<String> = Mapping::missing(def, &[], POSTGRES)
             .into_iter()
-            .map(|p| format!("{} {}", quote(&p.name), sql_type(p)))
+            .map(|(p, column)| format!("{} {}", quote(&column), sql_type(p)))
             .chain([
                 format!("{PRESENT} bigint NOT NULL DEFAULT 0"),
                 format!("{EXTRA} text"),
@@ -305,10 +306,10 @@ async fn migrate(
                 .map_err(e)?;
         }
         existing = columns(txn, &name).await.map_err(e)?;
-        for p in Mapping::missing(def, &existing) {
+        for (p, column) in Mapping::missing(def, &existing, POSTGRES) {
             txn.batch_execute(&format!(
                 "ALTER TABLE {quoted} ADD COLUMN {} {}",
-                quote(&p.name),
+                quote(&column),
                 sql_type(p)
             ))
             .await
@@ -317,6 +318,7 @@ async fn migrate(
     }
     existing = columns(txn, &name).await.map_err(e)?;
     let map = Mapping::new(def, &name, &existing, POSTGRES)?;
+    unreadable_columns(txn, &name, &map).await?;
     for c in map.indexed() {
         txn.batch_execute(&format!(
             "CREATE INDEX IF NOT EXISTS {} ON {quoted} ({})",
@@ -368,6 +370,70 @@ async fn migrate(
         by_id_for_update: format!("{} FOR UPDATE", map.by_id),
         map,
     })
+}
+
+/// The model's table: the name its `postgresql` settings give; else a table of the model's
+/// name; else one of its lower-cased name, which loopback-connector-postgresql creates, so an
+/// existing LoopBack database is served as it is; else (a new table) the model's name.
+async fn table_name(
+    txn: &deadpool_postgres::Transaction<'_>,
+    def: &ModelDefinition,
+) -> std::result::Result<String, tokio_postgres::Error> {
+    if let Some(name) = Mapping::explicit_table(def, POSTGRES.settings_key) {
+        return Ok(name);
+    }
+    let exact = def.name.to_string();
+    let lower = exact.to_lowercase();
+    if lower != exact
+        && columns(txn, &exact).await?.is_empty()
+        && !columns(txn, &lower).await?.is_empty()
+    {
+        return Ok(lower);
+    }
+    Ok(exact)
+}
+
+/// Fails with one line per mapped column of a type oxbow cannot read and write exactly (a
+/// table made by other software may have any), rather than answering 500s later.
+async fn unreadable_columns(
+    txn: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+    map: &Mapping,
+) -> std::result::Result<(), String> {
+    let rows = txn
+        .query(
+            "SELECT attname, format_type(atttypid, atttypmod), atttypid::oid \
+             FROM pg_attribute WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 \
+             AND NOT attisdropped",
+            &[&table],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    let mut problems = Vec::new();
+    for c in &map.columns {
+        let Some(r) = rows.iter().find(|r| quote(r.get::<_, &str>(0)) == c.quoted) else {
+            continue;
+        };
+        let oid: u32 = r.get(2);
+        let readable =
+            tokio_postgres::types::Type::from_oid(oid).is_some_and(|t| values::readable(&t));
+        if !readable {
+            problems.push(format!(
+                "table {table}: column {} (property `{}`) has type {}, which oxbow does not \
+                 read or write; change the column to one of bigint, integer, smallint, double \
+                 precision, real, boolean, text, varchar, char, json, jsonb, timestamp with or \
+                 without time zone, date",
+                c.quoted,
+                c.property,
+                r.get::<_, String>(1)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
 }
 
 /// Column names by position (`""` for positions of dropped columns, so positions stay the

@@ -1,9 +1,15 @@
 //! Values between PostgreSQL and the shared mapping: a [`Param`] bound as the type the
 //! statement expects, and a column read back as JSON.
+//!
+//! oxbow's own tables use bigint, double precision, text, boolean; tables made by other
+//! software (loopback-connector-postgresql: integer, timestamp with time zone, …) may use the
+//! other types [`readable`] lists. Dates are LoopBack's ISO 8601 text (`…T…​.000Z`) on the
+//! JSON side and native timestamps in the column, so they compare and sort as time.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use oxbow_core::js;
 use oxbow_sql::{Kind, Param};
@@ -13,9 +19,59 @@ use oxbow_sql::{Kind, Param};
 pub enum PgValue {
     I64(Option<i64>),
     I32(Option<i32>),
+    I16(Option<i16>),
     F64(Option<f64>),
     Text(Option<String>),
     Bool(Option<bool>),
+    /// Microseconds since 2000-01-01 UTC (`timestamp`, `timestamp with time zone`).
+    Micros(Option<i64>),
+    /// Days since 2000-01-01 (`date`).
+    Days(Option<i32>),
+    /// JSON text for a `json` or `jsonb` column.
+    Json(Option<String>),
+}
+
+/// Seconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH: i64 = 946_684_800;
+
+/// Whether a column of type `ty` can hold a property's values exactly.
+pub fn readable(ty: &Type) -> bool {
+    matches!(
+        *ty,
+        Type::INT2
+            | Type::INT4
+            | Type::INT8
+            | Type::FLOAT4
+            | Type::FLOAT8
+            | Type::BOOL
+            | Type::TEXT
+            | Type::VARCHAR
+            | Type::BPCHAR
+            | Type::NAME
+            | Type::JSON
+            | Type::JSONB
+            | Type::TIMESTAMPTZ
+            | Type::TIMESTAMP
+            | Type::DATE
+    )
+}
+
+/// An instant as a date property carries it (ISO 8601 text, or milliseconds since 1970 as
+/// JavaScript's `new Date(n)` reads a number).
+fn instant(p: &Param) -> Option<DateTime<Utc>> {
+    match p {
+        Param::Text(s) | Param::Json(s) => DateTime::parse_from_rfc3339(s.trim_matches('"'))
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        Param::Int(ms) => DateTime::from_timestamp_millis(*ms),
+        Param::Real(ms) if ms.is_finite() => DateTime::from_timestamp_millis(*ms as i64),
+        _ => None,
+    }
+}
+
+/// LoopBack's JSON form of an instant (JavaScript's `toISOString`).
+fn iso(t: DateTime<Utc>) -> Value {
+    Value::String(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 impl PgValue {
@@ -43,6 +99,23 @@ impl PgValue {
                 other => number(other).filter(|f| f.fract() == 0.0).map(|f| f as i64),
             }),
             Type::INT4 => Self::I32(number(p).filter(|f| f.fract() == 0.0).map(|f| f as i32)),
+            Type::INT2 => Self::I16(number(p).filter(|f| f.fract() == 0.0).map(|f| f as i16)),
+            Type::TIMESTAMPTZ | Type::TIMESTAMP => {
+                Self::Micros(instant(p).map(|t| t.timestamp_micros() - PG_EPOCH * 1_000_000))
+            }
+            Type::DATE => Self::Days(instant(p).map(|t| {
+                let day = t.date_naive();
+                let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+                (day - epoch).num_days() as i32
+            })),
+            Type::JSON | Type::JSONB => Self::Json(match p {
+                Param::Null => None,
+                Param::Json(s) => Some(s.clone()),
+                Param::Text(s) => Some(Value::String(s.clone()).to_string()),
+                Param::Int(i) => Some(i.to_string()),
+                Param::Real(f) => Some(js::number_value(*f).to_string()),
+                Param::Bool(b) => Some(b.to_string()),
+            }),
             Type::FLOAT8 | Type::FLOAT4 | Type::NUMERIC => Self::F64(number(p)),
             Type::BOOL => Self::Bool(match p {
                 Param::Null => None,
@@ -67,8 +140,27 @@ impl ToSql for PgValue {
                 Type::FLOAT4 => v.map(|f| f as f32).to_sql(ty, out),
                 _ => v.to_sql(ty, out),
             },
+            Self::I16(v) => v.to_sql(ty, out),
             Self::Text(v) => v.to_sql(ty, out),
             Self::Bool(v) => v.to_sql(ty, out),
+            // Binary forms: an 8-byte count of microseconds, a 4-byte count of days, and JSON
+            // text (after a version byte for jsonb).
+            Self::Micros(None) | Self::Days(None) | Self::Json(None) => Ok(IsNull::Yes),
+            Self::Micros(Some(v)) => {
+                out.put_i64(*v);
+                Ok(IsNull::No)
+            }
+            Self::Days(Some(v)) => {
+                out.put_i32(*v);
+                Ok(IsNull::No)
+            }
+            Self::Json(Some(v)) => {
+                if *ty == Type::JSONB {
+                    out.put_u8(1);
+                }
+                out.put_slice(v.as_bytes());
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -107,6 +199,31 @@ pub fn column(
         Type::INT4 => row
             .try_get::<_, Option<i32>>(i)?
             .map_or(Value::Null, Value::from),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map_or(Value::Null, Value::from),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map_or(Value::Null, |f| js::number_value(f64::from(f))),
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => row
+            .try_get::<_, Option<Binary<i64>>>(i)?
+            .and_then(|Binary(us)| {
+                DateTime::from_timestamp_micros(us.checked_add(PG_EPOCH * 1_000_000)?)
+            })
+            .map_or(Value::Null, iso),
+        Type::DATE => row
+            .try_get::<_, Option<Binary<i32>>>(i)?
+            .and_then(|Binary(days)| {
+                DateTime::from_timestamp((PG_EPOCH / 86_400 + i64::from(days)) * 86_400, 0)
+            })
+            .map_or(Value::Null, iso),
+        Type::JSON | Type::JSONB => match row.try_get::<_, Option<Binary<String>>>(i)? {
+            None => Value::Null,
+            Some(Binary(s)) if kind == Kind::Json => {
+                serde_json::from_str(&s).unwrap_or(Value::Null)
+            }
+            Some(Binary(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        },
         Type::FLOAT8 => row
             .try_get::<_, Option<f64>>(i)?
             .map_or(Value::Null, js::number_value),
@@ -119,4 +236,45 @@ pub fn column(
             Some(s) => Value::String(s),
         },
     })
+}
+
+/// A column's value in its binary form, for the types the client reads only with optional
+/// features (timestamps, dates) or not as text (json, jsonb).
+struct Binary<T>(T);
+
+type FromSqlResult<T> = Result<T, Box<dyn std::error::Error + Sync + Send>>;
+
+impl<'a> FromSql<'a> for Binary<i64> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> FromSqlResult<Self> {
+        Ok(Self(i64::from_be_bytes(raw.try_into()?)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP)
+    }
+}
+
+impl<'a> FromSql<'a> for Binary<i32> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> FromSqlResult<Self> {
+        Ok(Self(i32::from_be_bytes(raw.try_into()?)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::DATE
+    }
+}
+
+impl<'a> FromSql<'a> for Binary<String> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> FromSqlResult<Self> {
+        let text = match (*ty == Type::JSONB, raw.split_first()) {
+            (true, Some((1, rest))) => rest,
+            (true, _) => return Err("unknown jsonb version".into()),
+            (false, _) => raw,
+        };
+        Ok(Self(std::str::from_utf8(text)?.to_owned()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
 }

@@ -17,6 +17,9 @@ use crate::mapping::{Column, Kind, Mapping, PRESENT, Param};
 /// What differs between the SQL of the databases oxbow speaks.
 #[derive(Debug, Clone, Copy)]
 pub struct Dialect {
+    /// The key of the connector's own settings in a model or property definition
+    /// (`"postgresql": {"table": …, "columnName": …}`).
+    pub settings_key: &'static str,
     /// The `n`th parameter (from 1): `?1`, `$1`.
     pub placeholder: fn(usize) -> String,
     /// A function `f(pattern, text)` matching the memory connector's regular expressions, if

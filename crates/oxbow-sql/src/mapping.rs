@@ -117,23 +117,66 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The table name: `settings.<connector>.table`, else the model name (LoopBack's SQL
-    /// connectors' rule).
-    pub fn table_name(def: &ModelDefinition, connector: &str) -> String {
-        def.settings
-            .get(connector)
-            .and_then(|s| s.get("table"))
+    /// The table name the model's connector settings give (`table` or `tableName`, as is).
+    pub fn explicit_table(def: &ModelDefinition, settings_key: &str) -> Option<String> {
+        let own = def.settings.get(settings_key)?;
+        own.get("table")
+            .or_else(|| own.get("tableName"))
             .and_then(Value::as_str)
-            .map_or_else(|| def.name.to_string(), str::to_owned)
+            .map(str::to_owned)
+    }
+
+    /// The table name: [`Mapping::explicit_table`], else the model name.
+    pub fn table_name(def: &ModelDefinition, settings_key: &str) -> String {
+        Self::explicit_table(def, settings_key).unwrap_or_else(|| def.name.to_string())
+    }
+
+    /// The column a declared property is stored in, found as LoopBack's SQL connectors find
+    /// it: the name the property's connector settings give (`column`, `columnName`, `field`,
+    /// `fieldName`) as is; else an existing column of the property's name, else one that
+    /// differs only in case (loopback-connector-postgresql lower-cases names; SQLite's are
+    /// case-insensitive); else the property's name, for a new column.
+    pub fn column_name(
+        def: &ModelDefinition,
+        p: &Property,
+        existing: &[String],
+        settings_key: &str,
+    ) -> String {
+        let explicit = def
+            .settings
+            .get("properties")
+            .and_then(|props| props.get(&p.name))
+            .and_then(|prop| prop.get(settings_key))
+            .and_then(|own| {
+                ["column", "columnName", "field", "fieldName"]
+                    .iter()
+                    .find_map(|k| own.get(*k).and_then(Value::as_str))
+            });
+        if let Some(name) = explicit {
+            return name.to_owned();
+        }
+        if existing.contains(&p.name) {
+            return p.name.clone();
+        }
+        existing
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&p.name))
+            .cloned()
+            .unwrap_or_else(|| p.name.clone())
     }
 
     /// The declared properties a table with columns `existing` (in position order) lacks and
-    /// has room for, in declaration order.
-    pub fn missing<'d>(def: &'d ModelDefinition, existing: &[String]) -> Vec<&'d Property> {
+    /// has room for, in declaration order, with the name of the column to add for each.
+    pub fn missing<'d>(
+        def: &'d ModelDefinition,
+        existing: &[String],
+        dialect: Dialect,
+    ) -> Vec<(&'d Property, String)> {
         let room = MAX_CID.saturating_sub(existing.len());
         def.properties
             .iter()
-            .filter(|p| !existing.contains(&p.name))
+            .map(|p| (p, Self::column_name(def, p, existing, dialect.settings_key)))
+            .filter(|(_, name)| !existing.contains(name))
             .take(room)
             .collect()
     }
@@ -149,7 +192,8 @@ impl Mapping {
         let mut columns = Vec::new();
         let mut by_slot = vec![None; def.properties.len()];
         for (slot, p) in def.properties.iter().enumerate() {
-            if let Some(cid) = existing.iter().position(|c| *c == p.name)
+            let name = Self::column_name(def, p, existing, dialect.settings_key);
+            if let Some(cid) = existing.iter().position(|c| *c == name)
                 && cid < MAX_CID
             {
                 by_slot[slot] = Some(columns.len());
@@ -158,7 +202,7 @@ impl Mapping {
                     slot,
                     cid,
                     kind: Kind::of(&p.ty),
-                    quoted: quote(&p.name),
+                    quoted: quote(&name),
                 });
             }
         }

@@ -21,6 +21,7 @@ use oxbow_sql::cache::RowCache;
 
 /// SQLite's SQL.
 pub const SQLITE: Dialect = Dialect {
+    settings_key: "sqlite",
     placeholder: |n| format!("?{n}"),
     regexp: Some("oxbow_regexp"),
     bool_as_number: |c| c.to_owned(),
@@ -51,7 +52,7 @@ impl Table {
         def: &ModelDefinition,
         cache_rows: usize,
     ) -> Result<Self, String> {
-        let name = Mapping::table_name(def, "sqlite");
+        let name = Mapping::table_name(def, SQLITE.settings_key);
         let existing = Self::create_or_extend(conn, def, &name).map_err(|e| e.to_string())?;
         let map = Mapping::new(def, &name, &existing, SQLITE)?;
         for c in map.indexed() {
@@ -79,14 +80,14 @@ impl Table {
         let existing = table_columns(conn, name)?;
         if existing.is_empty() {
             let id_name = def.id_name();
-            let cols: Vec<String> = Mapping::missing(def, &[])
+            let cols: Vec<String> = Mapping::missing(def, &[], SQLITE)
                 .into_iter()
-                .map(|p| match (p.name == id_name, &p.ty) {
+                .map(|(p, column)| match (p.name == id_name, &p.ty) {
                     (true, PropertyType::Number) => {
-                        format!("{} INTEGER PRIMARY KEY", quote(&p.name))
+                        format!("{} INTEGER PRIMARY KEY", quote(&column))
                     }
-                    (true, _) => format!("{} TEXT PRIMARY KEY NOT NULL", quote(&p.name)),
-                    (false, _) => quote(&p.name),
+                    (true, _) => format!("{} TEXT PRIMARY KEY NOT NULL", quote(&column)),
+                    (false, _) => quote(&column),
                 })
                 .chain([
                     format!("{PRESENT} INTEGER NOT NULL DEFAULT 0"),
@@ -107,10 +108,10 @@ impl Table {
             conn.execute_batch(&format!("ALTER TABLE {quoted} ADD COLUMN {EXTRA} TEXT"))?;
         }
         let existing = table_columns(conn, name)?;
-        for p in Mapping::missing(def, &existing) {
+        for (_, column) in Mapping::missing(def, &existing, SQLITE) {
             conn.execute_batch(&format!(
                 "ALTER TABLE {quoted} ADD COLUMN {}",
-                quote(&p.name)
+                quote(&column)
             ))?;
         }
         table_columns(conn, name)

@@ -5,6 +5,7 @@ mod boot;
 mod conformance;
 mod hooks;
 mod include;
+mod lbpg;
 mod pipeline;
 mod remote;
 mod robustness;
