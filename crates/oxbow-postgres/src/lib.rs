@@ -97,6 +97,7 @@ impl std::ops::Deref for Table {
 /// The PostgreSQL connector of one datasource.
 pub struct PostgresConnector {
     pool: Pool,
+    readers: Readers,
     tables: HashMap<String, Arc<Table>>,
     log: Arc<log::PgLog>,
     batcher: batch::Batcher,
@@ -105,6 +106,85 @@ pub struct PostgresConnector {
 impl std::fmt::Debug for PostgresConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConnector").finish_non_exhaustive()
+    }
+}
+
+/// One connection per thread for point reads (findById), made on that thread so that its
+/// I/O runs where the reads run: every read of the thread sends its query on it without
+/// waiting for the others' answers, and the client pipelines what is in flight, so one
+/// PostgreSQL backend answers a burst of lookups per wake-up, with no hop to another thread
+/// and no pooled connection taken per read. Replaced when closed.
+struct Readers {
+    cfg: tokio_postgres::Config,
+    /// Tells this connector's readers from another's in the thread's map.
+    id: usize,
+}
+
+/// A thread's reading connection and the statements prepared on it.
+struct Reader {
+    client: tokio_postgres::Client,
+    statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
+}
+
+impl Reader {
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
+        let cached = self
+            .statements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(stmt) = cached {
+            return Ok(stmt);
+        }
+        let stmt = self.client.prepare(sql).await.map_err(|e| pg_error(&e))?;
+        self.statements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+thread_local! {
+    static READERS: std::cell::RefCell<HashMap<usize, Arc<Reader>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+impl Readers {
+    fn new(cfg: tokio_postgres::Config) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        Self {
+            cfg,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    async fn get(&self) -> Result<Arc<Reader>> {
+        let cached = READERS.with(|m| m.borrow().get(&self.id).cloned());
+        if let Some(reader) = cached.filter(|r| !r.client.is_closed()) {
+            return Ok(reader);
+        }
+        let (client, connection) = self.cfg.connect(NoTls).await.map_err(|e| pg_error(&e))?;
+        // Driven on this thread's runtime: the reads and their I/O stay on one thread.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL reading connection ended: {e}");
+            }
+        });
+        let reader = Arc::new(Reader {
+            client,
+            statements: std::sync::Mutex::new(HashMap::new()),
+        });
+        READERS.with(|m| m.borrow_mut().insert(self.id, reader.clone()));
+        Ok(reader)
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        // This thread's reader goes with the connector (other threads' end with the thread).
+        let _ = READERS.try_with(|m| m.borrow_mut().remove(&self.id));
     }
 }
 
@@ -235,11 +315,14 @@ impl PostgresConnector {
             }
         });
         // The listening connection says what it is in pg_stat_activity.
+        let mut reader_cfg = cfg.clone();
+        reader_cfg.application_name(format!("oxbow-read:{}", schema.unwrap_or("-")));
         let mut listen = cfg;
         listen.application_name(format!("oxbow-listen:{}", schema.unwrap_or("-")));
         let log = Arc::new(log::PgLog::new(pool.clone(), listen, invalidate));
         let batcher = batch::Batcher::start(pool.clone(), log.clone());
         Ok(Self {
+            readers: Readers::new(reader_cfg),
             pool,
             tables,
             log,
@@ -832,15 +915,16 @@ impl Connector for PostgresConnector {
                 Lookup::Hit(row) => return Ok(Some(row)),
                 Lookup::Miss(ticket) => ticket,
             };
-            let client = self.client().await?;
-            let row = query_rows(
-                &client,
-                table,
-                Sql::Fixed(&table.by_id),
-                &[table.id_param(id)],
-            )
-            .await?
-            .pop();
+            let reader = self.readers.get().await?;
+            let stmt = reader.prepare(&table.by_id).await?;
+            let values = bind(&[table.id_param(id)], stmt.params());
+            let row = reader
+                .client
+                .query_opt(&stmt, &refs(&values))
+                .await
+                .map_err(|e| pg_error(&e))?
+                .map(|r| read(table, &r))
+                .transpose()?;
             table.cache.fill(ticket, row.as_ref());
             Ok(row)
         })
