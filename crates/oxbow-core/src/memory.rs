@@ -185,14 +185,12 @@ impl MemoryConnector {
     }
 
     fn collection(&self, model: &ModelDefinition) -> Result<&RwLock<Collection>> {
-        self.collections
-            .get(&collection_name(model))
-            .ok_or_else(|| {
-                Error::internal(format!(
-                    "model `{}` is not attached to this memory datasource",
-                    model.name
-                ))
-            })
+        self.collections.get(collection_key(model)).ok_or_else(|| {
+            Error::internal(format!(
+                "model `{}` is not attached to this memory datasource",
+                model.name
+            ))
+        })
     }
 
     /// Writes the whole database to the file, durably, if a file is configured.
@@ -233,12 +231,18 @@ impl MemoryConnector {
 }
 
 fn collection_name(model: &ModelDefinition) -> String {
+    collection_key(model).to_owned()
+}
+
+/// The collection's name as the model names it (`memory.collection`, else the model name),
+/// borrowed: looked up on every call.
+fn collection_key(model: &ModelDefinition) -> &str {
     model
         .settings
         .get("memory")
         .and_then(|m| m.get("collection"))
         .and_then(Value::as_str)
-        .map_or_else(|| model.name.to_string(), str::to_owned)
+        .unwrap_or(model.name.as_str())
 }
 
 /// temp file + fsync + rename + fsync of the directory.

@@ -183,24 +183,28 @@ impl Row {
     /// should not grow the rows they store).
     pub fn value_of(&self, key: &str) -> Option<Value> {
         match self.layout.index(key).filter(|&i| i < MASKED) {
-            Some(i) if self.mask & (1u128 << i) != 0 => {
-                let below = self.mask & ((1u128 << i) - 1);
-                self.cells
-                    .get(below.count_ones() as usize)
-                    .map(Cell::to_value)
-            }
-            Some(_) => None,
+            Some(i) => self.cells.get(self.cell_index(i)?).map(Cell::to_value),
             None => self.extras.as_ref().and_then(|e| e.get(key)).cloned(),
         }
     }
 
+    /// Where the value of the declared property at `slot` (< [`MASKED`]) sits among the set
+    /// cells, if it is set: the set bits below its own. Most models have fewer than 64
+    /// properties, and one 64-bit count is about half the work of a 128-bit one.
+    #[inline]
+    fn cell_index(&self, slot: usize) -> Option<usize> {
+        if slot < 64 {
+            let low = self.mask as u64;
+            let bit = 1u64 << slot;
+            return (low & bit != 0).then(|| (low & (bit - 1)).count_ones() as usize);
+        }
+        let bit = 1u128 << slot;
+        (self.mask & bit != 0).then(|| (self.mask & (bit - 1)).count_ones() as usize)
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self.layout.index(key).filter(|&i| i < MASKED) {
-            Some(i) if self.mask & (1u128 << i) != 0 => {
-                let below = self.mask & ((1u128 << i) - 1);
-                self.values().get(below.count_ones() as usize)
-            }
-            Some(_) => None,
+            Some(i) => self.values().get(self.cell_index(i)?),
             None => self.extras.as_ref().and_then(|e| e.get(key)),
         }
     }
@@ -330,27 +334,20 @@ impl Fields for Row {
         if slot >= MASKED {
             return self.lookup(key);
         }
-        if self.mask & (1u128 << slot) == 0 {
-            return None;
-        }
-        let below = self.mask & ((1u128 << slot) - 1);
-        match self.cells.get(below.count_ones() as usize)? {
+        let at = self.cell_index(slot)?;
+        match self.cells.get(at)? {
             Cell::Json(v) => Some(Cow::Borrowed(v)),
             // Already made: borrow rather than copy.
-            _ if self.values.get().is_some() => self
-                .values()
-                .get(below.count_ones() as usize)
-                .map(Cow::Borrowed),
+            _ if self.values.get().is_some() => self.values().get(at).map(Cow::Borrowed),
             c => Some(Cow::Owned(c.to_value())),
         }
     }
 
     fn number_at(&self, slot: usize) -> Option<&serde_json::Number> {
-        if slot >= MASKED || self.mask & (1u128 << slot) == 0 {
+        if slot >= MASKED {
             return None;
         }
-        let below = self.mask & ((1u128 << slot) - 1);
-        match self.cells.get(below.count_ones() as usize)? {
+        match self.cells.get(self.cell_index(slot)?)? {
             Cell::Num(n) => Some(n),
             _ => None,
         }
@@ -360,11 +357,7 @@ impl Fields for Row {
         if slot >= MASKED {
             return self.get(key);
         }
-        if self.mask & (1u128 << slot) == 0 {
-            return None;
-        }
-        let below = self.mask & ((1u128 << slot) - 1);
-        self.values().get(below.count_ones() as usize)
+        self.values().get(self.cell_index(slot)?)
     }
 
     fn entries(&self) -> impl Iterator<Item = (&str, &Value)> {
