@@ -688,17 +688,30 @@ fn get_path<'a, F: Fields + ?Sized>(
 
 impl Where {
     /// Whether a record satisfies this clause.
+    #[inline]
     pub fn matches<F: Fields + ?Sized>(&self, record: &F) -> bool {
+        // A stored number tested against numbers, the usual `where` of a scan: decided here,
+        // without entering the general path.
+        if let Self::Cond {
+            slot: Some(i),
+            test,
+            ..
+        } = self
+        {
+            if let Some(hit) = record.number_at(*i).and_then(|n| test.test_number(n)) {
+                return hit;
+            }
+        }
+        self.matches_generally(record)
+    }
+
+    #[inline(never)]
+    fn matches_generally<F: Fields + ?Sized>(&self, record: &F) -> bool {
         match self {
             Self::And(list) => list.iter().all(|w| w.matches(record)),
             Self::Or(list) => list.iter().any(|w| w.matches(record)),
             Self::Nor(list) => !list.iter().any(|w| w.matches(record)),
             Self::Cond { key, slot, test } => {
-                if let Some(n) = slot.and_then(|i| record.number_at(i)) {
-                    if let Some(hit) = test.test_number(n) {
-                        return hit;
-                    }
-                }
                 let value = match slot {
                     Some(i) => record.lookup_at(*i, key),
                     None => get_path(record, key),
@@ -739,6 +752,7 @@ impl Where {
 impl Test {
     /// [`Test::test`] of a stored number against numeric operands, without making a JSON
     /// value; `None` when an operand is not a number (the general path decides).
+    #[inline]
     fn test_number(&self, n: &serde_json::Number) -> Option<bool> {
         let num = Value::as_number;
         let cmp = |v: &Value| Some(n.as_f64()?.partial_cmp(&num(v)?.as_f64()?));
