@@ -3,8 +3,9 @@
 //! SQLite writer shares one commit. Each create is still answered only after the commit that
 //! holds it.
 //!
-//! A lone create is one statement, as without batching. A batch that fails on a duplicate id
-//! is retried one create at a time, so one client's conflict never fails another's create. Creates that give their own id skip batching (the
+//! A lone create is one statement, as without batching. A batch that fails (a duplicate id, a
+//! value a column rejects) is retried one create at a time, so one client's bad create never
+//! fails another's. Creates that give their own id skip batching (the
 //! id counter must move past a given id before the next create takes one).
 
 use std::fmt::Write as _;
@@ -119,12 +120,11 @@ async fn write(pool: &Pool, log: &PgLog, jobs: Vec<Job>) {
                 return;
             }
             Err(Error::Conflict { .. }) => caught_up = catch_up(pool, &table).await,
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-                return;
-            }
+            // Any other failure (a value a column of another program's table rejects: too
+            // long for its varchar, out of its integer's range, a constraint of its own) is
+            // one create's: the batch rolled back whole, so each is retried alone and only
+            // the create at fault fails.
+            Err(_) => {}
         }
     }
     for job in jobs {

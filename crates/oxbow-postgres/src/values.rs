@@ -29,6 +29,9 @@ pub enum PgValue {
     Days(Option<i32>),
     /// JSON text for a `json` or `jsonb` column.
     Json(Option<String>),
+    /// A value the column cannot hold exactly (`12.5` or `3e9` for an `integer`): the
+    /// statement fails rather than storing something else, as PostgreSQL fails LoopBack's.
+    Unfit(String),
 }
 
 /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -54,6 +57,18 @@ pub fn readable(ty: &Type) -> bool {
             | Type::TIMESTAMP
             | Type::DATE
     )
+}
+
+/// `f` when a column of `type_name` holds it exactly: a whole number within `min..=max`.
+fn fit(f: f64, min: f64, max: f64, type_name: &str) -> Result<f64, String> {
+    if f.fract() == 0.0 && (min..=max).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!(
+            "{} does not fit a column of type {type_name}",
+            js::to_js_string(&js::number_value(f))
+        ))
+    }
 }
 
 /// An instant as a date property carries it (ISO 8601 text, or milliseconds since 1970 as
@@ -98,8 +113,16 @@ impl PgValue {
                 Param::Int(i) => Some(*i),
                 other => number(other).filter(|f| f.fract() == 0.0).map(|f| f as i64),
             }),
-            Type::INT4 => Self::I32(number(p).filter(|f| f.fract() == 0.0).map(|f| f as i32)),
-            Type::INT2 => Self::I16(number(p).filter(|f| f.fract() == 0.0).map(|f| f as i16)),
+            Type::INT4 => match number(p) {
+                None => Self::I32(None),
+                Some(f) => fit(f, i32::MIN.into(), i32::MAX.into(), "integer")
+                    .map_or_else(Self::Unfit, |f| Self::I32(Some(f as i32))),
+            },
+            Type::INT2 => match number(p) {
+                None => Self::I16(None),
+                Some(f) => fit(f, i16::MIN.into(), i16::MAX.into(), "smallint")
+                    .map_or_else(Self::Unfit, |f| Self::I16(Some(f as i16))),
+            },
             Type::TIMESTAMPTZ | Type::TIMESTAMP => {
                 Self::Micros(instant(p).map(|t| t.timestamp_micros() - PG_EPOCH * 1_000_000))
             }
@@ -146,6 +169,7 @@ impl ToSql for PgValue {
             // Binary forms: an 8-byte count of microseconds, a 4-byte count of days, and JSON
             // text (after a version byte for jsonb).
             Self::Micros(None) | Self::Days(None) | Self::Json(None) => Ok(IsNull::Yes),
+            Self::Unfit(why) => Err(why.clone().into()),
             Self::Micros(Some(v)) => {
                 out.put_i64(*v);
                 Ok(IsNull::No)

@@ -147,6 +147,52 @@ async fn loopback_postgres_tables_are_served_as_they_are() {
         .await,
         (200, r#"{"count":2}"#.to_owned())
     );
+    // A value LoopBack's `integer` column cannot hold fails its own create (500, as PostgreSQL
+    // fails LoopBack's) and stores nothing, never a rounded or null value; concurrent creates
+    // batched with it still succeed.
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| {
+            let total = if i == 3 { json!(12.5) } else { json!(i) };
+            json!({"code": format!("C{i}"), "total": total, "customerId": 1})
+        })
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| {
+        call(
+            &app,
+            test::TestRequest::post().uri("/api/Orders").set_json(b),
+        )
+    }))
+    .await;
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(
+            *status,
+            if i == 3 { 500 } else { 200 },
+            "create {i}: {body}"
+        );
+    }
+    let too_big = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/Orders")
+            .set_json(json!({"code": "D1", "total": 3e9})),
+    )
+    .await;
+    assert_eq!(too_big.0, 500, "{}", too_big.1);
+    assert_eq!(
+        call(&app, test::TestRequest::get().uri("/api/Orders/count")).await,
+        (200, r#"{"count":11}"#.to_owned())
+    );
+    let stored: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{schema}\".\"order\" WHERE code IN ('C3', 'D1') OR total IS NULL AND code LIKE 'C%'"
+            ),
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 0);
     drop(app);
     drop(booted);
 
