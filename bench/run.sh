@@ -208,6 +208,16 @@ run_scenario() {
   log "$tag $name: $(grep -m1 'Requests/sec' "$out" | tr -s ' ') ($(echo "$line" | grep -o 'p99_us=[0-9]*'), $(echo "$line" | grep -o 'non2xx=[0-9]*'))"
 }
 
+# run_reads TAG BASE_URL WRK_CPU(or ''): the three read scenarios
+run_reads() {
+  local tag="$1" base="$2" wcpu="$3"
+  run_scenario "$tag" findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$wcpu"
+  run_scenario "$tag" filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
+    "$BENCH/lua/get.lua" "$wcpu"
+  run_scenario "$tag" include "$base/api/Customers?filter%5Binclude%5D=orders&filter%5Blimit%5D=5" \
+    "$BENCH/lua/get.lua" "$wcpu"
+}
+
 # bench_server TAG SERVER_CPU WRK_CPU -- CMD...
 bench_server() {
   local tag="$1" scpu="$2" wcpu="$3"
@@ -221,11 +231,7 @@ bench_server() {
   sleep 1
   rec "$tag.rss_seeded" "$(rss_mib "$SERVER_PID")"
   "$BENCH/seed-orders.sh" "$base" >&2 || die "$tag: seeding orders failed"
-  run_scenario "$tag" findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$wcpu"
-  run_scenario "$tag" filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
-    "$BENCH/lua/get.lua" "$wcpu"
-  run_scenario "$tag" include "$base/api/Customers?filter%5Binclude%5D=orders&filter%5Blimit%5D=5" \
-    "$BENCH/lua/get.lua" "$wcpu"
+  run_reads "$tag" "$base" "$wcpu"
   rec "$tag.rss_after_reads" "$(rss_mib "$SERVER_PID")"
   # create last: it grows the table, and the read scenarios should see exactly 100 rows
   run_scenario "$tag" create "$base/api/catalog" "$BENCH/lua/create.lua" "$wcpu"
@@ -268,11 +274,7 @@ for ROUND in $(seq "$ROUNDS"); do
     start_server bare "$SERVER_CPU" -- "$BARE_BIN" "$RUN/bodies" 0
     base="http://127.0.0.1:$SERVER_PORT"
     sleep 1
-    run_scenario bare findById "$base/api/catalog/42" "$BENCH/lua/get.lua" "$WRK_CPU"
-    run_scenario bare filtered "$base/api/catalog?filter%5Bwhere%5D%5Bprice%5D%5Bgt%5D=50&filter%5Blimit%5D=10" \
-      "$BENCH/lua/get.lua" "$WRK_CPU"
-    run_scenario bare include "$base/api/Customers?filter%5Binclude%5D=orders&filter%5Blimit%5D=5" \
-      "$BENCH/lua/get.lua" "$WRK_CPU"
+    run_reads bare "$base" "$WRK_CPU"
     run_scenario bare create "$base/api/catalog" "$BENCH/lua/create.lua" "$WRK_CPU"
     stop_pid "$SERVER_PID"
   fi

@@ -362,7 +362,7 @@ async fn migrate(
         (false, Kind::Boolean) => "boolean",
         (false, Kind::Json) => "text",
     };
-    let mut existing = columns(txn, &name).await.map_err(e)?;
+    let mut existing = names(&columns(txn, &name).await.map_err(e)?);
     if existing.is_empty() {
         let cols: Vec<String> = Mapping::missing(def, &[], POSTGRES)
             .into_iter()
@@ -388,7 +388,7 @@ async fn migrate(
                 .await
                 .map_err(e)?;
         }
-        existing = columns(txn, &name).await.map_err(e)?;
+        existing = names(&columns(txn, &name).await.map_err(e)?);
         for (p, column) in Mapping::missing(def, &existing, POSTGRES) {
             txn.batch_execute(&format!(
                 "ALTER TABLE {quoted} ADD COLUMN {} {}",
@@ -399,9 +399,9 @@ async fn migrate(
             .map_err(e)?;
         }
     }
-    existing = columns(txn, &name).await.map_err(e)?;
-    let map = Mapping::new(def, &name, &existing, POSTGRES)?;
-    unreadable_columns(txn, &name, &map).await?;
+    let attributes = columns(txn, &name).await.map_err(e)?;
+    let map = Mapping::new(def, &name, &names(&attributes), POSTGRES)?;
+    unreadable_columns(&name, &map, &attributes)?;
     for c in map.indexed() {
         txn.batch_execute(&format!(
             "CREATE INDEX IF NOT EXISTS {} ON {quoted} ({})",
@@ -478,40 +478,29 @@ async fn table_name(
 
 /// Fails with one line per mapped column of a type oxbow cannot read and write exactly (a
 /// table made by other software may have any), rather than answering 500s later.
-async fn unreadable_columns(
-    txn: &deadpool_postgres::Transaction<'_>,
+fn unreadable_columns(
     table: &str,
     map: &Mapping,
+    attributes: &[Attribute],
 ) -> std::result::Result<(), String> {
-    let rows = txn
-        .query(
-            "SELECT attname, format_type(atttypid, atttypmod), atttypid::oid \
-             FROM pg_attribute WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 \
-             AND NOT attisdropped",
-            &[&table],
-        )
-        .await
-        .map_err(|e| describe(&e))?;
-    let mut problems = Vec::new();
-    for c in &map.columns {
-        let Some(r) = rows.iter().find(|r| quote(r.get::<_, &str>(0)) == c.quoted) else {
-            continue;
-        };
-        let oid: u32 = r.get(2);
-        let readable =
-            tokio_postgres::types::Type::from_oid(oid).is_some_and(|t| values::readable(&t));
-        if !readable {
-            problems.push(format!(
-                "table {table}: column {} (property `{}`) has type {}, which oxbow does not \
-                 read or write; change the column to one of bigint, integer, smallint, double \
-                 precision, real, boolean, text, varchar, char, json, jsonb, timestamp with or \
-                 without time zone, date",
-                c.quoted,
-                c.property,
-                r.get::<_, String>(1)
-            ));
-        }
-    }
+    let problems: Vec<String> = map
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let a = attributes.get(c.cid)?;
+            let readable = tokio_postgres::types::Type::from_oid(a.type_oid)
+                .is_some_and(|t| values::readable(&t));
+            (!readable).then(|| {
+                format!(
+                    "table {table}: column {} (property `{}`) has type {}, which oxbow does \
+                     not read or write; change the column to one of bigint, integer, smallint, \
+                     double precision, real, boolean, text, varchar, char, json, jsonb, \
+                     timestamp with or without time zone, date",
+                    c.quoted, c.property, a.type_shown
+                )
+            })
+        })
+        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
@@ -519,29 +508,45 @@ async fn unreadable_columns(
     }
 }
 
-/// Column names by position (`""` for positions of dropped columns, so positions stay the
-/// presence bits).
+/// A table's column at one position: its name (`""` once dropped, so positions stay the
+/// presence bits) and its type.
+struct Attribute {
+    name: String,
+    type_oid: u32,
+    /// The type as SQL writes it (`integer`, `character varying(20)`).
+    type_shown: String,
+}
+
+/// A table's columns by position (none when the table does not exist).
 async fn columns(
     txn: &deadpool_postgres::Transaction<'_>,
     table: &str,
-) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+) -> std::result::Result<Vec<Attribute>, tokio_postgres::Error> {
     let rows = txn
         .query(
-            "SELECT attname, attnum, attisdropped FROM pg_attribute \
+            "SELECT attname, attisdropped, atttypid, format_type(atttypid, atttypmod) \
+             FROM pg_attribute \
              WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 ORDER BY attnum",
             &[&table],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            if r.get::<_, bool>(2) {
+        .map(|r| Attribute {
+            name: if r.get::<_, bool>(1) {
                 String::new()
             } else {
-                r.get::<_, String>(0)
-            }
+                r.get(0)
+            },
+            type_oid: r.get(2),
+            type_shown: r.get(3),
         })
         .collect())
+}
+
+/// The column names of [`columns`], by position.
+fn names(attributes: &[Attribute]) -> Vec<String> {
+    attributes.iter().map(|a| a.name.clone()).collect()
 }
 
 /// A statement's text: a table's own (fixed, prepared once per connection) or built from a
