@@ -529,8 +529,13 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e.stack || e);
-  killAllSync();
-  process.exit(1);
-});
+// scripts/fuzz-differential.js drives LoopBack 3 with the same helpers.
+module.exports = { ensureRig, prepareApp, startServer, stopServer, play, freePort, canConnect, sleep, tempDirs, children, RIG, ROOT };
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e.stack || e);
+    killAllSync();
+    process.exit(1);
+  });
+}

@@ -148,13 +148,7 @@ pub fn typed_id(model: &ModelDefinition, id: Value) -> Value {
 
 /// Whether a given id counts as given: LoopBack treats a falsy id (0, "", null) as "no id".
 pub fn is_truthy_id(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
-    }
+    crate::js::truthy(v)
 }
 
 /// The memory connector's id rule, which every connector follows: ids come from a counter per

@@ -398,7 +398,7 @@ impl Model {
 
     fn body_id(&self, data: &Record) -> Option<Value> {
         data.get(self.def.id_name())
-            .filter(|v| is_truthy(v))
+            .filter(|v| js::truthy(v))
             .map(|v| self.coerce_id(v))
     }
 
@@ -497,7 +497,7 @@ impl Model {
         let id = self.coerce_id(id);
         let id_name = self.def.id_name().to_owned();
         match data.get(&id_name) {
-            Some(v) if is_truthy(v) => {
+            Some(v) if js::truthy(v) => {
                 if *v != id {
                     return Err(Error::bad_request(format!(
                         "id property ({id_name}) cannot be updated from {} to {}",
@@ -691,16 +691,6 @@ fn where_required() -> Error {
     Error::bad_request("The where argument is required (use where={} to match every instance)")
 }
 
-fn is_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
-    }
-}
-
 /// juggler's `idEquals`: equal, or equal after number/string conversion.
 fn id_equals(a: &Value, b: &Value) -> bool {
     if a == b {
@@ -733,7 +723,7 @@ pub fn where_to_json(w: &Where) -> Value {
                 Value::from(re.as_str()),
             ),
             Test::Regexp(re) => op("regexp", Value::from(re.as_str())),
-            Test::Near | Test::Never => Value::Object(Map::new()),
+            Test::Near | Test::Never | Test::Always => Value::Object(Map::new()),
         }
     }
     let mut out = Map::new();

@@ -78,6 +78,8 @@ pub enum Test {
     Near,
     /// An operator the memory connector does not know (`exists`, …): never matches.
     Never,
+    /// Matches everything (`nlike` with a date pattern).
+    Always,
 }
 
 const OPERATORS: &[&str] = &[
@@ -99,9 +101,9 @@ impl Filter {
         };
         check_depth(v, 0)?;
         let mut filter = Self::default();
-        let truthy = |k: &str| obj.get(k).is_some_and(is_truthy);
+        let truthy = |k: &str| obj.get(k).is_some_and(js::truthy);
         if truthy("limit") || truthy("skip") || truthy("offset") {
-            let limit_raw = obj.get("limit").filter(|v| is_truthy(v));
+            let limit_raw = obj.get("limit").filter(|v| js::truthy(v));
             let limit = limit_raw.map_or(Some(100.0), js::to_number);
             match limit {
                 Some(l) if l > 0.0 && l.fract() == 0.0 && l.is_finite() => {
@@ -116,8 +118,8 @@ impl Filter {
             }
             let skip_raw = obj
                 .get("skip")
-                .filter(|v| is_truthy(v))
-                .or_else(|| obj.get("offset").filter(|v| is_truthy(v)));
+                .filter(|v| js::truthy(v))
+                .or_else(|| obj.get("offset").filter(|v| js::truthy(v)));
             let skip = skip_raw.map_or(Some(0.0), js::to_number);
             match skip {
                 Some(s) if s >= 0.0 && s.fract() == 0.0 && s.is_finite() => {
@@ -131,10 +133,10 @@ impl Filter {
                 }
             }
         }
-        if let Some(order) = obj.get("order").filter(|v| is_truthy(v)) {
+        if let Some(order) = obj.get("order").filter(|v| js::truthy(v)) {
             filter.order = parse_order(order)?;
         }
-        if let Some(fields) = obj.get("fields").filter(|v| is_truthy(v)) {
+        if let Some(fields) = obj.get("fields").filter(|v| js::truthy(v)) {
             filter.fields = fields_to_list(def, fields);
             if filter
                 .fields
@@ -149,7 +151,7 @@ impl Filter {
         if let Some(w) = obj.get("where") {
             filter.where_ = parse_where(def, w)?;
         }
-        if let Some(inc) = obj.get("include").filter(|v| is_truthy(v)) {
+        if let Some(inc) = obj.get("include").filter(|v| js::truthy(v)) {
             let relations = def.settings.get("relations").and_then(Value::as_object);
             for name in include_names(inc) {
                 if !relations.is_some_and(|r| r.contains_key(&name)) {
@@ -237,17 +239,6 @@ fn include_names(v: &Value) -> Vec<String> {
     }
 }
 
-/// JavaScript truthiness of a JSON value.
-fn is_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
 fn parse_order(order: &Value) -> Result<Vec<OrderKey>> {
     let items: Vec<&Value> = match order {
         Value::Array(a) => a.iter().collect(),
@@ -322,7 +313,7 @@ fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> 
         Value::Object(o) if !o.is_empty() => {
             let included: Vec<String> = o
                 .iter()
-                .filter(|(_, v)| is_truthy(v))
+                .filter(|(_, v)| js::truthy(v))
                 .map(|(k, _)| k.clone())
                 .collect();
             if !included.is_empty() {
@@ -411,10 +402,12 @@ fn coerce_array(v: &Value) -> std::result::Result<Vec<Value>, &'static str> {
 }
 
 fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Vec<Where>> {
-    // Declared properties coerce operands to their type; for arrays, to the item type.
-    let ty = def.property(key).map(|p| match &p.ty {
-        PropertyType::Array(Some(item)) => (**item).clone(),
-        other => other.clone(),
+    // Declared properties coerce operands to their type; for arrays, to the item type. juggler
+    // leaves an untyped `array` alone, as it leaves undeclared properties and dot paths.
+    let ty = def.property(key).and_then(|p| match &p.ty {
+        PropertyType::Array(Some(item)) => Some((**item).clone()),
+        PropertyType::Array(None) => None,
+        other => Some(other.clone()),
     });
     let slot = if key.contains('.') {
         None
@@ -481,6 +474,7 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
             "gte" => Test::Gte(coerce(operand)?),
             "lt" => Test::Lt(coerce(operand)?),
             "lte" => Test::Lte(coerce(operand)?),
+            "inq" | "nin" | "between" if ty.is_none() => loose_list_test(op, operand),
             "inq" | "nin" | "between" => {
                 let items = coerce_array(operand).map_err(|e| {
                     Error::bad_request(format!(
@@ -518,20 +512,23 @@ fn parse_condition(def: &ModelDefinition, key: &str, value: &Value) -> Result<Ve
                 }
             }
             "like" | "nlike" | "ilike" | "nilike" => {
-                let Value::String(pattern) = operand else {
+                if ty.is_some() && !operand.is_string() {
                     return Err(Error::bad_request(format!(
                         "The {key} property has invalid clause {}: Expected a string or RegExp",
                         clause()[key]
                     )));
-                };
-                let insensitive = op.starts_with('i') || op.starts_with("ni");
-                let re = compile(&like_to_regex(pattern), insensitive, false)?;
-                Test::Like {
-                    re,
-                    negated: op.starts_with('n'),
                 }
+                let insensitive = op.starts_with('i') || op.starts_with("ni");
+                like_test(ty.as_ref(), operand, insensitive, op.starts_with('n'))?
             }
-            "regexp" => Test::Regexp(parse_regexp(operand)?),
+            // juggler turns `"/^a/i"` into a RegExp for declared properties only; for others
+            // the string is the pattern as it stands (`String.prototype.match`).
+            "regexp" if ty.is_some() => Test::Regexp(parse_regexp(operand)?),
+            "regexp" => match operand {
+                Value::String(s) if !s.is_empty() => Test::Regexp(compile(s, false, false)?),
+                other if !js::truthy(other) => Test::Never,
+                other => Test::Regexp(compile(&js::to_js_string(other), false, false)?),
+            },
             "near" => Test::Near,
             _ => Test::Never,
         };
@@ -573,21 +570,87 @@ fn coerce_operand(ty: &PropertyType, v: &Value) -> Result<Value> {
     })
 }
 
-/// The memory connector turns a `like` pattern into a regex: `%` → `.*`, `_` → `.`, everything
-/// else is regex syntax; the match is unanchored.
+/// `inq`/`nin`/`between` on a property juggler does not coerce (undeclared, or a dot path):
+/// the operand is not checked, and the memory connector reads it as JavaScript would. A
+/// string is a list of its characters; `inq` of anything else that is not a list matches
+/// nothing and `nin` of it everything (or nothing, when falsy); `between` takes the items
+/// `0` and `1`. A missing bound is `undefined`, which compares equal to null and missing
+/// values only: both missing (qs leaves `between[0]` unparsed past its depth of 5) match
+/// those; one missing matches them when the other bound is null, else nothing.
+fn loose_list_test(op: &str, operand: &Value) -> Test {
+    let items: Option<Vec<Value>> = match operand {
+        Value::Array(items) => Some(items.clone()),
+        Value::String(s) => Some(s.chars().map(|c| Value::String(c.to_string())).collect()),
+        _ => None,
+    };
+    match op {
+        "inq" => items.map_or(Test::Never, Test::Inq),
+        "nin" => match items {
+            Some(items) => Test::Nin(items),
+            None if js::truthy(operand) => Test::Always,
+            None => Test::Never,
+        },
+        _ => {
+            let at = |i: usize| match operand {
+                Value::Object(o) => o.get(&i.to_string()).cloned(),
+                _ => items.as_ref().and_then(|v| v.get(i).cloned()),
+            };
+            match (at(0), at(1)) {
+                (Some(a), Some(b)) => Test::Between(a, b),
+                (None, None) => Test::Eq(Value::Null),
+                (Some(Value::Null), None) | (None, Some(Value::Null)) => Test::Eq(Value::Null),
+                _ => Test::Never,
+            }
+        }
+    }
+}
+
+/// A `like`-family condition as the memory connector decides it. juggler first coerces the
+/// pattern to a declared property's type (`"1"` is `true` for a boolean, `"10"` is `10` for a
+/// number); then a falsy pattern (`""`, `0`, `false`) skips the `like` test, and the
+/// condition matches nothing, negated or not. A string pattern becomes a regex (see
+/// [`like_to_regex`]); any other value is used as `new RegExp(value)`, its `String()` as the
+/// pattern. A date pattern never matches (its `String()` is not the stored date's).
+fn like_test(
+    ty: Option<&PropertyType>,
+    operand: &Value,
+    insensitive: bool,
+    negated: bool,
+) -> Result<Test> {
+    let pattern = match ty {
+        Some(PropertyType::Date) => {
+            coerce_operand(&PropertyType::Date, operand)?;
+            return Ok(if negated { Test::Always } else { Test::Never });
+        }
+        // `Object("a%")`, a String object: always truthy, used as a regex as written.
+        Some(PropertyType::Object) => {
+            let re = compile(&js::to_js_string(operand), insensitive, false)?;
+            return Ok(Test::Like { re, negated });
+        }
+        Some(ty) => coerce_operand(ty, operand)?,
+        None => operand.clone(),
+    };
+    if !js::truthy(&pattern) {
+        return Ok(Test::Never);
+    }
+    let source = match &pattern {
+        Value::String(s) => like_to_regex(s),
+        other => js::to_js_string(other),
+    };
+    let re = compile(&source, insensitive, false)?;
+    Ok(Test::Like { re, negated })
+}
+
+/// The memory connector's `toRegExp` of a `like` pattern: `%` → `.*`, `_` → `.`, every other
+/// character as written, regex syntax included (it escapes the special characters, then
+/// drops every escaping backslash again); the match is unanchored. A backslash therefore
+/// escapes what follows in the regex: `\%` is `\.*`, zero or more dots.
 fn like_to_regex(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 8);
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
+    for c in pattern.chars() {
         match c {
             '%' => out.push_str(".*"),
             '_' => out.push('.'),
-            '\\' => {
-                out.push('\\');
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
             other => out.push(other),
         }
     }
@@ -667,8 +730,13 @@ fn get_path<'a, F: Fields + ?Sized>(
         {
             return Some(Cow::Owned(Value::from(s.encode_utf16().count())));
         }
+        // `getValue` stops at a null on the way and answers it: `a.b` of `{a: null}` is null.
+        Cow::Owned(Value::Null) => return Some(Cow::Owned(Value::Null)),
         Cow::Owned(_) => return None,
     };
+    if cur.is_null() {
+        return Some(Cow::Borrowed(cur));
+    }
     for part in parts {
         cur = match cur {
             Value::Object(o) => o.get(part)?,
@@ -809,13 +877,14 @@ impl Test {
                 Some(Value::String(s)) => !s.is_empty() && re.is_match(s),
                 Some(other) => re.is_match(&js::to_js_string(other)),
             },
-            Self::Near => true,
+            Self::Near | Self::Always => true,
             Self::Never => false,
         }
     }
 }
 
-/// The memory connector's sort: JavaScript `<`/`>` per key, missing values first ascending.
+/// The memory connector's sort: JavaScript `<`/`>` per key, missing values first ascending,
+/// made a total order (see [`sort_cmp`]).
 fn compare_rows<F: Fields + ?Sized>(order: &[OrderKey], a: &F, b: &F) -> Ordering {
     for k in order {
         let av = get_path(a, &k.key);
@@ -824,12 +893,7 @@ fn compare_rows<F: Fields + ?Sized>(order: &[OrderKey], a: &F, b: &F) -> Orderin
             (Some(_), None) => Ordering::Greater,
             (None, Some(_)) => Ordering::Less,
             (None, None) => Ordering::Equal,
-            // JavaScript finds null neither below nor above a string, so LoopBack's order of
-            // the two depends on its sort algorithm; oxbow puts null first on every
-            // connector (docs/COMPATIBILITY.md).
-            (Some(Value::Null), Some(Value::String(_))) => Ordering::Less,
-            (Some(Value::String(_)), Some(Value::Null)) => Ordering::Greater,
-            (Some(x), Some(y)) => js_relational(x, y),
+            (Some(x), Some(y)) => sort_cmp(x, y),
         };
         let ord = if k.descending { ord.reverse() } else { ord };
         if ord != Ordering::Equal {
@@ -839,14 +903,30 @@ fn compare_rows<F: Fields + ?Sized>(order: &[OrderKey], a: &F, b: &F) -> Orderin
     Ordering::Equal
 }
 
-/// JavaScript `x < y` / `x > y` folded into an ordering (incomparable is `Equal`).
-fn js_relational(x: &Value, y: &Value) -> Ordering {
-    match (x, y) {
-        (Value::String(a), Value::String(b)) => js::cmp_utf16(a, b),
-        _ => match (js::to_number(x), js::to_number(y)) {
-            (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-            _ => js::cmp_utf16(&js::to_js_string(x), &js::to_js_string(y)),
-        },
+/// JavaScript's `x < y` / `x > y` as the sort sees them, made a total order. JavaScript
+/// compares two strings as strings and two numbers as numbers, and so does this: numbers,
+/// booleans and `null` (as 0) by value, strings, arrays (`"1,2"`) and objects by their
+/// `String()`. JavaScript finds some pairs neither below nor above each other (`null` and
+/// `"abc"`, `5` and `"abc"`, `[1, 2]` and `3`), which makes its comparison no order at all and
+/// LoopBack's result depend on the sort algorithm and on every row of the collection; here
+/// every number-like value comes before every string-like one (docs/COMPATIBILITY.md).
+fn sort_cmp(x: &Value, y: &Value) -> Ordering {
+    use std::borrow::Cow;
+    fn key(v: &Value) -> Result<f64, Cow<'_, str>> {
+        match v {
+            Value::Null => Ok(0.0),
+            Value::Bool(b) => Ok(f64::from(u8::from(*b))),
+            Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => Err(Cow::Borrowed(s)),
+            other => Err(Cow::Owned(js::to_js_string(other))),
+        }
+    }
+    match (key(x), key(y)) {
+        // JSON has no NaN, so this is total (and -0 equals 0, as in JavaScript).
+        (Ok(a), Ok(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(a), Err(b)) => js::cmp_utf16(&a, &b),
     }
 }
 
@@ -854,6 +934,64 @@ fn js_relational(x: &Value, y: &Value) -> Ordering {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Values JavaScript cannot compare with each other under one key (a mix of kinds) sort
+    /// by a total order: no panic (Rust's sort detects a comparison that is no order), the
+    /// same result whatever order the rows come in, and JavaScript's answer wherever it
+    /// compares two numbers or two strings.
+    #[test]
+    fn sorting_mixed_values_is_a_total_order() {
+        use crate::instance::Record;
+        let kinds = [
+            json!(null),
+            json!("abc"),
+            json!(5),
+            json!("5"),
+            json!("10"),
+            json!([1, 2]),
+            json!(3),
+            json!(true),
+            json!({"a": 1}),
+            json!(""),
+            json!(-0.5),
+            json!("9"),
+        ];
+        let rows: Vec<Record> = (0..150)
+            .map(|i| match (i * 7) % (kinds.len() + 1) {
+                k if k == kinds.len() => Record::new(),
+                k => Record::from_iter([("v".to_owned(), kinds[k].clone())]),
+            })
+            .collect();
+        let order = [OrderKey {
+            key: "v".into(),
+            descending: false,
+        }];
+        let sorted = |mut rows: Vec<Record>| {
+            rows.sort_by(|x, y| compare_rows(&order, x, y));
+            rows.iter().map(|r| r.get("v").cloned()).collect::<Vec<_>>()
+        };
+        let forward = sorted(rows.clone());
+        let backward = sorted(rows.into_iter().rev().collect());
+        assert_eq!(forward, backward);
+        let mut distinct = forward.clone();
+        distinct.dedup();
+        let expected = [
+            None,
+            Some(json!(-0.5)),
+            Some(json!(null)),
+            Some(json!(true)),
+            Some(json!(3)),
+            Some(json!(5)),
+            Some(json!("")),
+            Some(json!([1, 2])),
+            Some(json!("10")),
+            Some(json!("5")),
+            Some(json!("9")),
+            Some(json!({"a": 1})),
+            Some(json!("abc")),
+        ];
+        assert_eq!(distinct, expected);
+    }
 
     /// The numeric fast path answers exactly as the general path for every operator it takes,
     /// and declines (None) whenever an operand is not a number.

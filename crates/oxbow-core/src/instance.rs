@@ -61,22 +61,19 @@ fn coerce(ty: &PropertyType, v: Value) -> Result<(Value, Option<Oddity>)> {
             None => (Value::Null, Some(Oddity::InvalidDate)),
         },
         PropertyType::Array(item) => {
-            let items = match v {
+            // juggler's `List`: a string is parsed as JSON, then a falsy value is `[]`.
+            let parsed = match v {
+                Value::String(s) => serde_json::from_str::<Value>(&s).map_err(|_| {
+                    Error::bad_request(format!(
+                        "could not create List from JSON string: {}",
+                        Value::String(s)
+                    ))
+                })?,
+                other => other,
+            };
+            let items = match parsed {
                 Value::Array(items) => items,
-                Value::String(s) => match serde_json::from_str::<Value>(&s) {
-                    Ok(Value::Array(items)) => items,
-                    Ok(other) => {
-                        return Err(Error::bad_request(format!(
-                            "Items must be an array: {other}"
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(Error::bad_request(format!(
-                            "could not create List from JSON string: {}",
-                            Value::String(s)
-                        )));
-                    }
-                },
+                falsy if !js::truthy(&falsy) => Vec::new(),
                 other => {
                     return Err(Error::bad_request(format!(
                         "Items must be an array: {other}"

@@ -84,6 +84,18 @@ pub fn number_value(n: f64) -> Value {
     }
 }
 
+/// Whether JavaScript finds `v` truthy: everything but `null`, `false`, `0`, `""` (JSON has no
+/// `NaN` or `undefined`).
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
 /// `String(v)` of JavaScript.
 pub fn to_js_string(v: &Value) -> String {
     match v {

@@ -279,7 +279,7 @@ fn condition(d: &Dialect, c: &Column, test: &Test, params: &mut Vec<Param>) -> O
             let pattern = push(d, params, Param::Text(re.as_str().to_owned()));
             format!("({col} IS NOT NULL AND {col} <> '' AND {f}({pattern}, {col}))")
         }
-        Test::Near => "TRUE".to_owned(),
+        Test::Near | Test::Always => "TRUE".to_owned(),
         Test::Never => "FALSE".to_owned(),
         _ => return None,
     })

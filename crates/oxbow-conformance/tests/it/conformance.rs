@@ -512,6 +512,7 @@ transcripts! {
     pipeline => "pipeline",
     pipeline_off => "pipeline-off",
     filters_more => "filters-more",
+    filters_fuzzed => "filters-fuzzed",
     ids_and_persistence => "ids-and-persistence",
     seed_change_stream => "seed-change-stream",
     shop_change_stream => "shop-change-stream",

@@ -1,0 +1,371 @@
+#!/usr/bin/env node
+// Differential fuzzing of the filter language: the same random rows and random queries sent to
+// the real LoopBack 3 and to oxbow, answers compared byte for byte.
+//
+//   node scripts/fuzz-differential.js [--seed N] [--count N] [--rows N] [--writes] [--wild-order]
+//        [--serve]
+//        [--connector memory|sqlite|postgresql] [--oxbow target/release/oxbow] [--out target/fuzz]
+//
+// `--connector` puts oxbow's copy of the app on another store (LoopBack 3 stays on its memory
+// connector, whose answers oxbow gives on every connector: docs/COMPATIBILITY.md): `sqlite` in
+// a temporary file, `postgresql` in a fresh schema `fuzz_<seed>` of $OXBOW_TEST_POSTGRES.
+//
+// The app is tests/conformance/apps/inventory (model Item: strings, numbers, booleans, arrays,
+// an object, a date, a hidden property; undeclared properties are kept). Both servers get the
+// same rows through `POST /api/Items` (their answers compared too), then `--count` requests:
+// find with a random filter (JSON or bracket syntax), findOne, count with `where`, findById
+// with `fields`; with `--writes`, also `POST /update` and `PATCH /:id` (after which both stores
+// must still agree). Each mismatch is printed and written, as transcript steps without
+// responses, to `<out>/mismatches-<seed>.json`. `--serve` replays the seed's rows and first
+// `--count` requests, then keeps both servers up (their URLs printed) to try requests by hand: paste the ones worth keeping into a transcript
+// and record it with scripts/record-transcripts.sh. Exit status 1 when anything differed.
+//
+// Queries that hit a deliberate deviation (tests/conformance/deviations.json, docs/
+// COMPATIBILITY.md) will be reported too; the generator avoids the ones it knows of (two
+// operators on one property, `POST /update` without `where`). Needs Node 20 and the LB3 rig
+// (as scripts/record-transcripts.js; built-ins only) and a release build of oxbow.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { spawn, spawnSync } = require('child_process');
+const rec = require('./record-transcripts.js');
+
+const APP = path.join(rec.ROOT, 'tests', 'conformance', 'apps', 'inventory');
+
+function args() {
+  const a = { seed: Date.now() % 100000, count: 500, rows: 24, writes: false, connector: 'memory' };
+  a.oxbow = path.join(rec.ROOT, 'target', 'release', 'oxbow');
+  a.out = path.join(rec.ROOT, 'target', 'fuzz');
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (k === '--writes') a.writes = true;
+    else if (k === '--wild-order') a.wildOrder = true;
+    else if (k === '--serve') a.serve = true;
+    else if (['--seed', '--count', '--rows'].includes(k)) a[k.slice(2)] = Number(argv[++i]);
+    else if (k === '--oxbow' || k === '--out') a[k.slice(2)] = path.resolve(argv[++i]);
+    else if (k === '--connector') a.connector = argv[++i];
+    else throw new Error(`unknown argument ${k} (see the header of ${__filename})`);
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// randomness (seeded, so a run can be repeated)
+
+function prng(seed) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const r = {
+    next,
+    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: (xs) => xs[Math.floor(next() * xs.length)],
+    chance: (p) => next() < p,
+  };
+  r.some = (xs, lo, hi) => {
+    const n = r.int(lo, hi);
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(r.pick(xs));
+    return out;
+  };
+  return r;
+}
+
+const STRINGS = ['alpha', 'Alpha', 'beta', 'Beta gamma', 'gamma', '', 'a%b', 'a_b', 'x.y', 'über',
+  '10', '2.5', '-3', 'true', 'false', 'null', '2020-01-01T00:00:00.000Z', 'a*', '(x)', 'red', 'RED'];
+const NUMBERS = [0, 1, -1, 2.5, 3, 10, 42, 100, 1e3, -0.5];
+const COLORS = ['red', 'Red', 'green', 'blue', 'blue ', ''];
+const DATES = ['2020-01-01T00:00:00.000Z', '2021-06-15T12:30:00.000Z', '2019-12-31', '2022-02-02T02:02:02Z'];
+
+function scalar(r) {
+  switch (r.int(0, 6)) {
+    case 0: case 1: return r.pick(STRINGS);
+    case 2: case 3: return r.pick(NUMBERS);
+    case 4: return r.chance(0.5);
+    case 5: return null;
+    default: return r.pick(DATES);
+  }
+}
+
+// One stored row: mostly well typed, sometimes missing, null or of the wrong type.
+function row(r, i) {
+  const o = { name: `${r.pick(STRINGS) || 'n'}-${i}` };
+  const maybe = (key, gen) => {
+    const p = r.next();
+    if (p < 0.15) return; // missing
+    if (p < 0.22) o[key] = null;
+    else o[key] = gen();
+  };
+  maybe('qty', () => r.pick(NUMBERS));
+  maybe('price', () => (r.chance(0.9) ? r.pick(NUMBERS) : String(r.pick(NUMBERS))));
+  maybe('active', () => (r.chance(0.9) ? r.chance(0.5) : r.pick(['true', 'false', 1, 0])));
+  maybe('color', () => r.pick(COLORS));
+  maybe('note', () => r.pick(STRINGS));
+  maybe('tags', () => r.some(['a', 'b', 'red', 'Blue', '10'], 0, 3));
+  maybe('sizes', () => r.some([1, 2, 3, 10, 2.5], 0, 3));
+  maybe('address', () => ({ city: r.pick(['Oslo', 'oslo', 'Rome', '']), zip: r.pick([1000, 2000, '0150']) }));
+  maybe('added', () => r.pick(DATES));
+  maybe('secret', () => r.pick(STRINGS));
+  if (r.chance(0.3)) o.extra = scalar(r);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// filters
+
+const PROPS = ['name', 'qty', 'price', 'active', 'color', 'note', 'tags', 'sizes', 'added', 'id',
+  'extra', 'secret', 'address.city', 'address.zip', 'nope'];
+
+function valueFor(r, prop) {
+  if (r.chance(0.2)) return scalar(r);
+  switch (prop) {
+    case 'qty': case 'price': case 'sizes': case 'address.zip':
+      return r.chance(0.8) ? r.pick(NUMBERS) : String(r.pick(NUMBERS));
+    case 'id': return r.int(0, 30);
+    case 'active': return r.chance(0.8) ? r.chance(0.5) : r.pick(['true', 'false', 0, 1]);
+    case 'added': return r.pick(DATES);
+    case 'color': return r.pick(COLORS);
+    case 'address.city': return r.pick(['Oslo', 'oslo', 'Rome']);
+    default: return r.pick(STRINGS);
+  }
+}
+
+const PATTERNS = ['a%', '%a', '%e%', '_lpha', 'Al%', 'al%', '%', '', 'a.b', '^a', 'red', 're_',
+  '%\\%%', 'a*', '[ab]%', '(x)'];
+const REGEXPS = ['^a', '^A', 'a$', '/^a/i', '/^A/', 'e', '.', '^$', '[0-9]', '/red/i', '^(red|blue)$'];
+
+function condition(r, prop) {
+  const op = r.pick(['eq', 'eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'between', 'inq', 'nin',
+    'like', 'nlike', 'ilike', 'nilike', 'regexp']);
+  switch (op) {
+    case 'eq': return valueFor(r, prop);
+    case 'between': return { between: [valueFor(r, prop), valueFor(r, prop)] };
+    case 'inq': case 'nin': {
+      const vs = [];
+      for (let i = r.int(0, 3); i > 0; i--) vs.push(valueFor(r, prop));
+      return { [op]: r.chance(0.9) ? vs : valueFor(r, prop) };
+    }
+    case 'like': case 'nlike': case 'ilike': case 'nilike': return { [op]: r.pick(PATTERNS) };
+    case 'regexp': return { regexp: r.pick(REGEXPS) };
+    default: return { [op]: valueFor(r, prop) };
+  }
+}
+
+function where(r, depth) {
+  const w = {};
+  const n = r.int(1, depth > 0 ? 2 : 1);
+  for (let i = 0; i < n; i++) {
+    if (depth < 2 && r.chance(0.2)) {
+      const key = r.chance(0.5) ? 'and' : 'or';
+      const subs = [];
+      for (let j = r.int(1, 3); j > 0; j--) subs.push(where(r, depth + 1));
+      w[key] = subs;
+    } else {
+      const prop = r.pick(PROPS);
+      w[prop] = condition(r, prop);
+    }
+  }
+  return w;
+}
+
+// Keys whose values JavaScript can always compare with each other (numbers and null, booleans
+// and null, strings without null, dates): LoopBack's sort is an order on them. On the others
+// (strings mixed with null, arrays, mixed undeclared values) its result depends on V8's sort
+// algorithm and oxbow deliberately uses a fixed order instead (docs/COMPATIBILITY.md); they are
+// sorted on only with `--wild-order`.
+const ORDER_KEYS = ['name', 'qty', 'price', 'active', 'added', 'id'];
+const WILD_ORDER_KEYS = ['color', 'note', 'tags', 'sizes', 'extra', 'secret', 'address.city'];
+
+function order(r) {
+  const keys = r.wildOrder ? ORDER_KEYS.concat(WILD_ORDER_KEYS) : ORDER_KEYS;
+  const one = () => r.pick(keys) + r.pick(['', ' ASC', ' DESC', ' desc']);
+  const n = r.int(1, 2);
+  if (n === 1) return one();
+  return [one(), one()];
+}
+
+function filter(r) {
+  const f = {};
+  if (r.chance(0.8)) f.where = where(r, 0);
+  if (r.chance(0.4)) f.order = order(r);
+  if (r.chance(0.3)) f.limit = r.pick([0, 1, 2, 5, 10, '3']);
+  if (r.chance(0.15)) f[r.pick(['skip', 'offset'])] = r.pick([0, 1, 3, '2']);
+  if (r.chance(0.2)) {
+    const fields = r.some(['name', 'qty', 'color', 'id', 'secret', 'tags', 'extra'], 1, 3);
+    f.fields = r.chance(0.5) ? fields : Object.fromEntries(fields.map((k) => [k, r.chance(0.8)]));
+  }
+  return f;
+}
+
+// `filter[where][qty][gt]=5` form of an object (every value becomes a string, as in a URL).
+function brackets(prefix, v, out) {
+  if (v === null) out.push(`${prefix}=null`);
+  else if (Array.isArray(v)) v.forEach((x, i) => brackets(`${prefix}[${i}]`, x, out));
+  else if (typeof v === 'object') for (const [k, x] of Object.entries(v)) brackets(`${prefix}[${k}]`, x, out);
+  else out.push(`${prefix}=${encodeURIComponent(String(v))}`);
+  return out;
+}
+
+// Whether a bracket URL means what the JSON means: empty arrays and objects vanish from it.
+function bracketable(v) {
+  if (Array.isArray(v)) return v.length > 0 && v.every(bracketable);
+  if (v && typeof v === 'object') return Object.keys(v).length > 0 && Object.values(v).every(bracketable);
+  return v !== '';
+}
+
+function request(r, opts) {
+  const kind = r.next();
+  const json = (v) => encodeURIComponent(JSON.stringify(v));
+  if (opts.writes && kind < 0.06) {
+    const w = where(r, 0);
+    const data = { [r.pick(['qty', 'color', 'note', 'active', 'tags'])]: valueFor(r, r.pick(['qty', 'color'])) };
+    return { method: 'POST', path: `/api/Items/update?where=${json(w)}`, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(data) };
+  }
+  if (opts.writes && kind < 0.1) {
+    // (Not `added`: LoopBack stores an Invalid Date that JavaScript then cannot sort, where
+    // oxbow stores null; a documented oddity, not worth finding again.)
+    // Nor values LoopBack stores as NaN (a number property given "alpha"), same reason.
+    const prop = r.pick(['qty', 'price', 'color', 'active', 'sizes']);
+    const typed = {
+      qty: () => r.pick(NUMBERS), price: () => String(r.pick(NUMBERS)), color: () => scalar(r),
+      active: () => r.pick([true, false, 'true', 'false', 0, 1, null, 'yes']),
+      sizes: () => r.pick([[1, 2], [], null, 0, '[3]', [10, 2.5]]),
+    };
+    const data = { [prop]: typed[prop]() };
+    return { method: 'PATCH', path: `/api/Items/${r.int(1, opts.rows + 1)}`, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(data) };
+  }
+  if (kind < 0.2) return { method: 'GET', path: `/api/Items/count?where=${json(where(r, 0))}` };
+  if (kind < 0.3) return { method: 'GET', path: `/api/Items/findOne?filter=${json(filter(r))}` };
+  if (kind < 0.35) {
+    const f = { fields: r.some(['name', 'qty', 'id', 'secret', 'extra'], 1, 3) };
+    return { method: 'GET', path: `/api/Items/${r.int(0, opts.rows + 1)}?filter=${json(f)}` };
+  }
+  const f = filter(r);
+  if (r.chance(0.3) && bracketable(f)) {
+    return { method: 'GET', path: `/api/Items?${brackets('filter', f, []).join('&')}` };
+  }
+  return { method: 'GET', path: `/api/Items?filter=${json(f)}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// servers
+
+async function startOxbow(binary, appDir) {
+  const port = await rec.freePort();
+  const child = spawn(binary, ['serve', appDir, '--port', String(port), '--host', '127.0.0.1'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    detached: true,
+  });
+  rec.children.add(child);
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => {
+    rec.children.delete(child);
+    child.exitInfo = { code, signal };
+    resolve(child.exitInfo);
+  }));
+  for (let i = 0; i < 100; i++) {
+    if (child.exitInfo) throw new Error(`oxbow exited during boot: ${JSON.stringify(child.exitInfo)}`);
+    if (await rec.canConnect(port)) return { child, port };
+    await rec.sleep(50);
+  }
+  throw new Error('oxbow did not start');
+}
+
+// Moves oxbow's copy of the app to `connector`; the schema to drop afterwards, if any.
+function useConnector(appDir, opts) {
+  const file = path.join(appDir, 'server', 'datasources.json');
+  const ds = JSON.parse(fs.readFileSync(file, 'utf8'));
+  let schema = null;
+  if (opts.connector === 'sqlite') {
+    ds.db = { name: 'db', connector: 'sqlite', file: path.join(appDir, 'fuzz.sqlite') };
+  } else if (opts.connector === 'postgresql') {
+    const url = process.env.OXBOW_TEST_POSTGRES;
+    if (!url) throw new Error('--connector postgresql needs OXBOW_TEST_POSTGRES');
+    schema = `fuzz_${opts.seed}`;
+    dropSchema(url, schema);
+    ds.db = { name: 'db', connector: 'postgresql', url, schema };
+  } else if (opts.connector !== 'memory') {
+    throw new Error(`--connector ${opts.connector}: memory, sqlite or postgresql`);
+  }
+  fs.writeFileSync(file, JSON.stringify(ds, null, 2));
+  return schema;
+}
+
+function dropSchema(url, schema) {
+  const r = spawnSync('psql', [url, '-qc', `DROP SCHEMA IF EXISTS ${schema} CASCADE`], { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error(`psql could not drop schema ${schema}`);
+}
+
+function same(a, b) {
+  return a.status === b.status && a.body === b.body
+    && (a.headers['content-type'] || '') === (b.headers['content-type'] || '');
+}
+
+async function main() {
+  const opts = args();
+  if (!fs.existsSync(opts.oxbow)) throw new Error(`${opts.oxbow} missing: cargo build --release -p oxbow-cli`);
+  rec.ensureRig();
+  const lbDir = rec.prepareApp(APP);
+  const oxDir = rec.prepareApp(APP);
+  const schema = useConnector(oxDir, opts);
+  const logFile = path.join(opts.out, `lb3-${opts.seed}.log`);
+  fs.mkdirSync(opts.out, { recursive: true });
+  const lb = await rec.startServer(lbDir, fs.createWriteStream(logFile));
+  const ox = await startOxbow(opts.oxbow, oxDir);
+  const r = prng(opts.seed);
+  r.wildOrder = opts.wildOrder;
+  const mismatches = [];
+  const lb3Failed = [];
+  let sent = 0;
+  const compare = async (step) => {
+    sent++;
+    const [a, b] = [await rec.play(lb.port, step), await rec.play(ox.port, step)];
+    if (same(a, b)) return true;
+    if (a.status === 500 && b.status !== 500) {
+      // LoopBack failed (a TypeError on a value it cannot match, …): oxbow answers instead;
+      // each such class is listed in docs/COMPATIBILITY.md.
+      lb3Failed.push({ step, oxbow: { status: b.status, body: b.body } });
+      return true;
+    }
+    mismatches.push({ step, lb3: { status: a.status, body: a.body }, oxbow: { status: b.status, body: b.body } });
+    console.log(`\n${step.method} ${decodeURIComponent(step.path)}${step.body ? ` ${step.body}` : ''}`);
+    console.log(`  LB3   ${a.status} ${String(a.body).slice(0, 400)}`);
+    console.log(`  oxbow ${b.status} ${String(b.body).slice(0, 400)}`);
+    return false;
+  };
+  const json = { 'Content-Type': 'application/json' };
+  for (let i = 0; i < opts.rows; i++) {
+    await compare({ method: 'POST', path: '/api/Items', headers: json, body: JSON.stringify(row(r, i)) });
+  }
+  const stateAgrees = () => compare({ method: 'GET', path: '/api/Items' });
+  for (let i = 0; i < opts.count; i++) {
+    const step = request(r, opts);
+    await compare(step);
+    if (step.method !== 'GET' && !(await stateAgrees())) {
+      console.log('  (the stores differ from here on: stopping)');
+      break;
+    }
+  }
+  if (opts.serve) {
+    console.log(`LoopBack 3: http://127.0.0.1:${lb.port}/api  oxbow: http://127.0.0.1:${ox.port}/api  (Ctrl-C ends)`);
+    await new Promise(() => {});
+  }
+  await Promise.all([rec.stopServer(lb.child), rec.stopServer(ox.child)]);
+  if (schema) dropSchema(process.env.OXBOW_TEST_POSTGRES, schema);
+  const out = path.join(opts.out, `mismatches-${opts.seed}.json`);
+  fs.writeFileSync(out, JSON.stringify(mismatches, null, 2) + '\n');
+  console.log(`\nseed ${opts.seed} (${opts.connector}): ${sent} requests, ${mismatches.length} answered differently (${out}); ` +
+    `${lb3Failed.length} more where LoopBack 3 answered 500 and oxbow did not`);
+  if (mismatches.length) process.exitCode = 1;
+}
+
+main().catch((e) => {
+  console.error(e.stack || e);
+  process.exit(2);
+});
