@@ -226,8 +226,9 @@ pub async fn render(
             .unwrap_or_else(|_| "{}".to_owned()),
         })
         .collect();
-    if let Some(include) = include {
-        attach(registry, model, rows, &mut objs, include).await?;
+    // juggler includes nothing for no rows (and so never complains about their fields).
+    if let (Some(include), false) = (include, rows.is_empty()) {
+        attach(registry, model, rows, &mut objs, fields, include).await?;
     }
     Ok(objs)
 }
@@ -292,14 +293,33 @@ pub fn json_array<S: AsRef<str>>(items: &[S]) -> String {
 type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// Fetches what `include` names for `rows` and splices it into `objs` (the same rows, rendered).
+/// A key `fields` left out is not there for the include either, as in LoopBack (which projects
+/// before it includes): no belongsTo target, empty related lists, and for a plain hasMany
+/// LoopBack's 400.
 fn attach<'a>(
     registry: &'a Registry,
     model: &'a Model,
     rows: &'a [Arc<Row>],
     objs: &'a mut [String],
+    fields: Option<&'a [String]>,
     include: &'a Value,
 ) -> LocalFuture<'a, Result<()>> {
     Box::pin(async move {
+        let shown = |k: &str| fields.is_none_or(|f| f.iter().any(|x| x == k));
+        // The first row as juggler projected it (keys in `fields` order), for its message.
+        let first = || {
+            let (Some(row), Some(fields)) = (rows.first(), fields) else {
+                return String::new();
+            };
+            let def = model.definition();
+            let mut seen = Map::new();
+            for k in fields.iter().filter(|k| !def.is_hidden(k)) {
+                if let Some(v) = row.value_of(k) {
+                    seen.insert(k.clone(), v);
+                }
+            }
+            Value::Object(seen).to_string()
+        };
         let mut listed = Vec::new();
         parse_include(include, &mut listed);
         // A relation named twice is included once, at its first place, with its last scope
@@ -325,6 +345,9 @@ fn attach<'a>(
             let target = related(registry, &rel.target)?;
             match rel.kind {
                 RelationKind::BelongsTo => {
+                    if !shown(&rel.foreign_key) {
+                        continue;
+                    }
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(&rel.foreign_key)));
                     if keys.is_empty() {
                         continue;
@@ -348,6 +371,25 @@ fn attach<'a>(
                 }
                 RelationKind::HasMany | RelationKind::HasOne => {
                     let pk = def.id_name();
+                    if !shown(pk) {
+                        // juggler's plain hasMany include (no nested include) fails on the
+                        // first row without its id; the other forms find nothing.
+                        if rel.kind == RelationKind::HasOne {
+                            continue;
+                        }
+                        if !item.scope.contains_key("include") {
+                            return Err(Error::bad_request(format!(
+                                "ID property \"{pk}\" is missing for included item: {}. \
+                                 Please make sure `fields` include \"{pk}\" if it's present in \
+                                 the `filter`",
+                                first()
+                            )));
+                        }
+                        for obj in objs.iter_mut() {
+                            splice(obj, &rel.name, "[]");
+                        }
+                        continue;
+                    }
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
                     let found =
                         fetch(registry, target, &item.scope, &rel.foreign_key, keys, false).await?;
@@ -358,27 +400,39 @@ fn attach<'a>(
                         }
                     }
                     let (skip, limit) = page(&item.scope);
-                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
-                        let mine = row
-                            .value_of(pk)
-                            .and_then(|k| groups.get(&key(&k)))
-                            .map_or(&[][..], Vec::as_slice)
-                            .iter()
-                            .skip(skip)
-                            .take(limit.unwrap_or(usize::MAX));
+                    let lists: Vec<Vec<usize>> = rows
+                        .iter()
+                        .map(|row| {
+                            row.value_of(pk)
+                                .and_then(|k| groups.get(&key(&k)))
+                                .map_or(&[][..], Vec::as_slice)
+                                .iter()
+                                .skip(skip)
+                                .take(limit.unwrap_or(usize::MAX))
+                                .copied()
+                                .collect()
+                        })
+                        .collect();
+                    for (mine, obj) in lists.iter().zip(objs.iter_mut()) {
                         if rel.kind == RelationKind::HasOne {
-                            if let Some(&first) = mine.clone().next() {
+                            if let Some(&first) = mine.first() {
                                 splice(obj, &rel.name, found.text(first));
                             }
                         } else {
-                            splice_array(obj, &rel.name, mine.map(|&i| found.text(i)));
+                            splice_array(obj, &rel.name, mine.iter().map(|&i| found.text(i)));
                         }
                     }
                 }
                 RelationKind::HasManyThrough | RelationKind::HasAndBelongsToMany => {
+                    let pk = def.id_name();
+                    if !shown(pk) {
+                        for obj in objs.iter_mut() {
+                            splice(obj, &rel.name, "[]");
+                        }
+                        continue;
+                    }
                     let through = related(registry, rel.through.as_deref().unwrap_or(""))?;
                     let key_through = rel.key_through.clone().unwrap_or_default();
-                    let pk = def.id_name();
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
                     let links = through
                         .find(&through.parse_filter(
@@ -390,30 +444,40 @@ fn attach<'a>(
                     let target_pk = target.definition().id_name().to_owned();
                     let found =
                         fetch(registry, target, &item.scope, &target_pk, target_keys, true).await?;
-                    let mut linked: BTreeMap<Key, Vec<Key>> = BTreeMap::new();
+                    // How many links join each owner to each target: juggler lists a target
+                    // once per link, in the order the targets were found.
+                    let mut linked: BTreeMap<Key, BTreeMap<Key, usize>> = BTreeMap::new();
                     for l in &links {
                         if let (Some(owner), Some(t)) =
                             (l.value_of(&rel.foreign_key), l.value_of(&key_through))
                         {
-                            linked.entry(key(&owner)).or_default().push(key(&t));
+                            *linked
+                                .entry(key(&owner))
+                                .or_default()
+                                .entry(key(&t))
+                                .or_default() += 1;
                         }
                     }
+                    let none = BTreeMap::new();
                     for (row, obj) in rows.iter().zip(objs.iter_mut()) {
                         let mine = row
                             .value_of(pk)
                             .and_then(|k| linked.get(&key(&k)))
-                            .cloned()
-                            .unwrap_or_default();
-                        let list = found
+                            .unwrap_or(&none);
+                        let texts: Vec<&str> = found
                             .rows
                             .iter()
                             .enumerate()
-                            .filter(|(_, r)| {
-                                r.value_of(&target_pk)
-                                    .is_some_and(|k| mine.contains(&key(&k)))
+                            .flat_map(|(i, r)| {
+                                let times = r
+                                    .value_of(&target_pk)
+                                    .and_then(|k| mine.get(&key(&k)).copied())
+                                    .unwrap_or(0);
+                                std::iter::repeat_n(i, times)
                             })
-                            .map(|(i, _)| found.text(i));
-                        splice_array(obj, &rel.name, list);
+                            .map(|i| found.text(i))
+                            .collect();
+                        splice_array(obj, &rel.name, texts.iter().copied());
                     }
                 }
                 RelationKind::EmbedsOne | RelationKind::EmbedsMany => {
@@ -434,6 +498,12 @@ fn attach<'a>(
                 }
                 RelationKind::ReferencesMany => {
                     let prop = rel.property.as_deref().unwrap_or("");
+                    if !shown(prop) {
+                        for obj in objs.iter_mut() {
+                            splice(obj, &rel.name, "[]");
+                        }
+                        continue;
+                    }
                     let all = |r: &Arc<Row>| match r.value_of(prop) {
                         Some(Value::Array(a)) => a,
                         _ => Vec::new(),
@@ -505,9 +575,12 @@ impl Fetched<'_> {
     }
 }
 
-/// One query for every parent: the scope's filter with `key IN keys` added (and the key kept
-/// in `fields`, as LoopBack adds it), its nested include attached. With `paged`, the scope's
-/// own skip/limit apply to the query; otherwise they apply per parent afterwards.
+/// One query for every parent: the scope's filter with `key IN keys` in place of any
+/// condition the scope puts on `key` itself (juggler assigns `where[key]`), the key kept in
+/// `fields` (as LoopBack adds it), its nested include attached. Without `paged` (hasMany) the
+/// scope's skip/limit are left to the caller, per parent. With `paged` (one target per key:
+/// belongsTo, through, referencesMany) juggler runs a skip/limit scope once per key, so a
+/// limit changes nothing, a skip leaves nothing, and targets come in the order of `keys`.
 async fn fetch<'a>(
     registry: &Registry,
     target: &'a Model,
@@ -517,25 +590,68 @@ async fn fetch<'a>(
     paged: bool,
 ) -> Result<Fetched<'a>> {
     let mut f = scope.clone();
+    let set = |k: &str| f.get(k).is_some_and(js::truthy);
+    let skipped = set("skip") || set("offset");
+    let per_key = skipped || set("limit");
+    let order_of: BTreeMap<Key, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (self::key(k), i))
+        .collect();
     let cond = json!({ key: { "inq": keys } });
     let where_ = match f.remove("where") {
-        Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => json!({"and": [cond, w]}),
+        Some(Value::Object(mut w)) => {
+            w.remove(key);
+            if w.is_empty() {
+                cond
+            } else {
+                json!({"and": [cond, Value::Object(w)]})
+            }
+        }
+        Some(w) if !w.is_null() => json!({"and": [cond, w]}),
         _ => cond,
     };
     f.insert("where".into(), where_);
     let nested = f.remove("include");
-    if !paged {
-        f.remove("limit");
-        f.remove("skip");
-        f.remove("offset");
+    for k in ["limit", "skip", "offset"] {
+        f.remove(k);
     }
     let mut filter: Filter = target.parse_filter(&Value::Object(f))?;
     if let Some(fields) = &mut filter.fields {
-        if !fields.iter().any(|x| x == key) {
-            fields.push(key.to_owned());
+        let mut needed = vec![key.to_owned()];
+        // With `fields` in a `{relation, scope}` include, juggler also keeps the keys of the
+        // belongsTo relations the scope's own include names (as a string or in a list).
+        let names: Vec<&str> = match &nested {
+            Some(Value::String(n)) => vec![n.as_str()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let tdef = target.definition();
+        needed.extend(
+            names
+                .into_iter()
+                .filter_map(|n| tdef.relation(n))
+                .filter(|r| r.kind == RelationKind::BelongsTo)
+                .map(|r| r.foreign_key.clone()),
+        );
+        for k in needed {
+            if !fields.contains(&k) {
+                fields.push(k);
+            }
         }
     }
-    let rows = target.find(&filter).await?;
+    let mut rows = if paged && skipped {
+        Vec::new()
+    } else {
+        target.find(&filter).await?
+    };
+    if paged && per_key {
+        rows.sort_by_key(|r| {
+            r.value_of(key)
+                .and_then(|k| order_of.get(&self::key(&k)).copied())
+                .unwrap_or(usize::MAX)
+        });
+    }
     let texts = if filter.fields.is_some() || nested.is_some() {
         Some(
             render(

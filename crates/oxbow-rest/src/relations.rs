@@ -3,6 +3,7 @@
 //! matched after the PersistedModel table, answered with LoopBack's statuses and bodies.
 //! Writes go through the related model, so its change stream sees them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use actix_web::http::Method;
@@ -180,7 +181,7 @@ fn scoped_where(scope: Value, extra: Option<&Value>) -> Value {
 
 /// The target's rows within `scope` (a `where`), the request's `filter` applied on top (its
 /// `where`, fields, order, limit, include); without an `order`, in the order of `ids` when
-/// given (through and referencesMany lists).
+/// given (referencesMany lists).
 async fn scoped_list(
     registry: &Registry,
     target: &Model,
@@ -443,11 +444,67 @@ async fn many(
         Ok((json!({ tpk.as_str(): { "inq": ids.clone() } }), ids))
     };
     Ok(Outcome::Reply(match route.op {
+        RelOp::List if through && query_or_header(req, query, "filter")?.is_none() => {
+            // Without a filter juggler collects each link's target: the through model's
+            // order, a target once per link, links to nothing left out.
+            let links = cx.links().await?;
+            let ids: Vec<Value> = links
+                .iter()
+                .filter_map(|l| l.value_of(&key_through))
+                .collect();
+            let found =
+                target
+                    .find(&target.parse_filter(
+                        &json!({"where": { tpk.as_str(): { "inq": ids.clone() } }}),
+                    )?)
+                    .await?;
+            let by_id: BTreeMap<String, &Arc<Row>> = found
+                .iter()
+                .filter_map(|r| r.value_of(&tpk).map(|k| (key_of(&k), r)))
+                .collect();
+            let rows: Vec<Arc<Row>> = ids
+                .iter()
+                .filter_map(|id| by_id.get(&key_of(id)).map(|r| Arc::clone(r)))
+                .collect();
+            rows_reply(tdef, &rows, None)?
+        }
         RelOp::List => {
-            let (scope, ids) = scope().await?;
-            // A through relation lists in the through model's order, as LoopBack does.
-            let ids = through.then_some(ids.as_slice());
-            scoped_list(registry, target, scope, ids, req, query).await?
+            // With a filter (`{}` included) juggler queries the target model itself: the
+            // filter's order, else the target's id order.
+            let (scope, _) = scope().await?;
+            scoped_list(registry, target, scope, None, req, query).await?
+        }
+        RelOp::Count if through => {
+            // juggler counts the links (a target linked twice counts twice). The `where` is
+            // the target's (LoopBack applies it to the through model: docs/COMPATIBILITY.md).
+            let links = cx.links().await?;
+            let w = query_or_header(req, query, "where")?;
+            let matching = match w.as_deref() {
+                Some(w) if w.as_object().is_some_and(|o| !o.is_empty()) => {
+                    let ids: Vec<Value> = links
+                        .iter()
+                        .filter_map(|l| l.value_of(&key_through))
+                        .collect();
+                    let scope = json!({ tpk.as_str(): { "inq": ids } });
+                    let f =
+                        target.parse_filter(&json!({ "where": scoped_where(scope, Some(w)) }))?;
+                    let hits: BTreeSet<String> = target
+                        .find(&f)
+                        .await?
+                        .iter()
+                        .filter_map(|r| r.value_of(&tpk).map(|k| key_of(&k)))
+                        .collect();
+                    links
+                        .iter()
+                        .filter(|l| {
+                            l.value_of(&key_through)
+                                .is_some_and(|k| hits.contains(&key_of(&k)))
+                        })
+                        .count()
+                }
+                _ => links.len(),
+            };
+            reply(&json!({ "count": matching }))?
         }
         RelOp::Count => {
             let (scope, _) = scope().await?;

@@ -513,6 +513,7 @@ transcripts! {
     pipeline_off => "pipeline-off",
     filters_more => "filters-more",
     filters_fuzzed => "filters-fuzzed",
+    relations_fuzzed => "relations-fuzzed",
     ids_and_persistence => "ids-and-persistence",
     seed_change_stream => "seed-change-stream",
     shop_change_stream => "shop-change-stream",
