@@ -261,6 +261,26 @@ function request(r, opts) {
     const data = { [prop]: typedValue(r, prop) };
     return { method: 'PATCH', path: `/api/Items/${r.int(1, opts.rows + 1)}`, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(data) };
   }
+  if (opts.writes && kind < 0.14) {
+    // The other writers, each with a whole random row (as seeded) or a part of one.
+    const headers = { 'Content-Type': 'application/json' };
+    const id = r.int(1, opts.rows + 3); // a few past the last row: not found, or created
+    const whole = () => row(r, 100 + r.int(0, 99));
+    const part = () => {
+      const prop = r.pick(['qty', 'price', 'color', 'active', 'sizes', 'note']);
+      return { [prop]: typedValue(r, prop) };
+    };
+    const body = (v) => JSON.stringify(v);
+    switch (r.int(0, 6)) {
+      case 0: return { method: 'PUT', path: `/api/Items/${id}`, headers, body: body(whole()) };
+      case 1: return { method: 'POST', path: `/api/Items/${id}/replace`, headers, body: body(whole()) };
+      case 2: return { method: 'PATCH', path: '/api/Items', headers, body: body({ id, ...part() }) };
+      case 3: return { method: 'PUT', path: '/api/Items', headers, body: body({ id, ...whole() }) };
+      case 4: return { method: 'POST', path: `/api/Items/upsertWithWhere?where=${json(where(r, 0))}`, headers, body: body(part()) };
+      case 5: return { method: 'DELETE', path: `/api/Items/${id}` };
+      default: return { method: 'POST', path: '/api/Items', headers, body: body(whole()) };
+    }
+  }
   if (kind < 0.2) return { method: 'GET', path: `/api/Items/count?where=${json(where(r, 0))}` };
   if (kind < 0.3) return { method: 'GET', path: `/api/Items/findOne?filter=${json(filter(r))}` };
   if (kind < 0.35) {

@@ -463,15 +463,16 @@ impl Model {
         let Some(where_raw) = where_raw else {
             return Err(where_required());
         };
-        let where_ = self.parse_where(where_raw)?;
-        let where_ = where_.as_ref();
         if data.is_empty() {
             return Err(Error::bad_request("data object cannot be empty!"));
         }
+        // juggler validates the data before it coerces the `where` (a 422 comes first).
         if self.def.validate_upsert {
             let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
             inst.validate(&self.def, false)?;
         }
+        let where_ = self.parse_where(where_raw)?;
+        let where_ = where_.as_ref();
         let filter = Filter {
             where_: where_.cloned(),
             limit: Some(2),
