@@ -245,11 +245,20 @@ function typedValue(r, prop) {
   }
 }
 
+// A `where` for a write, without `regexp`: LoopBack fails a regexp on a non-string with a 500
+// halfway through a write (deviation D5), after which the stores differ for good.
+function writeWhere(r) {
+  for (;;) {
+    const w = where(r, 0);
+    if (!JSON.stringify(w).includes('regexp')) return w;
+  }
+}
+
 function request(r, opts) {
   const kind = r.next();
   const json = (v) => encodeURIComponent(JSON.stringify(v));
   if (opts.writes && kind < 0.06) {
-    const w = where(r, 0);
+    const w = writeWhere(r);
     // (Not a list property: LoopBack's updateAll stores `{tags: 0}` as given, printed as [] but
     // matched as 0, where oxbow stores [].)
     const prop = r.pick(['qty', 'color', 'note', 'active']);
@@ -276,7 +285,7 @@ function request(r, opts) {
       case 1: return { method: 'POST', path: `/api/Items/${id}/replace`, headers, body: body(whole()) };
       case 2: return { method: 'PATCH', path: '/api/Items', headers, body: body({ id, ...part() }) };
       case 3: return { method: 'PUT', path: '/api/Items', headers, body: body({ id, ...whole() }) };
-      case 4: return { method: 'POST', path: `/api/Items/upsertWithWhere?where=${json(where(r, 0))}`, headers, body: body(part()) };
+      case 4: return { method: 'POST', path: `/api/Items/upsertWithWhere?where=${json(writeWhere(r))}`, headers, body: body(part()) };
       case 5: return { method: 'DELETE', path: `/api/Items/${id}` };
       default: return { method: 'POST', path: '/api/Items', headers, body: body(whole()) };
     }
