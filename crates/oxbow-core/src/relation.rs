@@ -399,21 +399,11 @@ fn attach<'a>(
                             groups.entry(key(&k)).or_default().push(i);
                         }
                     }
-                    let (skip, limit) = page(&item.scope);
-                    let lists: Vec<Vec<usize>> = rows
-                        .iter()
-                        .map(|row| {
-                            row.value_of(pk)
-                                .and_then(|k| groups.get(&key(&k)))
-                                .map_or(&[][..], Vec::as_slice)
-                                .iter()
-                                .skip(skip)
-                                .take(limit.unwrap_or(usize::MAX))
-                                .copied()
-                                .collect()
-                        })
-                        .collect();
-                    for (mine, obj) in lists.iter().zip(objs.iter_mut()) {
+                    for (row, obj) in rows.iter().zip(objs.iter_mut()) {
+                        let mine = row
+                            .value_of(pk)
+                            .and_then(|k| groups.get(&key(&k)))
+                            .map_or(&[][..], Vec::as_slice);
                         if rel.kind == RelationKind::HasOne {
                             if let Some(&first) = mine.first() {
                                 splice(obj, &rel.name, found.text(first));
@@ -551,10 +541,14 @@ fn distinct(values: impl Iterator<Item = Value>) -> Vec<Value> {
         .collect()
 }
 
-/// The scope's `skip` / `limit`, applied per parent.
+/// The scope's `skip` / `limit` (numbers), applied per parent.
 fn page(scope: &Map<String, Value>) -> (usize, Option<usize>) {
     let n = |k: &str| scope.get(k).and_then(Value::as_u64).map(|n| n as usize);
-    (n("skip").or_else(|| n("offset")).unwrap_or(0), n("limit"))
+    // A limit of 0 is no limit (juggler tests it for truth).
+    (
+        n("skip").or_else(|| n("offset")).unwrap_or(0),
+        n("limit").filter(|&l| l > 0),
+    )
 }
 
 /// Related records as one query found them, with their JSON texts.
@@ -577,10 +571,11 @@ impl Fetched<'_> {
 
 /// One query for every parent: the scope's filter with `key IN keys` in place of any
 /// condition the scope puts on `key` itself (juggler assigns `where[key]`), the key kept in
-/// `fields` (as LoopBack adds it), its nested include attached. Without `paged` (hasMany) the
-/// scope's skip/limit are left to the caller, per parent. With `paged` (one target per key:
-/// belongsTo, through, referencesMany) juggler runs a skip/limit scope once per key, so a
-/// limit changes nothing, a skip leaves nothing, and targets come in the order of `keys`.
+/// `fields` (as LoopBack adds it), its nested include attached to the rows kept. juggler runs
+/// a skip/limit scope once per key: without `paged` (hasMany, hasOne: many rows per key) the
+/// page is taken from each key's rows; with `paged` (one target per key: belongsTo, through,
+/// referencesMany) a limit changes nothing, a skip leaves nothing, and targets come in the
+/// order of `keys`.
 async fn fetch<'a>(
     registry: &Registry,
     target: &'a Model,
@@ -645,7 +640,23 @@ async fn fetch<'a>(
     } else {
         target.find(&filter).await?
     };
-    if paged && per_key {
+    if !paged {
+        let (skip, limit) = page(scope);
+        if skip > 0 || limit.is_some() {
+            let mut seen: BTreeMap<Key, usize> = BTreeMap::new();
+            rows.retain(|r| {
+                let Some(k) = r.value_of(key) else {
+                    return false;
+                };
+                let n = seen.entry(self::key(&k)).or_default();
+                let keep = *n >= skip && limit.is_none_or(|l| *n < skip.saturating_add(l));
+                *n += 1;
+                keep
+            });
+        }
+    }
+    // Paged, juggler concatenates what it found key by key, in the order of `keys`.
+    if per_key {
         rows.sort_by_key(|r| {
             r.value_of(key)
                 .and_then(|k| order_of.get(&self::key(&k)).copied())
