@@ -2,7 +2,7 @@
 // Differential fuzzing: the same random rows and random requests sent to the real LoopBack 3
 // and to oxbow, answers compared byte for byte.
 //
-//   node scripts/fuzz-differential.js [--app inventory|shop] [--seed N] [--count N] [--rows N]
+//   node scripts/fuzz-differential.js [--app inventory|shop|registry] [--seed N] [--count N] [--rows N]
 //        [--writes] [--wild-order] [--connector memory|sqlite|postgresql] [--serve] [--until N]
 //        [--oxbow target/release/oxbow] [--out target/fuzz]
 //
@@ -15,7 +15,10 @@
 // (some foreign keys dangling), then `include` in every form (string, array, object, nested,
 // `{relation, scope}` with where/order/limit/skip/fields/include) on lists, findById and
 // findOne, and the relation routes (hasMany, belongsTo, hasMany through, with filters, count);
-// with `--writes` also creates through a relation and deletes. After every write all the
+// with `--writes` also creates through a relation and deletes. `--app registry`
+// (tests/conformance/apps/registry): ids of every kind (generated, given, numeric strings,
+// string ids, `forceId: false`, 0, negative, fractional, null) through every CRUD route, on
+// seven models (one on a memory `file` store). After every write all the
 // app's collections must still agree, else the run stops.
 //
 // `--connector` puts oxbow's copy of the app on another store (LoopBack 3 stays on its memory
@@ -425,6 +428,59 @@ function shopRequest(r, opts) {
   return { method: 'GET', path: `/api/${from}/${id}/${rel}/${r.int(1, 3 * n)}` };
 }
 
+// ---------------------------------------------------------------------------------------------
+// registry: ids (generated, given, string ids, forceId false), strict "filter", a file store
+
+const REG = {
+  People: () => ({ name: 'p', born: '2000-01-02' }),
+  Categories: () => ({ name: 'c' }),
+  Addresses: () => ({ city: 'x', street: 's' }),
+  Countries: () => ({ name: 'n', population: 5 }),
+  Tickets: () => ({ title: 't' }),
+  Notes: () => ({ text: 'n', due: '2021-01-01' }),
+  Memos: () => ({ subject: 's', extra: 1 }),
+};
+const IDS = [1, 2, 3, 7, 0, -1, 1.5, '2', '02', 'abc', 'NO', 'DE', '', null, true, '1e1', ' 3'];
+
+function regRequest(r, opts) {
+  const json = (v) => encodeURIComponent(JSON.stringify(v));
+  const headers = { 'Content-Type': 'application/json' };
+  const plural = r.pick(Object.keys(REG));
+  const data = REG[plural]();
+  const id = r.pick(IDS);
+  // Country's id property is `code` (an `id` key there is just an undeclared property).
+  const idKey = plural === 'Countries' ? 'code' : 'id';
+  const withId = (v, d) => ({ [idKey]: v, ...d });
+  const urlId = encodeURIComponent(String(id));
+  const kind = r.int(0, 11);
+  if (!opts.writes && kind < 7) return { method: 'GET', path: `/api/${plural}/${urlId}` };
+  switch (kind) {
+    case 0: return { method: 'POST', path: `/api/${plural}`, headers, body: JSON.stringify(r.chance(0.5) ? data : withId(id, data)) };
+    case 1: return { method: 'PUT', path: `/api/${plural}/${urlId}`, headers, body: JSON.stringify(r.chance(0.5) ? data : withId(r.pick(IDS), data)) };
+    case 2: return { method: 'PATCH', path: `/api/${plural}/${urlId}`, headers, body: JSON.stringify(r.chance(0.5) ? { name: 'q' } : withId(r.pick(IDS), { name: 'q' })) };
+    case 3: return { method: 'PATCH', path: `/api/${plural}`, headers, body: JSON.stringify(withId(id, data)) };
+    case 4: return { method: 'PUT', path: `/api/${plural}`, headers, body: JSON.stringify(withId(id, data)) };
+    case 5: return { method: 'DELETE', path: `/api/${plural}/${urlId}` };
+    // (Valid elements only: LoopBack half-applies an array with an invalid one, deviation D3.)
+    case 6: return { method: 'POST', path: `/api/${plural}`, headers, body: JSON.stringify([data, REG[plural]()]) };
+    case 7: return { method: r.pick(['GET', 'HEAD']), path: `/api/${plural}/${urlId}/exists` };
+    case 8: return { method: 'GET', path: `/api/${plural}/${urlId}?filter=${json({ fields: ['id'] })}` };
+    case 9: return { method: 'GET', path: `/api/${plural}?filter=${json({ where: withId(r.chance(0.5) ? id : { inq: [id, r.pick(IDS)] }, {}) })}` };
+    case 10: return { method: 'GET', path: `/api/${plural}/count?where=${json(withId({ gt: r.pick(IDS) }, {}))}` };
+    default: return { method: 'GET', path: `/api/${plural}/findOne?filter=${json({ where: withId(id, {}) })}` };
+  }
+}
+
+async function regSeed(r, opts, post) {
+  for (const plural of Object.keys(REG)) {
+    for (let i = 0; i < 3; i++) {
+      const d = REG[plural]();
+      if (plural === 'Countries') d.code = ['NO', 'SE', 'DE'][i];
+      await post(`/api/${plural}`, d);
+    }
+  }
+}
+
 const TARGETS = {
   inventory: {
     app: path.join(rec.ROOT, 'tests', 'conformance', 'apps', 'inventory'),
@@ -439,6 +495,12 @@ const TARGETS = {
     seed: shopSeed,
     request: shopRequest,
     collections: ['/api/Customers', '/api/Orders', '/api/order-lines', '/api/catalog'],
+  },
+  registry: {
+    app: path.join(rec.ROOT, 'tests', 'conformance', 'apps', 'registry'),
+    seed: regSeed,
+    request: regRequest,
+    collections: Object.keys(REG).map((p) => `/api/${p}`),
   },
 };
 

@@ -248,7 +248,8 @@ impl Model {
         }
     }
 
-    /// Converts an id from a URL or body to the id property's type.
+    /// Converts an id from a URL or body to the id property's type, as juggler coerces a
+    /// `where` on it (findById, exists, deleteById): `Number()` of a string for a number id.
     pub fn coerce_id(&self, id: &Value) -> Value {
         match self.def.id_property().ty {
             PropertyType::Number => match id {
@@ -264,6 +265,29 @@ impl Model {
             },
             _ => id.clone(),
         }
+    }
+
+    /// An id as replaceById looks it up: by its string form (the memory
+    /// connector's key), so a string that only reads as a number (`"02"`, `"1e1"`, `" 3"`)
+    /// stays a string and finds nothing, as in LoopBack.
+    fn key_id(&self, id: &Value) -> Value {
+        match (&self.def.id_property().ty, id) {
+            (PropertyType::Number, Value::String(s)) => {
+                let number = self.coerce_id(id);
+                if number.is_number() && js::to_js_string(&number) == *s {
+                    number
+                } else {
+                    id.clone()
+                }
+            }
+            _ => self.coerce_id(id),
+        }
+    }
+
+    /// Whether a [`Model::key_id`] can be stored at all (a string is no number id); a
+    /// connector is never asked for one that cannot.
+    fn storable(&self, key: &Value) -> bool {
+        !(self.def.id_property().ty == PropertyType::Number && key.is_string())
     }
 
     fn publish(&self, kind: ChangeType, record: &Arc<Row>) {
@@ -396,10 +420,20 @@ impl Model {
         Ok(out)
     }
 
+    /// The id an upsert's body gives, as its instance holds it: `Number()` of a string for a
+    /// number id (`" 3"` and `"03"` are 3).
     fn body_id(&self, data: &Record) -> Option<Value> {
         data.get(self.def.id_name())
             .filter(|v| js::truthy(v))
             .map(|v| self.coerce_id(v))
+    }
+
+    /// `data` with its id replaced by `id` (where it has one).
+    fn with_id(&self, mut data: Record, id: &Value) -> Record {
+        if let Some(v) = data.get_mut(self.def.id_name()) {
+            *v = id.clone();
+        }
+        data
     }
 
     /// `patchOrCreate` (`PATCH /Model`).
@@ -407,6 +441,7 @@ impl Model {
         let Some(id) = self.body_id(&data) else {
             return self.create(data).await;
         };
+        let data = self.with_id(data, &id);
         if self.def.force_id {
             if self.find_by_id(&id).await?.is_none() {
                 return Err(Error::not_found(format!(
@@ -448,7 +483,23 @@ impl Model {
         let Some(id) = self.body_id(&data) else {
             return self.create(data).await;
         };
-        if self.def.force_id || self.find_by_id(&id).await?.is_some() {
+        if self.def.force_id {
+            // Looked up by its string form, as replaceById looks ids up: `"02"` finds nothing.
+            let given = data.get(self.def.id_name()).cloned().unwrap_or(Value::Null);
+            let key = self.key_id(&given);
+            if !self.storable(&key) {
+                return Err(Error::not_found(format!(
+                    "Could not replace. Object with id {} does not exist!",
+                    js::to_js_string(&given)
+                )));
+            }
+            let data = self.with_id(data, &key);
+            return self.replace_by_id(&key, data).await;
+        }
+        if self.find_by_id(&id).await?.is_some() {
+            // The connector's replaceOrCreate gets the body's id as its instance holds it
+            // (`"02"` is 2), unlike `PUT /Model/:id`.
+            let data = self.with_id(data, &id);
             return self.replace_by_id(&id, data).await;
         }
         self.create_unvalidated_upsert(data).await
@@ -495,10 +546,11 @@ impl Model {
     /// `replaceById` (`PUT /Model/:id`): the stored record becomes exactly `data` (plus id and
     /// defaults).
     pub async fn replace_by_id(&self, id: &Value, mut data: Record) -> Result<Arc<Row>> {
-        let id = self.coerce_id(id);
+        let id = self.key_id(id);
         let id_name = self.def.id_name().to_owned();
         match data.get(&id_name) {
             Some(v) if js::truthy(v) => {
+                // Compared as given: LoopBack refuses `"1"` for 1 here ("from 1 to 1").
                 if *v != id {
                     return Err(Error::bad_request(format!(
                         "id property ({id_name}) cannot be updated from {} to {}",
@@ -519,11 +571,14 @@ impl Model {
             .await?;
         inst.validate(&self.def, false)?;
         let entries = self.persist(inst.into_entries()).await?;
-        match self
-            .connector
-            .replace_by_id(&self.def, &id, entries.into_iter().collect())
-            .await?
-        {
+        let replaced = if self.storable(&id) {
+            self.connector
+                .replace_by_id(&self.def, &id, entries.into_iter().collect())
+                .await?
+        } else {
+            None
+        };
+        match replaced {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
                 self.after_save(&record, false).await?;
@@ -593,9 +648,11 @@ impl Model {
     /// Like [`Model::patch_attributes`] for REST: LoopBack loads the instance first, so a
     /// missing id is a 404 before the body is looked at.
     pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Row>> {
+        // Found as a `where` finds it (`"02"` is 2), named as given when it is not (`1e1`).
+        let given = id;
         let id = self.coerce_id(id);
         if self.find_by_id(&id).await?.is_none() {
-            return Err(Error::no_instance(&id));
+            return Err(Error::no_instance(given));
         }
         self.patch_attributes(&id, data, true).await
     }

@@ -851,6 +851,14 @@ fn path_id(route: &Route) -> Value {
     routes::sloppy_any(&decode(route.id.as_deref().unwrap_or("")))
 }
 
+/// The `:id` of a CRUD route: strong-remoting reads `null` as no value and refuses it.
+fn required_id(route: &Route) -> Result<Value, RestError> {
+    match path_id(route) {
+        Value::Null => Err(RestError::new(400, "id is a required argument")),
+        id => Ok(id),
+    }
+}
+
 fn not_found_by_id(model: &Model, id: &Value) -> RestError {
     let shown = match id {
         Value::String(s) => s.clone(),
@@ -910,7 +918,7 @@ async fn run(
             }
         }
         Op::FindById => {
-            let id = path_id(route);
+            let id = required_id(route)?;
             let filter = model.parse_filter(
                 query_or_header(req, query, "filter")?
                     .as_deref()
@@ -922,11 +930,11 @@ async fn run(
             }
         }
         Op::Exists => {
-            let exists = model.exists(&path_id(route)).await?;
+            let exists = model.exists(&required_id(route)?).await?;
             reply(&serde_json::json!({ "exists": exists }))?
         }
         Op::ExistsHead => {
-            if model.exists(&path_id(route)).await? {
+            if model.exists(&required_id(route)?).await? {
                 reply(&serde_json::json!({ "exists": true }))?
             } else {
                 return Err(RestError::new(404, "Not Found"));
@@ -977,13 +985,13 @@ async fn run(
         }
         Op::ReplaceById => {
             let r = model
-                .replace_by_id(&path_id(route), one(data_arg(body, false)?)?)
+                .replace_by_id(&required_id(route)?, one(data_arg(body, false)?)?)
                 .await?;
             written_reply(def, &r)?
         }
         Op::PatchAttributes => {
             let r = model
-                .patch_by_id(&path_id(route), one(data_arg(body, false)?)?)
+                .patch_by_id(&required_id(route)?, one(data_arg(body, false)?)?)
                 .await?;
             written_reply(def, &r)?
         }
@@ -992,7 +1000,7 @@ async fn run(
             return Err(RestError::new(500, "change stream routed as a value"));
         }
         Op::DeleteById => {
-            let count = model.delete_by_id(&path_id(route)).await?;
+            let count = model.delete_by_id(&required_id(route)?).await?;
             reply(&serde_json::json!({ "count": count }))?
         }
     })

@@ -166,8 +166,14 @@ pub fn sloppy_any(s: &str) -> Value {
                 && s.chars().any(|c| c.is_ascii_digit());
             if numeric {
                 if let Ok(n) = s.parse::<f64>() {
-                    if n.is_finite() && n.abs() <= 9_007_199_254_740_991.0 {
-                        return oxbow_core::js::number_value(n);
+                    let value = oxbow_core::js::number_value(n);
+                    // Only when the number prints back as written: `02`, `1e1` and `1.50`
+                    // stay strings, as strong-remoting keeps them.
+                    if n.is_finite()
+                        && n.abs() <= 9_007_199_254_740_991.0
+                        && oxbow_core::js::to_js_string(&value) == s
+                    {
+                        return value;
                     }
                 }
             }

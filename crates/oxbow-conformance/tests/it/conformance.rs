@@ -514,6 +514,7 @@ transcripts! {
     filters_more => "filters-more",
     filters_fuzzed => "filters-fuzzed",
     relations_fuzzed => "relations-fuzzed",
+    ids_fuzzed => "ids-fuzzed",
     ids_and_persistence => "ids-and-persistence",
     seed_change_stream => "seed-change-stream",
     shop_change_stream => "shop-change-stream",
