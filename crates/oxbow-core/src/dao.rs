@@ -273,12 +273,7 @@ impl Model {
     fn key_id(&self, id: &Value) -> Value {
         match (&self.def.id_property().ty, id) {
             (PropertyType::Number, Value::String(s)) => {
-                let number = self.coerce_id(id);
-                if number.is_number() && js::to_js_string(&number) == *s {
-                    number
-                } else {
-                    id.clone()
-                }
+                js::number_as_written(s).unwrap_or_else(|| id.clone())
             }
             _ => self.coerce_id(id),
         }

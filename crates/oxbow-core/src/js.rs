@@ -73,6 +73,14 @@ pub fn str_to_number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok()
 }
 
+/// The number a string is when JavaScript prints that number back as the same string (`"2"`,
+/// `"-1.5"`); `None` for strings that only read as one (`"02"`, `"1e1"`, `" 3"`).
+pub fn number_as_written(s: &str) -> Option<Value> {
+    let n = str_to_number(s).filter(|n| n.is_finite())?;
+    let value = number_value(n);
+    (to_js_string(&value) == s).then_some(value)
+}
+
 /// A finite `f64` as the JSON number JavaScript would print (`12`, not `12.0`).
 pub fn number_value(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {

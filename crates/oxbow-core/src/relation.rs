@@ -588,11 +588,14 @@ async fn fetch<'a>(
     let set = |k: &str| f.get(k).is_some_and(js::truthy);
     let skipped = set("skip") || set("offset");
     let per_key = skipped || set("limit");
-    let order_of: BTreeMap<Key, usize> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (self::key(k), i))
-        .collect();
+    let order_of: BTreeMap<Key, usize> = if per_key {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (self::key(k), i))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let cond = json!({ key: { "inq": keys } });
     let where_ = match f.remove("where") {
         Some(Value::Object(mut w)) => {

@@ -447,17 +447,10 @@ async fn many(
         RelOp::List if through && query_or_header(req, query, "filter")?.is_none() => {
             // Without a filter juggler collects each link's target: the through model's
             // order, a target once per link, links to nothing left out.
-            let links = cx.links().await?;
-            let ids: Vec<Value> = links
-                .iter()
-                .filter_map(|l| l.value_of(&key_through))
-                .collect();
-            let found =
-                target
-                    .find(&target.parse_filter(
-                        &json!({"where": { tpk.as_str(): { "inq": ids.clone() } }}),
-                    )?)
-                    .await?;
+            let (scope, ids) = scope().await?;
+            let found = target
+                .find(&target.parse_filter(&json!({ "where": scope }))?)
+                .await?;
             let by_id: BTreeMap<String, &Arc<Row>> = found
                 .iter()
                 .filter_map(|r| r.value_of(&tpk).map(|k| (key_of(&k), r)))

@@ -164,18 +164,17 @@ pub fn sloppy_any(s: &str) -> Value {
                 .chars()
                 .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
                 && s.chars().any(|c| c.is_ascii_digit());
-            if numeric {
-                if let Ok(n) = s.parse::<f64>() {
-                    let value = oxbow_core::js::number_value(n);
-                    // Only when the number prints back as written: `02`, `1e1` and `1.50`
-                    // stay strings, as strong-remoting keeps them.
-                    if n.is_finite()
-                        && n.abs() <= 9_007_199_254_740_991.0
-                        && oxbow_core::js::to_js_string(&value) == s
-                    {
-                        return value;
-                    }
-                }
+            // Only when the number prints back as written: `02`, `1e1` and `1.50` stay
+            // strings, as strong-remoting keeps them.
+            if let Some(value) = numeric
+                .then(|| oxbow_core::js::number_as_written(s))
+                .flatten()
+                .filter(|v| {
+                    v.as_f64()
+                        .is_some_and(|n| n.abs() <= 9_007_199_254_740_991.0)
+                })
+            {
+                return value;
             }
             Value::String(s.to_owned())
         }
