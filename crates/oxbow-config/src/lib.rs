@@ -45,6 +45,8 @@ pub struct AppConfig {
     pub urlencoded_limit: usize,
     /// `changeStreams`: how change streams behave (oxbow's own key).
     pub change_streams: ChangeStreamConfig,
+    /// `remoting.sharedMethods`: methods enabled or disabled on every model, in key order.
+    pub shared_methods: Vec<(String, bool)>,
     /// The whole merged config.json (apps keep their own settings there).
     pub raw: Map<String, Value>,
 }
@@ -333,6 +335,8 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
     let json_limit = limit("/remoting/json/limit", problems);
     let urlencoded_limit = limit("/remoting/urlencoded/limit", problems);
     let change_streams = compile_change_streams(file, problems);
+    let shared_methods =
+        models::shared_methods(raw.get("remoting").and_then(|r| r.get("sharedMethods")));
     AppConfig {
         rest_api_root,
         host,
@@ -340,6 +344,7 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
         json_limit,
         urlencoded_limit,
         change_streams,
+        shared_methods,
         raw,
     }
 }

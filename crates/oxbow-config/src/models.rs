@@ -123,7 +123,12 @@ pub fn compile_models(
                 }
             }
         }
-        if let Some(def) = compile_one(name, &source.file, &json, &ds, public, problems) {
+        if let Some(mut def) = compile_one(name, &source.file, &json, &ds, public, problems) {
+            def.remoting.shared_methods = shared_methods(
+                entry
+                    .get("options")
+                    .and_then(|o| o.pointer("/remoting/sharedMethods")),
+            );
             out.push(def);
         }
     }
@@ -423,6 +428,26 @@ fn resolve_base(
     Some(merged)
 }
 
+/// A `sharedMethods` map in key order (the schema has checked that every value is a boolean).
+pub(crate) fn shared_methods(v: Option<&Value>) -> Vec<(String, bool)> {
+    match v {
+        Some(Value::Object(m)) => m
+            .iter()
+            .filter_map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// oxbow's `changeStream` model setting: `false` or `{"enabled": false}` turns the routes off.
+fn change_stream_enabled(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Object(o)) => o.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+        _ => true,
+    }
+}
+
 fn setting<'a>(json: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     json.get(key)
         .or_else(|| json.get("options").and_then(|o| o.get(key)))
@@ -574,6 +599,11 @@ fn compile_one(
         data_source: ds.to_owned(),
         relations: oxbow_core::Relation::from_settings(name, json),
         rules,
+        remoting: oxbow_core::Remoting {
+            replace_on_put: setting(json, "replaceOnPUT") != Some(&Value::Bool(false)),
+            change_stream: change_stream_enabled(json.get("changeStream")),
+            shared_methods: Vec::new(),
+        },
         settings: json.clone(),
     })
 }

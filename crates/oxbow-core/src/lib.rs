@@ -29,7 +29,7 @@ pub use filter::{Filter, Where};
 pub use hooks::{HookContext, Operation};
 pub use instance::Record;
 pub use memory::MemoryConnector;
-pub use model::{ModelDefinition, ModelName, Property, PropertyType, Strict};
+pub use model::{ModelDefinition, ModelName, Property, PropertyType, Remoting, Strict};
 pub use registry::Registry;
 pub use relation::{Relation, RelationKind};
 pub use row::{Fields, Layout, Row};

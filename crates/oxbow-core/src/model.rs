@@ -129,8 +129,34 @@ pub struct ModelDefinition {
     /// Property rules beyond LoopBack's (`min`, `maxLength`, `pattern`, `enum`, `format`, …),
     /// compiled at boot by the config crate.
     pub rules: Option<Arc<dyn Rules>>,
+    /// What the REST layer exposes of the model, compiled from its settings.
+    pub remoting: Remoting,
     /// Every other setting, kept for plugins and later features.
     pub settings: Map<String, Value>,
+}
+
+/// A model's REST surface as its settings and model-config describe it.
+#[derive(Debug, Clone)]
+pub struct Remoting {
+    /// `replaceOnPUT` (default `true`): `PUT` replaces; `false` gives `PUT` to the patch
+    /// methods, as LoopBack does.
+    pub replace_on_put: bool,
+    /// oxbow's `"changeStream": false` (or `{"enabled": false}`) in the model JSON: no
+    /// change-stream routes.
+    pub change_stream: bool,
+    /// model-config's `options.remoting.sharedMethods`, in key order (config.json's map is
+    /// merged under it at boot).
+    pub shared_methods: Vec<(String, bool)>,
+}
+
+impl Default for Remoting {
+    fn default() -> Self {
+        Self {
+            replace_on_put: true,
+            change_stream: true,
+            shared_methods: Vec::new(),
+        }
+    }
 }
 
 impl ModelDefinition {

@@ -40,15 +40,18 @@ impl Registry {
     /// A public model by its URL segment under the REST root (`Customers`, `catalog`),
     /// matched case-insensitively as Express matches routes.
     pub fn by_path(&self, segment: &str) -> Option<&Arc<Model>> {
-        let found = self.by_path.get(segment);
-        let found = match found {
-            Some(i) => Some(i),
+        self.index_by_path(segment).map(|i| &self.models[i])
+    }
+
+    /// The position in [`Registry::models`] of the public model at `segment`.
+    pub fn index_by_path(&self, segment: &str) -> Option<usize> {
+        match self.by_path.get(segment) {
+            Some(&i) => Some(i),
             None if segment.bytes().any(|b| b.is_ascii_uppercase()) => {
-                self.by_path.get(&segment.to_lowercase())
+                self.by_path.get(&segment.to_lowercase()).copied()
             }
             None => None,
-        };
-        found.map(|&i| &self.models[i])
+        }
     }
 
     pub fn models(&self) -> &[Arc<Model>] {

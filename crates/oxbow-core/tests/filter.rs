@@ -51,6 +51,7 @@ fn model() -> ModelDefinition {
         data_source: "db".into(),
         relations: Vec::new(),
         rules: None,
+        remoting: Default::default(),
         settings: Default::default(),
     }
 }

@@ -8,6 +8,177 @@ use serde_json::{Map, Value};
 
 use oxbow_core::Error;
 
+/// Every error the REST layer answers with: its HTTP status, strong-error-handler's `name`,
+/// LoopBack's `code` and the message, with `{}` where the request's values go in order.
+/// Endpoints list the codes they can answer ([`crate::endpoint::Endpoint::errors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// body-parser: a body over `remoting.json.limit` / `urlencoded.limit`.
+    PayloadTooLarge,
+    /// body-parser: a JSON body that does not parse.
+    BadJson,
+    /// The request body could not be read.
+    BodyUnreadable,
+    /// strong-remoting: an `object` argument that is not one.
+    NotAnObject,
+    /// strong-remoting: an `object` argument given as JSON text that does not parse.
+    ObjectNotParsable,
+    NotANumber,
+    NotABoolean,
+    /// `create` with an array holding something else than objects.
+    ArrayItemNotObject,
+    /// A required argument missing, `null` or empty.
+    RequiredArgument,
+    /// strong-remoting: no model under the REST root has that URL segment.
+    NoMethod,
+    /// strong-remoting: the model has no route for that verb and path.
+    NoSharedMethod,
+    /// `loopback#urlNotFound`: nothing answered outside the REST root.
+    CannotGet,
+    /// `Unknown "Customer" id "9".` (findById, findOne, HEAD exists, relation items).
+    UnknownId,
+    /// A missing related item or relation, LoopBack's plain 404 (`No instance with id 5
+    /// found for Order`).
+    RelatedNotFound,
+    /// A HEAD exists on a missing row or link.
+    NotFound,
+    /// hasOne create when one exists.
+    HasOneExists,
+    /// A relation write that would move the item to another owner, a referencesMany key
+    /// that is not in the list.
+    RelationKeyMismatch,
+    /// `oxbow#rateLimit`.
+    TooManyRequests,
+    /// A remote method the model declares that no boot plugin implements.
+    NotImplemented,
+    /// A model operation's own error ([`oxbow_core::Error`]: 400, 404 `MODEL_NOT_FOUND`,
+    /// 409, 422 `ValidationError`, a hook's status).
+    Model,
+    /// A failure of oxbow or of the database; the message is logged, never sent.
+    Internal,
+}
+
+/// One row of the error table.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorSpec {
+    pub status: u16,
+    pub name: &'static str,
+    pub code: Option<&'static str>,
+    /// The message, `{}` standing for the request's values in order (empty for
+    /// [`ErrorCode::Model`], whose messages are the model layer's).
+    pub message: &'static str,
+}
+
+impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::PayloadTooLarge,
+        Self::BadJson,
+        Self::BodyUnreadable,
+        Self::NotAnObject,
+        Self::ObjectNotParsable,
+        Self::NotANumber,
+        Self::NotABoolean,
+        Self::ArrayItemNotObject,
+        Self::RequiredArgument,
+        Self::NoMethod,
+        Self::NoSharedMethod,
+        Self::CannotGet,
+        Self::UnknownId,
+        Self::RelatedNotFound,
+        Self::NotFound,
+        Self::HasOneExists,
+        Self::RelationKeyMismatch,
+        Self::TooManyRequests,
+        Self::NotImplemented,
+        Self::Model,
+        Self::Internal,
+    ];
+
+    pub const fn spec(self) -> ErrorSpec {
+        const fn e(status: u16, name: &'static str, message: &'static str) -> ErrorSpec {
+            ErrorSpec {
+                status,
+                name,
+                code: None,
+                message,
+            }
+        }
+        match self {
+            Self::PayloadTooLarge => e(413, "PayloadTooLargeError", "request entity too large"),
+            Self::BadJson => e(
+                400,
+                "SyntaxError",
+                "Unexpected token in JSON at line {} column {}: {}",
+            ),
+            Self::BodyUnreadable => e(400, "Error", "{}"),
+            Self::NotAnObject => e(400, "Error", "Value is not an object."),
+            Self::ObjectNotParsable => e(400, "Error", "Cannot parse JSON-encoded object value."),
+            Self::NotANumber => e(400, "Error", "Value is not a number."),
+            Self::NotABoolean => e(400, "Error", "Value is not a boolean."),
+            Self::ArrayItemNotObject => e(400, "Error", "Some of array items are not an object."),
+            Self::RequiredArgument => e(400, "Error", "{} is a required argument"),
+            Self::NoMethod => e(404, "Error", "There is no method to handle {} {}"),
+            Self::NoSharedMethod => e(
+                404,
+                "Error",
+                "Shared class \"{}\" has no method handling {} {}",
+            ),
+            Self::CannotGet => e(404, "Error", "Cannot {} {}"),
+            Self::UnknownId => ErrorSpec {
+                code: Some("MODEL_NOT_FOUND"),
+                ..e(404, "Error", "Unknown \"{}\" id \"{}\".")
+            },
+            Self::RelatedNotFound => e(404, "Error", "{}"),
+            Self::NotFound => e(404, "Error", "Not Found"),
+            Self::HasOneExists => e(
+                409,
+                "Error",
+                "HasOne relation cannot create more than one instance of {}",
+            ),
+            Self::RelationKeyMismatch => e(400, "Error", "{}"),
+            Self::TooManyRequests => e(429, "Error", "Too many requests, please try again later."),
+            Self::NotImplemented => e(
+                501,
+                "Error",
+                "{}.{} is declared in the model's methods but no boot plugin implements it",
+            ),
+            Self::Model => e(400, "Error", ""),
+            Self::Internal => e(500, "Error", "{}"),
+        }
+    }
+
+    /// The error with the message's `{}` filled with `args` in order.
+    pub fn with(self, args: &[&dyn std::fmt::Display]) -> RestError {
+        let spec = self.spec();
+        let mut message = String::with_capacity(spec.message.len() + 16);
+        let mut args = args.iter();
+        let mut parts = spec.message.split("{}");
+        if let Some(first) = parts.next() {
+            message.push_str(first);
+        }
+        for part in parts {
+            if let Some(a) = args.next() {
+                use std::fmt::Write;
+                let _ = write!(message, "{a}");
+            }
+            message.push_str(part);
+        }
+        RestError {
+            status: spec.status,
+            name: spec.name,
+            message,
+            code: spec.code.map(Cow::Borrowed),
+            details: None,
+        }
+    }
+
+    /// The error of a code whose message takes nothing from the request.
+    pub fn err(self) -> RestError {
+        self.with(&[])
+    }
+}
+
 /// An HTTP error as LoopBack shows it.
 #[derive(Debug, Clone)]
 pub struct RestError {

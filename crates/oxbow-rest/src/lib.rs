@@ -9,6 +9,7 @@
 //! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
 
 pub mod compress;
+pub mod endpoint;
 pub mod error;
 pub mod etag;
 pub mod files;
@@ -34,9 +35,11 @@ use serde_json::{Map, Value};
 
 use oxbow_core::{Model, ModelDefinition, Record, RecordView, Registry, Row};
 
+use endpoint::Action;
+pub use error::ErrorCode;
 pub use error::RestError;
 use negotiate::{ErrorFormat, Format};
-use routes::{Op, Route};
+use routes::Op;
 
 /// What the REST handler needs: the registry and the body limits.
 #[derive(Debug)]
@@ -55,8 +58,8 @@ pub struct RestApi {
     pub pipeline: Arc<pipeline::Compiled>,
     /// Express's `etag` setting (config.json `etag`).
     pub etag: etag::EtagMode,
-    /// Remote methods declared in model JSON (`methods`), by model name.
-    pub remote_methods: std::collections::HashMap<String, Vec<remote::RemoteMethod>>,
+    /// Every model's endpoints: what dispatch matches requests against.
+    pub endpoints: Arc<endpoint::Endpoints>,
     /// Their Rust implementations and the remote hooks, from boot plugins.
     pub remotes: Arc<remote::Remotes>,
 }
@@ -75,7 +78,7 @@ fn reply<T: Serialize>(body: &T) -> Result<Reply, RestError> {
             status: StatusCode::OK,
             json,
         })
-        .map_err(|e| RestError::new(500, e.to_string()))
+        .map_err(|e| ErrorCode::Internal.with(&[&e]))
 }
 
 /// One row as REST shows it: the row's cached JSON, or the selected fields.
@@ -269,7 +272,7 @@ pub fn not_found_response(req: &HttpRequest) -> HttpResponse {
     error_response(
         req,
         &query,
-        &RestError::new(404, format!("Cannot {} {url}", req.method())),
+        &ErrorCode::CannotGet.with(&[&req.method(), &url]),
     )
 }
 
@@ -310,152 +313,161 @@ fn decode(seg: &str) -> String {
         .into_owned()
 }
 
+/// The path relative to the REST root with the query, as strong-remoting quotes it in 404s.
+fn with_query(req: &HttpRequest, path: &str) -> String {
+    match req.query_string() {
+        "" => path.to_owned(),
+        q => format!("{path}?{q}"),
+    }
+}
+
 async fn dispatch(
     req: &HttpRequest,
     plan: &plans::Parsed,
     payload: web::Payload,
     api: &RestApi,
 ) -> Result<Outcome, RestError> {
-    let query = &plan.query;
     // body-parser runs before routing: an oversized or malformed body fails on any path.
     let body = read_body(req, payload, api).await?;
     let path = req.path();
     let rel = path.strip_prefix(api.root.as_str()).unwrap_or(path);
-    let raw_query = req.query_string();
-    let with_query = |p: &str| {
-        if raw_query.is_empty() {
-            p.to_owned()
-        } else {
-            format!("{p}?{raw_query}")
-        }
-    };
     let mut segs = rel.split('/').filter(|s| !s.is_empty());
     let no_method = || {
-        RestError::new(
-            404,
-            format!(
-                "There is no method to handle {} {}",
-                req.method(),
-                with_query(if rel.is_empty() { "/" } else { rel })
-            ),
-        )
+        let shown = with_query(req, if rel.is_empty() { "/" } else { rel });
+        ErrorCode::NoMethod.with(&[&req.method(), &shown])
     };
     // Express matches paths case-insensitively and without decoding literal segments.
     let Some(model_seg) = segs.next() else {
         return Err(no_method());
     };
-    let Some(model) = api
+    let Some(index) = api
         .registry
-        .by_path(model_seg)
-        .filter(|m| m.definition().is_persisted())
+        .index_by_path(model_seg)
+        .filter(|&i| api.registry.models()[i].definition().is_persisted())
     else {
         return Err(no_method());
     };
+    let model = &api.registry.models()[index];
     let rest: Vec<&str> = segs.collect();
-    let verb = req.method().as_str();
-    let declared: &[remote::RemoteMethod] = if api.remote_methods.is_empty() {
-        &[]
-    } else {
-        api.remote_methods
-            .get(model.name())
-            .map_or(&[], Vec::as_slice)
-    };
-    // Literal custom routes sort before `/:id` (strong-remoting's order).
-    if let Some((m, params)) = declared
-        .iter()
-        .filter(|m| m.literal())
-        .find_map(|m| m.matches(verb, &rest).map(|p| (m, p)))
-    {
-        return call_remote(api, model, m, params, req, plan, body).await;
-    }
-    let route = routes::match_route(req.method(), &rest);
-    if route.is_none() {
-        if let Some(rel_route) = relations::match_route(&api.registry, model, req.method(), &rest) {
-            let method = rel_route.method_name();
-            let args = route_args(
-                rel_route.fk.as_deref().map(routes::sloppy_any),
-                &body,
-                query,
-            );
-            let body = before_remote(api, req, model.name(), &method, args, body).await?;
-            let out = relations::run(&api.registry, model, rel_route, req, plan, body).await?;
-            return after_remote(api, req, model.name(), &method, out).await;
-        }
-        if let Some((m, params)) = declared
-            .iter()
-            .find_map(|m| m.matches(verb, &rest).map(|p| (m, p)))
-        {
-            return call_remote(api, model, m, params, req, plan, body).await;
-        }
-    }
-    let Some(route) = route else {
+    let matched = api
+        .endpoints
+        .at(index)
+        .and_then(|t| t.find(req.method().as_str(), &rest));
+    let Some(matched) = matched else {
         let sub = rel
             .trim_start_matches('/')
             .split_once('/')
             .map_or_else(|| "/".to_owned(), |(_, s)| format!("/{s}"));
-        return Err(RestError::new(
-            404,
-            format!(
-                "Shared class \"{}\" has no method handling {} {}",
-                model.name(),
-                req.method(),
-                with_query(&sub)
-            ),
-        ));
+        let shown = with_query(req, &sub);
+        return Err(ErrorCode::NoSharedMethod.with(&[&model.name(), &req.method(), &shown]));
     };
-    if matches!(route.op, Op::ChangeStream | Op::RecordChangeStream) {
-        if !streams_enabled(model.definition()) {
-            let sub = rel
-                .trim_start_matches('/')
-                .split_once('/')
-                .map_or_else(|| "/".to_owned(), |(_, s)| format!("/{s}"));
-            let message = format!(
-                "Shared class \"{}\" has no method handling {} {}",
-                model.name(),
-                req.method(),
-                with_query(&sub)
-            );
-            return Err(RestError::new(404, message));
+    let caller = Caller::new(req);
+    invoke(api, model, &matched, &caller, req, plan, body).await
+}
+
+/// Who is calling and on what request: made once per request and passed to every step of
+/// [`invoke`]. Access tokens come with the auth issue; until then every caller is anonymous.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `X-Request-Id` as the request carried it (or as `oxbow#requestId` set it), if any.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    pub fn new(req: &HttpRequest) -> Self {
+        Self {
+            request_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
-        let from_body = match &body {
-            Body::Json(Value::Object(b)) => b.get("options").cloned(),
-            _ => None,
-        };
-        let opts = match query_or_header(req, query, "options")? {
-            Some(v) => Some(v.into_owned()),
-            None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
-        };
-        let target = (route.op == Op::RecordChangeStream).then(|| path_id(&route));
-        let resp = stream::open(
-            model.clone(),
-            target,
-            req,
-            query,
-            opts.as_ref(),
-            api.streams.clone(),
-            api.shutdown.clone(),
-        )
-        .await?;
-        return Ok(Outcome::Response(resp));
     }
-    let method = route.op.method_name();
-    let body = if api.remotes.has_hooks() {
-        let args = route_args(route.id.as_deref().map(routes::sloppy_any), &body, query);
-        before_remote(api, req, model.name(), method, args, body).await?
-    } else {
-        body
+}
+
+/// The one call path of every REST method: authorization, `beforeRemote` hooks, the
+/// method, `afterRemote` hooks, in that order, for CRUD, relation, remote and change-stream
+/// endpoints alike.
+async fn invoke(
+    api: &RestApi,
+    model: &Arc<Model>,
+    matched: &endpoint::Matched<'_, '_>,
+    caller: &Caller,
+    req: &HttpRequest,
+    plan: &plans::Parsed,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let ep = matched.endpoint;
+    authorize(api, ep, caller)?;
+    let method = ep.name.as_str();
+    let out = match &ep.action {
+        Action::Remote(m) => {
+            return call_remote(api, model, m, matched, req, plan, body).await;
+        }
+        Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {
+            let args = builtin_args(api, matched, &body, &plan.query);
+            let body = before_remote(api, req, model.name(), method, args, body).await?;
+            let from_body = match &body {
+                Body::Json(Value::Object(b)) => b.get("options").cloned(),
+                _ => None,
+            };
+            let opts = match query_or_header(req, &plan.query, "options")? {
+                Some(v) => Some(v.into_owned()),
+                None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
+            };
+            let target = (*op == Op::RecordChangeStream).then(|| path_id(matched));
+            let resp = stream::open(
+                model.clone(),
+                target,
+                req,
+                &plan.query,
+                opts.as_ref(),
+                api.streams.clone(),
+                api.shutdown.clone(),
+            )
+            .await?;
+            Outcome::Response(resp)
+        }
+        Action::Crud(op) => {
+            let args = builtin_args(api, matched, &body, &plan.query);
+            let body = before_remote(api, req, model.name(), method, args, body).await?;
+            Outcome::Reply(run(&api.registry, model, *op, matched, req, plan, body).await?)
+        }
+        Action::Relation {
+            relation,
+            op,
+            nested,
+        } => {
+            let args = builtin_args(api, matched, &body, &plan.query);
+            let body = before_remote(api, req, model.name(), method, args, body).await?;
+            let route = relations::RelRoute::of(relation, *op, nested.as_deref(), matched);
+            relations::run(&api.registry, model, route, req, plan, body).await?
+        }
     };
-    let out = run(&api.registry, model, &route, req, plan, body)
-        .await
-        .map(Outcome::Reply)?;
     after_remote(api, req, model.name(), method, out).await
 }
 
-/// The arguments remote hooks see for a built-in method: `id`, `data`, `filter`, `where`.
-fn route_args(id: Option<Value>, body: &Body, query: &Map<String, Value>) -> Map<String, Value> {
+/// Whether the caller may call the endpoint. Every endpoint is open until users, tokens
+/// and ACLs land; this is where their check runs, before any hook or the method.
+fn authorize(_api: &RestApi, _ep: &endpoint::Endpoint, _caller: &Caller) -> Result<(), RestError> {
+    Ok(())
+}
+
+/// The arguments remote hooks see for a built-in method: `id` (and a relation's `fk`),
+/// `data`, `filter`, `where`; built only when some hook may look at them.
+fn builtin_args(
+    api: &RestApi,
+    matched: &endpoint::Matched<'_, '_>,
+    body: &Body,
+    query: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut args = Map::new();
-    if let Some(id) = id {
-        args.insert("id".into(), id);
+    if !api.remotes.has_hooks() {
+        return args;
+    }
+    for (name, raw) in matched.route.params(&matched.values) {
+        let name = if name == "nk" { "fk" } else { name };
+        args.insert(name.into(), routes::sloppy_any(&decode(raw)));
     }
     match body {
         Body::Json(v) => {
@@ -503,7 +515,8 @@ async fn before_remote(
     })
 }
 
-/// Runs the `afterRemote` hooks that match on a JSON result; they may replace it.
+/// Runs the `afterRemote` hooks that match: on a JSON result they may replace it; on a
+/// stream they see no result and may still refuse it.
 async fn after_remote(
     api: &RestApi,
     req: &HttpRequest,
@@ -511,12 +524,20 @@ async fn after_remote(
     method: &str,
     out: Outcome,
 ) -> Result<Outcome, RestError> {
+    if !api.remotes.has_after(model, method) {
+        return Ok(out);
+    }
     let Outcome::Reply(reply) = out else {
+        let mut ctx = remote::RemoteContext {
+            req,
+            model,
+            method,
+            args: Map::new(),
+            result: None,
+        };
+        api.remotes.run_after(&mut ctx).await?;
         return Ok(out);
     };
-    if !api.remotes.has_after(model, method) {
-        return Ok(Outcome::Reply(reply));
-    }
     let result: Value = serde_json::from_slice(&reply.json).unwrap_or(Value::Null);
     let mut ctx = remote::RemoteContext {
         req,
@@ -527,7 +548,7 @@ async fn after_remote(
     };
     api.remotes.run_after(&mut ctx).await?;
     let json = serde_json::to_vec(&ctx.result.unwrap_or(Value::Null))
-        .map_err(|e| RestError::new(500, e.to_string()))?;
+        .map_err(|e| ErrorCode::Internal.with(&[&e]))?;
     Ok(Outcome::Reply(Reply {
         status: reply.status,
         json,
@@ -540,7 +561,7 @@ async fn call_remote(
     api: &RestApi,
     model: &Arc<Model>,
     m: &remote::RemoteMethod,
-    params: Map<String, Value>,
+    matched: &endpoint::Matched<'_, '_>,
     req: &HttpRequest,
     plan: &plans::Parsed,
     body: Body,
@@ -551,15 +572,13 @@ async fn call_remote(
         .get(&(model.name().to_owned(), m.name.clone()))
         .cloned()
     else {
-        return Err(RestError::new(
-            501,
-            format!(
-                "{}.{} is declared in the model's methods but no boot plugin implements it",
-                model.name(),
-                m.name
-            ),
-        ));
+        return Err(ErrorCode::NotImplemented.with(&[&model.name(), &m.name]));
     };
+    let params: Map<String, Value> = matched
+        .route
+        .params(&matched.values)
+        .map(|(k, v)| (k.to_owned(), routes::sloppy_any(&decode(v))))
+        .collect();
     let instance = if m.is_static {
         None
     } else {
@@ -627,10 +646,7 @@ async fn call_remote(
             _ => false,
         };
         if a.required && blank {
-            return Err(RestError::new(
-                400,
-                format!("{} is a required argument", a.arg),
-            ));
+            return Err(ErrorCode::RequiredArgument.with(&[&a.arg]));
         }
         if let Some(v) = value {
             args.insert(a.arg.clone(), v);
@@ -655,22 +671,12 @@ async fn call_remote(
     })
     .await?;
     let shaped = m.shape(result);
-    let json = serde_json::to_vec(&shaped).map_err(|e| RestError::new(500, e.to_string()))?;
+    let json = serde_json::to_vec(&shaped).map_err(|e| ErrorCode::Internal.with(&[&e]))?;
     let out = Outcome::Reply(Reply {
         status: StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
         json,
     });
     after_remote(api, req, model.name(), &m.name, out).await
-}
-
-/// A model's change stream routes exist unless its JSON says `"changeStream": false` (or
-/// `{"enabled": false}`).
-fn streams_enabled(def: &ModelDefinition) -> bool {
-    match def.settings.get("changeStream") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Object(o)) => o.get("enabled").and_then(Value::as_bool).unwrap_or(true),
-        _ => true,
-    }
 }
 
 /// What a route produced: a value to negotiate, or a finished (streaming) response.
@@ -709,7 +715,7 @@ async fn read_body(
     } else {
         api.form_limit
     };
-    let too_large = || RestError::named(413, "PayloadTooLargeError", "request entity too large");
+    let too_large = || ErrorCode::PayloadTooLarge.err();
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -722,7 +728,7 @@ async fn read_body(
     }
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk: Bytes = chunk.map_err(|e| RestError::new(400, e.to_string()))?;
+        let chunk: Bytes = chunk.map_err(|e| ErrorCode::BodyUnreadable.with(&[&e]))?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -737,20 +743,8 @@ async fn read_body(
     }
     match serde_json::from_slice::<Value>(&buf) {
         Ok(v) => Ok(Body::Json(v)),
-        Err(e) => Err(RestError::named(
-            400,
-            "SyntaxError",
-            json_syntax_message(&e),
-        )),
+        Err(e) => Err(ErrorCode::BadJson.with(&[&e.line(), &e.column(), &e])),
     }
-}
-
-fn json_syntax_message(e: &serde_json::Error) -> String {
-    format!(
-        "Unexpected token in JSON at line {} column {}: {e}",
-        e.line(),
-        e.column()
-    )
 }
 
 /// strong-remoting's coercion of an `object` argument given in the query or a header:
@@ -765,17 +759,14 @@ fn object_arg(v: Option<&Value>) -> Result<Option<Cow<'_, Value>>, RestError> {
             if t.starts_with('{') && t.ends_with('}') {
                 match serde_json::from_str::<Value>(t) {
                     Ok(v @ Value::Object(_)) => Ok(Some(Cow::Owned(v))),
-                    _ => Err(RestError::new(
-                        400,
-                        "Cannot parse JSON-encoded object value.",
-                    )),
+                    _ => Err(ErrorCode::ObjectNotParsable.err()),
                 }
             } else {
-                Err(RestError::new(400, "Value is not an object."))
+                Err(ErrorCode::NotAnObject.err())
             }
         }
         Some(v @ Value::Object(_)) => Ok(Some(Cow::Borrowed(v))),
-        Some(_) => Err(RestError::new(400, "Value is not an object.")),
+        Some(_) => Err(ErrorCode::NotAnObject.err()),
     }
 }
 
@@ -817,7 +808,7 @@ fn filter_arg(
 
 /// The `data` argument: an object (or, for `create`, an array of objects).
 fn data_arg(body: Body, allow_array: bool) -> Result<DataArg, RestError> {
-    let not_object = || RestError::new(400, "Value is not an object.");
+    let not_object = || ErrorCode::NotAnObject.err();
     match body {
         Body::None => Ok(DataArg::One(Record::new())),
         Body::Form(map) => Ok(DataArg::One(map)),
@@ -829,10 +820,7 @@ fn data_arg(body: Body, allow_array: bool) -> Result<DataArg, RestError> {
                 match item {
                     Value::Object(m) => out.push(m),
                     _ => {
-                        return Err(RestError::new(
-                            400,
-                            "Some of array items are not an object.",
-                        ));
+                        return Err(ErrorCode::ArrayItemNotObject.err());
                     }
                 }
             }
@@ -847,14 +835,14 @@ enum DataArg {
     Many(Vec<Record>),
 }
 
-fn path_id(route: &Route) -> Value {
-    routes::sloppy_any(&decode(route.id.as_deref().unwrap_or("")))
+fn path_id(matched: &endpoint::Matched<'_, '_>) -> Value {
+    routes::sloppy_any(&decode(matched.param("id").unwrap_or("")))
 }
 
 /// The `:id` of a CRUD route: strong-remoting reads `null` as no value and refuses it.
-fn required_id(route: &Route) -> Result<Value, RestError> {
-    match path_id(route) {
-        Value::Null => Err(RestError::new(400, "id is a required argument")),
+fn required_id(matched: &endpoint::Matched<'_, '_>) -> Result<Value, RestError> {
+    match path_id(matched) {
+        Value::Null => Err(ErrorCode::RequiredArgument.with(&[&"id"])),
         id => Ok(id),
     }
 }
@@ -864,19 +852,14 @@ fn not_found_by_id(model: &Model, id: &Value) -> RestError {
         Value::String(s) => s.clone(),
         other => oxbow_core::js::to_js_string(other),
     };
-    RestError {
-        status: 404,
-        name: "Error",
-        message: format!("Unknown \"{}\" id \"{shown}\".", model.name()),
-        code: Some(Cow::Borrowed("MODEL_NOT_FOUND")),
-        details: None,
-    }
+    ErrorCode::UnknownId.with(&[&model.name(), &shown])
 }
 
 async fn run(
     registry: &Registry,
     model: &Model,
-    route: &Route,
+    op: Op,
+    route: &endpoint::Matched<'_, '_>,
     req: &HttpRequest,
     plan: &plans::Parsed,
     body: Body,
@@ -885,9 +868,9 @@ async fn run(
     let def = model.definition();
     let one = |data: DataArg| match data {
         DataArg::One(r) => Ok(r),
-        DataArg::Many(_) => Err(RestError::new(400, "Value is not an object.")),
+        DataArg::Many(_) => Err(ErrorCode::NotAnObject.err()),
     };
-    Ok(match route.op {
+    Ok(match op {
         Op::Find => {
             let filter = filter_arg(req, model, plan)?;
             let rows = model.find(&filter).await?;
@@ -931,14 +914,12 @@ async fn run(
         }
         Op::Exists => {
             let exists = model.exists(&required_id(route)?).await?;
-            reply(&serde_json::json!({ "exists": exists }))?
-        }
-        Op::ExistsHead => {
-            if model.exists(&required_id(route)?).await? {
-                reply(&serde_json::json!({ "exists": true }))?
-            } else {
-                return Err(RestError::new(404, "Not Found"));
+            // LoopBack's after hook: only GET answers `{"exists": false}`; HEAD (on either
+            // route) is a 404 without a body.
+            if !exists && req.method() != Method::GET {
+                return Err(ErrorCode::NotFound.err());
             }
+            reply(&serde_json::json!({ "exists": exists }))?
         }
         Op::Count => {
             let w = query_or_header(req, query, "where")?;
@@ -995,9 +976,18 @@ async fn run(
                 .await?;
             written_reply(def, &r)?
         }
-        // Answered by `dispatch` (a streaming response).
+        Op::DestroyAll => {
+            let w = query_or_header(req, query, "where")?;
+            let w = match &w {
+                Some(w) => model.parse_where(w)?,
+                None => None,
+            };
+            let count = model.delete_all(w.as_ref()).await?;
+            reply(&serde_json::json!({ "count": count }))?
+        }
+        // Answered by `invoke` (a streaming response).
         Op::ChangeStream | Op::RecordChangeStream => {
-            return Err(RestError::new(500, "change stream routed as a value"));
+            return Err(ErrorCode::Internal.with(&[&"change stream routed as a value"]));
         }
         Op::DeleteById => {
             let count = model.delete_by_id(&required_id(route)?).await?;

@@ -1,18 +1,18 @@
-//! The routes LoopBack 3 generates for relations (`/Customers/:id/orders`, `/count`, `/:fk`,
-//! `/rel/:fk`, hasOne's `GET/POST/PUT/DELETE /:id/profile`, nestRemoting's belongsTo), as data
-//! matched after the PersistedModel table, answered with LoopBack's statuses and bodies.
+//! The methods LoopBack 3 defines for relations (`/Customers/:id/orders`, `/count`, `/:fk`,
+//! `/rel/:fk`, hasOne's `GET/POST/PUT/DELETE /:id/profile`, nestRemoting's belongsTo), as
+//! endpoints of the model's table, answered with LoopBack's statuses and bodies.
 //! Writes go through the related model, so its change stream sees them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
 use oxbow_core::relation::{self, Relation, RelationKind, key_of};
 use oxbow_core::{Model, Registry, Row};
 
+use crate::endpoint::{Access, Action, Arg, Endpoint, Returns, Source};
 use crate::routes::sloppy_any;
 use crate::{
     Body, DataArg, Outcome, RestError, data_arg, plans, query_or_header, reply, rows_reply,
@@ -45,40 +45,35 @@ pub enum RelOp {
     Nested,
 }
 
+impl RelOp {
+    /// The verb in strong-remoting's name of the method (`__get__orders`, `__link__tags`).
+    pub fn verb_name(self) -> &'static str {
+        match self {
+            Self::Get | Self::List | Self::Nested => "get",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Destroy => "destroy",
+            Self::DeleteAll => "delete",
+            Self::Count => "count",
+            Self::FindById => "findById",
+            Self::UpdateById => "updateById",
+            Self::DestroyById => "destroyById",
+            Self::Link => "link",
+            Self::Unlink => "unlink",
+            Self::Exists => "exists",
+        }
+    }
+}
+
 /// A matched relation route.
 #[derive(Debug, Clone)]
-pub struct RelRoute {
-    pub relation: Relation,
+pub struct RelRoute<'a> {
+    pub relation: &'a Relation,
     pub op: RelOp,
     pub id: String,
     pub fk: Option<String>,
     /// [`RelOp::Nested`]: the target's belongsTo relation.
-    pub nested: Option<Relation>,
-}
-
-impl RelRoute {
-    /// strong-remoting's name of the method: `prototype.__get__orders`, `prototype.__link__tags`.
-    pub fn method_name(&self) -> String {
-        let verb = match self.op {
-            RelOp::Get | RelOp::List => "get",
-            RelOp::Create => "create",
-            RelOp::Update => "update",
-            RelOp::Destroy => "destroy",
-            RelOp::DeleteAll => "delete",
-            RelOp::Count => "count",
-            RelOp::FindById => "findById",
-            RelOp::UpdateById => "updateById",
-            RelOp::DestroyById => "destroyById",
-            RelOp::Link => "link",
-            RelOp::Unlink => "unlink",
-            RelOp::Exists => "exists",
-            RelOp::Nested => {
-                let inner = self.nested.as_ref().map_or("", |n| n.name.as_str());
-                return format!("prototype.__get__{}__{inner}", self.relation.name);
-            }
-        };
-        format!("prototype.__{verb}__{}", self.relation.name)
-    }
+    pub nested: Option<&'a Relation>,
 }
 
 fn decode(s: &str) -> String {
@@ -87,63 +82,275 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
-/// Matches `[:id, rel, …]` against the model's relations.
-pub fn match_route(
-    registry: &Registry,
-    model: &Model,
-    method: &Method,
-    path: &[&str],
-) -> Option<RelRoute> {
-    let (id, name, tail) = match path {
-        [id, name, tail @ ..] => (*id, *name, tail),
-        _ => return None,
-    };
-    let relation = model.definition().relation(name)?.clone();
-    let verb = method.as_str();
-    let kind = relation.kind;
-    let many = matches!(
-        kind,
-        RelationKind::HasMany | RelationKind::EmbedsMany | RelationKind::ReferencesMany
-    ) || kind.is_through();
-    let one = matches!(kind, RelationKind::HasOne | RelationKind::EmbedsOne);
-    let linking = kind.is_through() || kind == RelationKind::ReferencesMany;
-    let get = verb == "GET" || verb == "HEAD";
-    let rel_seg = |s: &str| s.eq_ignore_ascii_case("rel");
-    let mut nested = None;
-    let (op, fk) = match tail {
-        [] if get && (kind == RelationKind::BelongsTo || one) => (RelOp::Get, None),
-        [] if one && verb == "POST" => (RelOp::Create, None),
-        [] if one && verb == "PUT" => (RelOp::Update, None),
-        [] if one && verb == "DELETE" => (RelOp::Destroy, None),
-        [] if many && get => (RelOp::List, None),
-        [] if many && verb == "POST" => (RelOp::Create, None),
-        [] if many && verb == "DELETE" => (RelOp::DeleteAll, None),
-        [c] if many && get && c.eq_ignore_ascii_case("count") => (RelOp::Count, None),
-        [r, fk] if linking && rel_seg(r) && verb == "PUT" => (RelOp::Link, Some(*fk)),
-        [r, fk] if linking && rel_seg(r) && verb == "DELETE" => (RelOp::Unlink, Some(*fk)),
-        [r, fk] if linking && rel_seg(r) && verb == "HEAD" => (RelOp::Exists, Some(*fk)),
-        [fk] if many && get => (RelOp::FindById, Some(*fk)),
-        [fk] if many && verb == "PUT" => (RelOp::UpdateById, Some(*fk)),
-        [fk] if many && verb == "DELETE" => (RelOp::DestroyById, Some(*fk)),
-        // LoopBack 3 nests only the target's belongsTo methods (see the relations transcript).
-        [fk, inner] if many && get && relation.nest_remoting => {
-            let target = registry.model(&relation.target)?;
-            let inner = target.definition().relation(inner)?;
-            if inner.kind != RelationKind::BelongsTo {
-                return None;
-            }
-            nested = Some(inner.clone());
-            (RelOp::Nested, Some(*fk))
+impl<'a> RelRoute<'a> {
+    /// The route a request matched: the relation endpoint and its `:id` and `:fk` (`:nk`
+    /// for nestRemoting's routes).
+    pub fn of(
+        relation: &'a Relation,
+        op: RelOp,
+        nested: Option<&'a Relation>,
+        matched: &crate::endpoint::Matched<'_, '_>,
+    ) -> Self {
+        Self {
+            relation,
+            op,
+            id: decode(matched.param("id").unwrap_or("")),
+            fk: matched
+                .param("fk")
+                .or_else(|| matched.param("nk"))
+                .map(decode),
+            nested,
         }
-        _ => return None,
-    };
-    Some(RelRoute {
-        relation,
-        op,
-        id: decode(id),
-        fk: fk.map(decode),
-        nested,
-    })
+    }
+}
+
+/// The endpoints of a model's relations, as loopback's `belongsToRemoting`,
+/// `hasOneRemoting`, `hasManyRemoting` (with `scopeRemoting` for the list methods) and
+/// `nestRemoting` define them: `prototype.__get__orders` and the rest, under `/:id/<name>`.
+pub fn endpoints(registry: &Registry, def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
+    use crate::error::ErrorCode as E;
+    use Access::{Read, Write};
+    let model = def.name.as_str();
+    let mut out = Vec::new();
+    for rel in &def.relations {
+        let name = rel.name.as_str();
+        let target = rel.target.as_str();
+        let kind = rel.kind;
+        let mut ep = |op: RelOp,
+                      access: Access,
+                      verb: &str,
+                      tail: &str,
+                      accepts: Vec<Arg>,
+                      returns: Vec<Returns>,
+                      errors: &[E],
+                      nested: Option<&Relation>| {
+            let verb_name = op.verb_name();
+            let method = match nested {
+                Some(inner) => format!("prototype.__{verb_name}__{name}__{}", inner.name),
+                None => format!("prototype.__{verb_name}__{name}"),
+            };
+            let mut args = vec![Arg::id("id")];
+            args.extend(accepts);
+            out.push(Endpoint {
+                model: model.to_owned(),
+                name: method,
+                aliases: Vec::new(),
+                is_static: false,
+                access,
+                accepts: args,
+                returns,
+                errors: [&[E::Model][..], errors].concat(),
+                action: Action::Relation {
+                    relation: Box::new(rel.clone()),
+                    op,
+                    nested: nested.map(|n| Box::new(n.clone())),
+                },
+                shared: true,
+                http: vec![(verb.to_owned(), format!("/:id/{name}{tail}"))],
+            });
+        };
+        let one = Returns::new;
+        let data = || Arg::data(target);
+        let fk = || Arg::id("fk");
+        let refresh = || Arg::of("refresh", "boolean", Source::Query);
+        let many = matches!(
+            kind,
+            RelationKind::HasMany | RelationKind::EmbedsMany | RelationKind::ReferencesMany
+        ) || kind.is_through();
+        match kind {
+            RelationKind::BelongsTo => ep(
+                RelOp::Get,
+                Read,
+                "get",
+                "",
+                vec![refresh()],
+                vec![one(name, target, true)],
+                &[],
+                None,
+            ),
+            RelationKind::HasOne | RelationKind::EmbedsOne => {
+                ep(
+                    RelOp::Get,
+                    Read,
+                    "get",
+                    "",
+                    vec![refresh()],
+                    vec![one(name, target, true)],
+                    &[],
+                    None,
+                );
+                ep(
+                    RelOp::Create,
+                    Write,
+                    "post",
+                    "",
+                    vec![data()],
+                    vec![one("data", target, true)],
+                    &[E::NotAnObject, E::HasOneExists],
+                    None,
+                );
+                ep(
+                    RelOp::Update,
+                    Write,
+                    "put",
+                    "",
+                    vec![data()],
+                    vec![one("data", target, true)],
+                    &[E::NotAnObject],
+                    None,
+                );
+                ep(
+                    RelOp::Destroy,
+                    Write,
+                    "delete",
+                    "",
+                    vec![],
+                    vec![],
+                    &[],
+                    None,
+                );
+            }
+            _ if many => {
+                let mut create_data = data();
+                create_data.allow_array = true;
+                ep(
+                    RelOp::List,
+                    Read,
+                    "get",
+                    "",
+                    vec![Arg::object("filter", Source::Any)],
+                    vec![one(name, &format!("[{target}]"), true)],
+                    &[E::NotAnObject, E::ObjectNotParsable],
+                    None,
+                );
+                ep(
+                    RelOp::Create,
+                    Write,
+                    "post",
+                    "",
+                    vec![create_data],
+                    vec![one("data", target, true)],
+                    &[E::NotAnObject],
+                    None,
+                );
+                ep(
+                    RelOp::DeleteAll,
+                    Write,
+                    "delete",
+                    "",
+                    vec![],
+                    vec![],
+                    &[],
+                    None,
+                );
+                ep(
+                    RelOp::Count,
+                    Read,
+                    "get",
+                    "/count",
+                    vec![Arg::object("where", Source::Any)],
+                    vec![one("count", "number", false)],
+                    &[E::NotAnObject, E::ObjectNotParsable],
+                    None,
+                );
+                ep(
+                    RelOp::FindById,
+                    Read,
+                    "get",
+                    "/:fk",
+                    vec![fk()],
+                    vec![one("result", target, true)],
+                    &[E::RelatedNotFound, E::RelationKeyMismatch],
+                    None,
+                );
+                ep(
+                    RelOp::DestroyById,
+                    Write,
+                    "delete",
+                    "/:fk",
+                    vec![fk()],
+                    vec![],
+                    &[E::RelatedNotFound, E::RelationKeyMismatch],
+                    None,
+                );
+                ep(
+                    RelOp::UpdateById,
+                    Write,
+                    "put",
+                    "/:fk",
+                    vec![fk(), data()],
+                    vec![one("result", target, true)],
+                    &[E::NotAnObject, E::RelatedNotFound, E::RelationKeyMismatch],
+                    None,
+                );
+                if kind.is_through() || kind == RelationKind::ReferencesMany {
+                    let through = rel.through.as_deref().unwrap_or(target);
+                    let mut link = vec![fk()];
+                    if kind.is_through() {
+                        link.push(Arg::data(through));
+                    }
+                    ep(
+                        RelOp::Link,
+                        Write,
+                        "put",
+                        "/rel/:fk",
+                        link,
+                        vec![one(name, through, true)],
+                        &[E::NotAnObject],
+                        None,
+                    );
+                    ep(
+                        RelOp::Unlink,
+                        Write,
+                        "delete",
+                        "/rel/:fk",
+                        vec![fk()],
+                        vec![],
+                        &[],
+                        None,
+                    );
+                    ep(
+                        RelOp::Exists,
+                        Read,
+                        "head",
+                        "/rel/:fk",
+                        vec![fk()],
+                        vec![one("exists", "boolean", true)],
+                        &[E::NotFound],
+                        None,
+                    );
+                }
+                // LoopBack 3 nests only the target's belongsTo methods (see the relations
+                // transcript).
+                if rel.nest_remoting {
+                    let inner: Vec<&Relation> = registry
+                        .model(target)
+                        .map(|t| {
+                            t.definition()
+                                .relations
+                                .iter()
+                                .filter(|r| r.kind == RelationKind::BelongsTo)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for nested in inner {
+                        ep(
+                            RelOp::Nested,
+                            Read,
+                            "get",
+                            &format!("/:nk/{}", nested.name),
+                            vec![Arg::id("nk"), refresh()],
+                            vec![one(&nested.name, &nested.target, true)],
+                            &[E::RelatedNotFound],
+                            Some(nested),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// strong-remoting's 204: no body, but its JSON content type.
@@ -310,12 +517,12 @@ impl Ctx<'_> {
 pub(crate) async fn run(
     registry: &Registry,
     model: &Model,
-    route: RelRoute,
+    route: RelRoute<'_>,
     req: &HttpRequest,
     plan: &plans::Parsed,
     body: Body,
 ) -> Result<Outcome, RestError> {
-    let rel = &route.relation;
+    let rel = route.relation;
     let target = relation::related(registry, &rel.target)?;
     // Every relation method loads the owner first.
     let id = sloppy_any(&route.id);
@@ -415,7 +622,7 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
 /// hasMany, hasManyThrough and hasAndBelongsToMany.
 async fn many(
     cx: &Ctx<'_>,
-    route: &RelRoute,
+    route: &RelRoute<'_>,
     fk: Option<Value>,
     req: &HttpRequest,
     plan: &plans::Parsed,

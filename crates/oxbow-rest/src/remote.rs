@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use oxbow_core::{Model, ModelDefinition, Row};
 
 use crate::RestError;
+use crate::error::ErrorCode;
 
 /// One declared argument (`accepts`).
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub struct Accept {
 #[derive(Debug, Clone)]
 pub struct Returns {
     pub arg: String,
+    pub ty: String,
     pub root: bool,
 }
 
@@ -38,10 +40,11 @@ pub struct RemoteMethod {
     /// `greet`, or `prototype.summary` for an instance method.
     pub name: String,
     pub is_static: bool,
-    /// Upper-case verb; `None` is LoopBack's default `all`.
-    pub verb: Option<String>,
-    /// Path segments under the model (under `/:id` for instance methods); `:x` are params.
-    pub path: Vec<String>,
+    /// Its routes: (verb, lower case, `all` when none is given; path under the model, under
+    /// `/:id` for instance methods), one per entry of an `http` array.
+    pub http: Vec<(String, String)>,
+    /// `accessType`, else LoopBack's default for the name and verb.
+    pub access: crate::endpoint::Access,
     pub accepts: Vec<Accept>,
     pub returns: Vec<Returns>,
     pub status: u16,
@@ -70,25 +73,46 @@ impl RemoteMethod {
             } else {
                 format!("prototype.{bare}")
             };
-            let http = spec.get("http");
-            let http = match http {
+            let routes: Vec<&Value> = match spec.get("http") {
+                Some(Value::Array(a)) if !a.is_empty() => a.iter().collect(),
+                Some(h @ Value::Object(_)) => vec![h],
+                _ => vec![&Value::Null],
+            };
+            let http = routes
+                .iter()
+                .map(|h| {
+                    let verb = h
+                        .get("verb")
+                        .and_then(Value::as_str)
+                        .unwrap_or("all")
+                        .to_ascii_lowercase();
+                    let path = h
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("/{bare}"));
+                    let path = if is_static {
+                        crate::endpoint::join_paths("", &path)
+                    } else {
+                        crate::endpoint::join_paths("/:id", &path)
+                    };
+                    (verb, path)
+                })
+                .collect();
+            // `_getAccessTypeForMethod` reads `http.verb`, which an array of routes has not.
+            let verb = spec
+                .get("http")
+                .and_then(|h| h.get("verb"))
+                .and_then(Value::as_str);
+            let access = spec
+                .get("accessType")
+                .and_then(Value::as_str)
+                .and_then(crate::endpoint::Access::parse)
+                .unwrap_or_else(|| crate::endpoint::Access::default_for(&bare, verb));
+            let http_first = match spec.get("http") {
                 Some(Value::Array(a)) => a.first(),
                 other => other,
             };
-            let verb = http
-                .and_then(|h| h.get("verb"))
-                .and_then(Value::as_str)
-                .map(str::to_ascii_uppercase)
-                .filter(|v| v != "ALL");
-            let verb = match verb.as_deref() {
-                Some("DEL") => Some("DELETE".to_owned()),
-                _ => verb,
-            };
-            let path = http
-                .and_then(|h| h.get("path"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("/{bare}"));
             let list = |v: Option<&Value>| -> Vec<Value> {
                 match v {
                     Some(Value::Array(a)) => a.clone(),
@@ -122,11 +146,16 @@ impl RemoteMethod {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_owned(),
+                    ty: r
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("any")
+                        .to_owned(),
                     root: r.get("root") == Some(&Value::Bool(true)),
                 })
                 .filter(|r| r.root || !r.arg.is_empty())
                 .collect();
-            let status = http
+            let status = http_first
                 .and_then(|h| h.get("status"))
                 .and_then(Value::as_u64)
                 .and_then(|s| u16::try_from(s).ok())
@@ -134,12 +163,8 @@ impl RemoteMethod {
             out.push(RemoteMethod {
                 name,
                 is_static,
-                verb,
-                path: path
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                http,
+                access,
                 accepts,
                 returns,
                 status,
@@ -148,41 +173,52 @@ impl RemoteMethod {
         out
     }
 
-    /// Matches the path after the model segment; gives the path params (and `id`).
-    pub fn matches(&self, verb: &str, path: &[&str]) -> Option<Map<String, Value>> {
-        if let Some(v) = &self.verb {
-            if v != verb && !(verb == "HEAD" && v == "GET") {
-                return None;
-            }
+    /// The method as an endpoint of `model`'s table.
+    pub fn endpoint(self: &Arc<Self>, model: &str) -> crate::endpoint::Endpoint {
+        use crate::endpoint::{Arg, Source};
+        use crate::error::ErrorCode as E;
+        let mut accepts = Vec::new();
+        if !self.is_static {
+            accepts.push(Arg::id("id"));
         }
-        let (id, rest) = if self.is_static {
-            (None, path)
-        } else {
-            let (first, rest) = path.split_first()?;
-            (Some(*first), rest)
-        };
-        if rest.len() != self.path.len() {
-            return None;
+        for a in &self.accepts {
+            let source = match a.source.as_deref() {
+                Some("path") => Source::Path,
+                Some("query") => Source::Query,
+                Some("body") => Source::Body,
+                Some("form") => Source::Form,
+                Some("header") => Source::Header,
+                _ => Source::Any,
+            };
+            let mut arg = Arg::of(&a.arg, &a.ty, source);
+            arg.required = a.required;
+            accepts.push(arg);
         }
-        let mut params = Map::new();
-        if let Some(id) = id {
-            params.insert("id".into(), crate::routes::sloppy_any(&decode(id)));
+        crate::endpoint::Endpoint {
+            model: model.to_owned(),
+            name: self.name.clone(),
+            aliases: Vec::new(),
+            is_static: self.is_static,
+            access: self.access,
+            accepts,
+            returns: self
+                .returns
+                .iter()
+                .map(|r| crate::endpoint::Returns::new(&r.arg, &r.ty, r.root))
+                .collect(),
+            errors: vec![
+                E::RequiredArgument,
+                E::NotANumber,
+                E::NotABoolean,
+                E::NotAnObject,
+                E::ObjectNotParsable,
+                E::NotImplemented,
+                E::Model,
+            ],
+            action: crate::endpoint::Action::Remote(self.clone()),
+            shared: true,
+            http: self.http.clone(),
         }
-        for (seg, got) in self.path.iter().zip(rest) {
-            match seg.strip_prefix(':') {
-                Some(name) => {
-                    params.insert(name.to_owned(), crate::routes::sloppy_any(&decode(got)));
-                }
-                None if seg.eq_ignore_ascii_case(got) => {}
-                None => return None,
-            }
-        }
-        Some(params)
-    }
-
-    /// Whether the path has no `:param` (such routes win over `/:id`).
-    pub fn literal(&self) -> bool {
-        self.is_static && !self.path.iter().any(|s| s.starts_with(':'))
     }
 
     /// The response body: the root result, or an object keyed by each `returns` arg. Numbers
@@ -216,12 +252,6 @@ fn js_numbers(v: &mut Value) {
     }
 }
 
-fn decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// strong-remoting's coercion of one argument from the request.
 pub fn coerce_arg(
     accept: &Accept,
@@ -245,13 +275,13 @@ pub fn coerce_arg(
             }
             match oxbow_core::js::str_to_number(&text) {
                 Some(n) if n.is_finite() => oxbow_core::js::number_value(n),
-                _ => return Err(RestError::new(400, "Value is not a number.")),
+                _ => return Err(ErrorCode::NotANumber.err()),
             }
         }
         "boolean" => match text.to_ascii_lowercase().as_str() {
             "true" | "1" => Value::Bool(true),
             "false" | "0" | "" => Value::Bool(false),
-            _ => return Err(RestError::new(400, "Value is not a boolean.")),
+            _ => return Err(ErrorCode::NotABoolean.err()),
         },
         "object" => match crate::object_arg(Some(&v))? {
             Some(o) => o.into_owned(),

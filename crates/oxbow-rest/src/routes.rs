@@ -1,11 +1,17 @@
-//! LoopBack 3's route table for a PersistedModel, as data: verb, path pattern, operation.
+//! The PersistedModel methods LoopBack 3 exposes over REST (`persisted-model.js`'s
+//! `setupRemoting`), as endpoints: names, aliases, routes, access types, arguments and
+//! results; and strong-remoting's coercion of ids read from a path.
 //!
-//! Matching follows strong-remoting: within a verb, literal segments win over `:id`
-//! (`GET /Cars/count` is count, never `findById("count")`). `HEAD` falls back to `GET` routes
-//! as Express does, except `HEAD /:id` which is `exists`.
+//! `replaceOnPUT: false` gives `PUT /` and `PUT /:id` to patchOrCreate and patchAttributes,
+//! as LoopBack does. oxbow adds `prototype.createChangeStream` (`/:id/change-stream`), one
+//! record's changes.
 
-use actix_web::http::Method;
 use serde_json::Value;
+
+use oxbow_core::ModelDefinition;
+
+use crate::endpoint::{Access, Action, Arg, Endpoint, Returns, Source};
+use crate::error::ErrorCode;
 
 /// The PersistedModel remote methods exposed over REST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,11 +21,11 @@ pub enum Op {
     ReplaceOrCreate,
     UpsertWithWhere,
     Exists,
-    ExistsHead,
     FindById,
     ReplaceById,
     Find,
     FindOne,
+    DestroyAll,
     UpdateAll,
     DeleteById,
     Count,
@@ -28,128 +34,236 @@ pub enum Op {
     RecordChangeStream,
 }
 
-impl Op {
-    /// The method reads the request body.
-    pub fn takes_body(self) -> bool {
-        matches!(
-            self,
-            Self::Create
-                | Self::PatchOrCreate
-                | Self::ReplaceOrCreate
-                | Self::UpsertWithWhere
-                | Self::ReplaceById
-                | Self::UpdateAll
-                | Self::PatchAttributes
-        )
+/// The CRUD endpoints of a model, in LoopBack's definition order.
+pub fn endpoints(def: &ModelDefinition) -> Vec<Endpoint> {
+    let model = def.name.as_str();
+    let replace_on_put = def.remoting.replace_on_put;
+    let data = || Arg::data(model);
+    let opt_where = |source| Arg::object("where", source);
+    let filter = || Arg::object("filter", Source::Any);
+    let instance = || vec![Returns::new("data", model, true)];
+    let routes = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(v, p)| ((*v).to_owned(), (*p).to_owned()))
+            .collect()
+    };
+    let ep = |op: Op,
+              name: &str,
+              aliases: &[&str],
+              access: Access,
+              accepts: Vec<Arg>,
+              returns: Vec<Returns>,
+              http: Vec<(String, String)>,
+              errors: &[ErrorCode]| Endpoint {
+        model: model.to_owned(),
+        name: name.to_owned(),
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        is_static: !name.starts_with("prototype."),
+        access,
+        accepts,
+        returns,
+        errors: errors.to_vec(),
+        action: Action::Crud(op),
+        shared: op != Op::DestroyAll,
+        http,
+    };
+    use Access::{Read, Write};
+    use ErrorCode as E;
+    let write = [E::NotAnObject, E::Model];
+    let mut create_data = data();
+    create_data.allow_array = true;
+    let mut patch_or_create = vec![("patch", "/")];
+    let mut replace_or_create = vec![("post", "/replaceOrCreate")];
+    let mut replace_by_id = vec![("post", "/:id/replace")];
+    let mut patch_attributes = vec![("patch", "/")];
+    if replace_on_put {
+        replace_or_create.push(("put", "/"));
+        replace_by_id.push(("put", "/:id"));
+    } else {
+        patch_or_create.insert(0, ("put", "/"));
+        patch_attributes.insert(0, ("put", "/"));
     }
-
-    /// LoopBack's method name (`Customer.find`, `prototype.patchAttributes`).
-    pub fn method_name(self) -> &'static str {
-        match self {
-            Self::Create => "create",
-            Self::PatchOrCreate => "patchOrCreate",
-            Self::ReplaceOrCreate => "replaceOrCreate",
-            Self::UpsertWithWhere => "upsertWithWhere",
-            Self::Exists | Self::ExistsHead => "exists",
-            Self::FindById => "findById",
-            Self::ReplaceById => "replaceById",
-            Self::Find => "find",
-            Self::FindOne => "findOne",
-            Self::UpdateAll => "updateAll",
-            Self::DeleteById => "deleteById",
-            Self::Count => "count",
-            Self::PatchAttributes => "prototype.patchAttributes",
-            Self::ChangeStream => "createChangeStream",
-            Self::RecordChangeStream => "prototype.createChangeStream",
-        }
-    }
-}
-
-/// One segment of a route pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seg {
-    Lit(&'static str),
-    Id,
-}
-
-/// The route table: (verb, pattern under the model path, operation), literal routes first.
-pub const TABLE: &[(&str, &[Seg], Op)] = &[
-    ("POST", &[], Op::Create),
-    ("PATCH", &[], Op::PatchOrCreate),
-    ("POST", &[Seg::Lit("replaceOrCreate")], Op::ReplaceOrCreate),
-    ("PUT", &[], Op::ReplaceOrCreate),
-    ("POST", &[Seg::Lit("upsertWithWhere")], Op::UpsertWithWhere),
-    ("GET", &[], Op::Find),
-    ("GET", &[Seg::Lit("findOne")], Op::FindOne),
-    ("POST", &[Seg::Lit("update")], Op::UpdateAll),
-    ("GET", &[Seg::Lit("count")], Op::Count),
-    ("POST", &[Seg::Lit("change-stream")], Op::ChangeStream),
-    ("GET", &[Seg::Lit("change-stream")], Op::ChangeStream),
-    ("GET", &[Seg::Id, Seg::Lit("exists")], Op::Exists),
-    (
-        "GET",
-        &[Seg::Id, Seg::Lit("change-stream")],
-        Op::RecordChangeStream,
-    ),
-    (
-        "POST",
-        &[Seg::Id, Seg::Lit("change-stream")],
-        Op::RecordChangeStream,
-    ),
-    ("HEAD", &[Seg::Id], Op::ExistsHead),
-    ("GET", &[Seg::Id], Op::FindById),
-    ("POST", &[Seg::Id, Seg::Lit("replace")], Op::ReplaceById),
-    ("PUT", &[Seg::Id], Op::ReplaceById),
-    ("DELETE", &[Seg::Id], Op::DeleteById),
-    ("PATCH", &[Seg::Id], Op::PatchAttributes),
-];
-
-/// A matched route with its `:id`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub op: Op,
-    pub id: Option<String>,
-}
-
-fn match_pattern(pattern: &[Seg], path: &[&str]) -> Option<Option<String>> {
-    if pattern.len() != path.len() {
-        return None;
-    }
-    let mut id = None;
-    for (p, s) in pattern.iter().zip(path) {
-        match p {
-            // Express routes are case-insensitive.
-            Seg::Lit(l) if l.eq_ignore_ascii_case(s) => {}
-            Seg::Lit(_) => return None,
-            Seg::Id => id = Some((*s).to_owned()),
-        }
-    }
-    Some(id)
-}
-
-fn match_verb(verb: &str, path: &[&str]) -> Option<Route> {
-    // Literal-only patterns first, then patterns with `:id` (no allocation: two passes).
-    let literal = |p: &[Seg]| !p.contains(&Seg::Id);
-    [true, false].into_iter().find_map(|want_literal| {
-        TABLE
-            .iter()
-            .filter(|(v, p, _)| *v == verb && literal(p) == want_literal)
-            .find_map(|(_, pattern, op)| {
-                match_pattern(pattern, path).map(|id| Route { op: *op, id })
-            })
-    })
-}
-
-/// Finds the route for a verb and the path segments after the model's URL segment.
-pub fn match_route(method: &Method, path: &[&str]) -> Option<Route> {
-    let verb = method.as_str();
-    match_verb(verb, path).or_else(|| {
-        if verb == "HEAD" {
-            match_verb("GET", path)
-        } else {
-            None
-        }
-    })
+    let under_id = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(v, p)| ((*v).to_owned(), crate::endpoint::join_paths("/:id", p)))
+            .collect()
+    };
+    vec![
+        ep(
+            Op::Create,
+            "create",
+            &[],
+            Write,
+            vec![create_data],
+            instance(),
+            routes(&[("post", "/")]),
+            &[E::NotAnObject, E::ArrayItemNotObject, E::Model],
+        ),
+        ep(
+            Op::PatchOrCreate,
+            "patchOrCreate",
+            &["upsert", "updateOrCreate"],
+            Write,
+            vec![data()],
+            instance(),
+            routes(&patch_or_create),
+            &write,
+        ),
+        ep(
+            Op::ReplaceOrCreate,
+            "replaceOrCreate",
+            &[],
+            Write,
+            vec![data()],
+            instance(),
+            routes(&replace_or_create),
+            &write,
+        ),
+        ep(
+            Op::UpsertWithWhere,
+            "upsertWithWhere",
+            &["patchOrCreateWithWhere"],
+            Write,
+            vec![opt_where(Source::Query), data()],
+            instance(),
+            routes(&[("post", "/upsertWithWhere")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::Exists,
+            "exists",
+            &[],
+            Read,
+            vec![Arg::id("id")],
+            vec![Returns::new("exists", "boolean", false)],
+            routes(&[("get", "/:id/exists"), ("head", "/:id")]),
+            &[E::RequiredArgument, E::UnknownId, E::Model],
+        ),
+        ep(
+            Op::FindById,
+            "findById",
+            &[],
+            Read,
+            vec![Arg::id("id"), filter()],
+            instance(),
+            routes(&[("get", "/:id")]),
+            &[
+                E::RequiredArgument,
+                E::NotAnObject,
+                E::ObjectNotParsable,
+                E::UnknownId,
+                E::Model,
+            ],
+        ),
+        ep(
+            Op::ReplaceById,
+            "replaceById",
+            &[],
+            Write,
+            vec![Arg::id("id"), data()],
+            instance(),
+            routes(&replace_by_id),
+            &[E::RequiredArgument, E::NotAnObject, E::Model],
+        ),
+        ep(
+            Op::Find,
+            "find",
+            &[],
+            Read,
+            vec![filter()],
+            vec![Returns::new("data", &format!("[{model}]"), true)],
+            routes(&[("get", "/")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::FindOne,
+            "findOne",
+            &[],
+            Read,
+            vec![filter()],
+            instance(),
+            routes(&[("get", "/findOne")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::UnknownId, E::Model],
+        ),
+        ep(
+            Op::DestroyAll,
+            "destroyAll",
+            &[],
+            Write,
+            vec![opt_where(Source::Any)],
+            vec![Returns::new("count", "object", true)],
+            routes(&[("delete", "/")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::UpdateAll,
+            "updateAll",
+            &["update"],
+            Write,
+            vec![opt_where(Source::Query), data()],
+            vec![Returns::new("info", "object", true)],
+            routes(&[("post", "/update")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::DeleteById,
+            "deleteById",
+            &["destroyById", "removeById"],
+            Write,
+            vec![Arg::id("id")],
+            vec![Returns::new("count", "object", true)],
+            routes(&[("delete", "/:id")]),
+            &[E::RequiredArgument, E::Model],
+        ),
+        ep(
+            Op::Count,
+            "count",
+            &[],
+            Read,
+            vec![opt_where(Source::Any)],
+            vec![Returns::new("count", "number", false)],
+            routes(&[("get", "/count")]),
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::PatchAttributes,
+            "prototype.patchAttributes",
+            &["updateAttributes"],
+            Write,
+            vec![Arg::id("id"), data()],
+            instance(),
+            under_id(&patch_attributes),
+            &[E::RequiredArgument, E::NotAnObject, E::Model],
+        ),
+        ep(
+            Op::ChangeStream,
+            "createChangeStream",
+            &[],
+            Read,
+            vec![Arg::object("options", Source::Any)],
+            vec![Returns::new("changes", "ReadableStream", false)],
+            if def.remoting.change_stream {
+                routes(&[("post", "/change-stream"), ("get", "/change-stream")])
+            } else {
+                Vec::new()
+            },
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        ep(
+            Op::RecordChangeStream,
+            "prototype.createChangeStream",
+            &[],
+            Read,
+            vec![Arg::id("id"), Arg::object("options", Source::Any)],
+            vec![Returns::new("changes", "ReadableStream", false)],
+            if def.remoting.change_stream {
+                under_id(&[("post", "/change-stream"), ("get", "/change-stream")])
+            } else {
+                Vec::new()
+            },
+            &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+    ]
 }
 
 /// strong-remoting's "sloppy" coercion of an `any` argument from a path or query string.

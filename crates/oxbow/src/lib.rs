@@ -183,7 +183,8 @@ pub struct Booted {
     routes: Vec<RouteFn>,
     /// middleware.json compiled, with the plugins' middleware resolved.
     pipeline: Arc<oxbow_rest::pipeline::Compiled>,
-    remote_methods: HashMap<String, Vec<oxbow_rest::remote::RemoteMethod>>,
+    /// Every model's endpoints (CRUD, relations, remote methods, `sharedMethods` applied).
+    endpoints: Arc<oxbow_rest::endpoint::Endpoints>,
     remotes: Arc<oxbow_rest::remote::Remotes>,
     /// Set at shutdown: open change streams send their last event and end.
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -325,7 +326,11 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
     let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
     let mut remote_methods = HashMap::new();
     for model in registry.models() {
-        let declared = oxbow_rest::remote::RemoteMethod::declared(model.definition());
+        let declared: Vec<Arc<oxbow_rest::remote::RemoteMethod>> =
+            oxbow_rest::remote::RemoteMethod::declared(model.definition())
+                .into_iter()
+                .map(Arc::new)
+                .collect();
         for m in &declared {
             if !ctx
                 .remotes
@@ -343,13 +348,18 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             remote_methods.insert(model.name().to_owned(), declared);
         }
     }
+    let endpoints = Arc::new(oxbow_rest::endpoint::Endpoints::build(
+        &registry,
+        &remote_methods,
+        &plan.config.shared_methods,
+    ));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
         registry,
         routes: ctx.routes,
         pipeline: Arc::new(pipeline),
-        remote_methods,
+        endpoints,
         remotes: Arc::new(ctx.remotes),
         shutdown: Arc::new(shutdown),
     })
@@ -446,7 +456,7 @@ impl Booted {
             },
             shutdown: self.shutdown.subscribe(),
             pipeline: self.pipeline.clone(),
-            remote_methods: self.remote_methods.clone(),
+            endpoints: self.endpoints.clone(),
             remotes: self.remotes.clone(),
             etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
         })

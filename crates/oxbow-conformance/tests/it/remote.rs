@@ -149,8 +149,19 @@ async fn remote_methods_and_hooks() {
     )
     .await;
     assert_eq!(body(resp).await, r#"{"result":42}"#);
-    let resp = test::call_service(&app, call("GET", "/api/Customers/double?n=x", &[], None)).await;
+    let resp = test::call_service(&app, call("POST", "/api/Customers/double?n=x", &[], None)).await;
     assert_eq!(resp.status(), 400);
+    assert_eq!(
+        body(resp).await,
+        r#"{"error":{"statusCode":400,"name":"Error","message":"Value is not a number."}}"#
+    );
+    // An `all` route sorts after every verb's routes, as strong-remoting sorts them: GET
+    // reaches `GET /:id` first (checked against LoopBack 3).
+    let resp = test::call_service(&app, call("GET", "/api/Customers/double?n=x", &[], None)).await;
+    assert_eq!(
+        body(resp).await,
+        r#"{"error":{"statusCode":404,"name":"Error","message":"Unknown \"Customer\" id \"double\".","code":"MODEL_NOT_FOUND"}}"#
+    );
     // Declared but not implemented.
     let resp = test::call_service(&app, call("GET", "/api/Customers/unwritten", &[], None)).await;
     assert_eq!(resp.status(), 501);

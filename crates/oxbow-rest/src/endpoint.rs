@@ -1,0 +1,609 @@
+//! The endpoint table: every route the REST root answers, per model, built once at boot from
+//! the registry and matched by [`ModelEndpoints::find`] on every request.
+//!
+//! An [`Endpoint`] is one strong-remoting method (`find`, `prototype.__get__orders`, a remote
+//! method of the model's JSON) with what an ACL check, an explorer or a metric needs: its
+//! name and aliases, access type, arguments, results and error codes. A [`Route`] is one verb
+//! and path of an endpoint (`exists` has two). Routes are kept in strong-remoting's order
+//! (`sortRoutes`: verb descending with `all` last, then part by part, literal parts before
+//! `:params`, longer paths first) and the first one whose verb handles the request's and
+//! whose path matches wins, as Express's router picks it. `sharedMethods` (config.json and
+//! model-config) removes endpoints before the routes are ordered.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use oxbow_core::relation::Relation;
+
+use crate::error::ErrorCode;
+use crate::relations::RelOp;
+use crate::remote::RemoteMethod;
+use crate::routes::Op;
+
+/// LoopBack's access types (`ACL.READ`, …), as `_getAccessTypeForMethod` assigns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "READ",
+            Self::Write => "WRITE",
+            Self::Execute => "EXECUTE",
+        }
+    }
+
+    /// A method without an explicit `accessType`: GET and HEAD read, some names write or
+    /// read, everything else executes.
+    pub fn default_for(name: &str, verb: Option<&str>) -> Self {
+        if verb.is_some_and(|v| v.eq_ignore_ascii_case("get") || v.eq_ignore_ascii_case("head")) {
+            return Self::Read;
+        }
+        match name {
+            "create" | "updateOrCreate" | "upsertWithWhere" | "upsert" | "destroyById"
+            | "deleteById" | "removeById" => Self::Write,
+            "exists" | "findById" | "find" | "findOne" | "count" => Self::Read,
+            _ => Self::Execute,
+        }
+    }
+
+    /// `"READ"`, `"WRITE"`, `"EXECUTE"` (LoopBack also has `REPLICATE`, which no REST
+    /// method oxbow serves declares).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "READ" => Some(Self::Read),
+            "WRITE" => Some(Self::Write),
+            "EXECUTE" => Some(Self::Execute),
+            _ => None,
+        }
+    }
+}
+
+/// Where an argument comes from (`http.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Path,
+    Query,
+    /// The whole body.
+    Body,
+    /// A field of the body.
+    Form,
+    Header,
+    /// strong-remoting's search when no source is given: path, body field, query, header.
+    Any,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::Query => "query",
+            Self::Body => "body",
+            Self::Form => "form",
+            Self::Header => "header",
+            Self::Any => "",
+        }
+    }
+}
+
+/// One declared argument (`accepts`).
+#[derive(Debug, Clone)]
+pub struct Arg {
+    pub name: String,
+    /// strong-remoting's type, lower case: `any`, `object`, `number`, `string`, `boolean`, …
+    pub ty: String,
+    pub source: Source,
+    pub required: bool,
+    /// `create`'s `data` takes an array too.
+    pub allow_array: bool,
+    /// The model a `data` argument describes.
+    pub model: Option<String>,
+}
+
+impl Arg {
+    fn new(name: &str, ty: &str, source: Source) -> Self {
+        Self {
+            name: name.to_owned(),
+            ty: ty.to_owned(),
+            source,
+            required: false,
+            allow_array: false,
+            model: None,
+        }
+    }
+
+    pub(crate) fn id(name: &str) -> Self {
+        Self {
+            required: true,
+            ..Self::new(name, "any", Source::Path)
+        }
+    }
+
+    pub(crate) fn data(model: &str) -> Self {
+        Self {
+            model: Some(model.to_owned()),
+            ..Self::new("data", "object", Source::Body)
+        }
+    }
+
+    pub(crate) fn object(name: &str, source: Source) -> Self {
+        Self::new(name, "object", source)
+    }
+
+    pub(crate) fn of(name: &str, ty: &str, source: Source) -> Self {
+        Self::new(name, ty, source)
+    }
+}
+
+/// One declared result (`returns`).
+#[derive(Debug, Clone)]
+pub struct Returns {
+    pub arg: String,
+    /// `Customer`, `[Customer]` (an array of), `number`, `boolean`, `object`,
+    /// `ReadableStream`, or a remote method's own type.
+    pub ty: String,
+    /// The value is the whole body, not a property of it.
+    pub root: bool,
+}
+
+impl Returns {
+    pub(crate) fn new(arg: &str, ty: &str, root: bool) -> Self {
+        Self {
+            arg: arg.to_owned(),
+            ty: ty.to_owned(),
+            root,
+        }
+    }
+}
+
+/// What an endpoint runs.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A PersistedModel method (and the change streams).
+    Crud(Op),
+    /// A relation method; `nested` is the target's belongsTo for nestRemoting's routes.
+    Relation {
+        relation: Box<Relation>,
+        op: RelOp,
+        nested: Option<Box<Relation>>,
+    },
+    /// A remote method of the model's JSON `methods`.
+    Remote(Arc<RemoteMethod>),
+}
+
+/// One strong-remoting method of a model.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The model's name (`Customer`).
+    pub model: String,
+    /// The method name relative to the model: `find`, `prototype.patchAttributes`,
+    /// `prototype.__get__orders`, `greet`.
+    pub name: String,
+    /// Other names ACLs and `sharedMethods` may use (`upsert`, `updateOrCreate`, …).
+    pub aliases: Vec<String>,
+    pub is_static: bool,
+    pub access: Access,
+    pub accepts: Vec<Arg>,
+    pub returns: Vec<Returns>,
+    /// The error codes the endpoint can answer with, besides those of any request (body
+    /// parsing, routing).
+    pub errors: Vec<ErrorCode>,
+    pub action: Action,
+    /// Exposed unless `sharedMethods` says otherwise (`destroyAll` is not).
+    pub shared: bool,
+    /// Its routes: (verb as strong-remoting writes it, lower case; path under the model).
+    pub http: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// `Customer.find`, `Customer.prototype.__get__orders`.
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.model, self.name)
+    }
+
+    /// The name without `prototype.` (what ACL `property` entries use).
+    pub fn property(&self) -> &str {
+        self.name.strip_prefix("prototype.").unwrap_or(&self.name)
+    }
+}
+
+/// One part of a route's path under the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Lit(Box<str>),
+    Param(Box<str>),
+}
+
+/// One verb and path of an endpoint.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower case, as strong-remoting keeps it (`get`, `post`, `delete`, `all`, …).
+    pub verb: Box<str>,
+    /// As strong-remoting joins it (`/`, `/count`, `/:id/orders/:fk`).
+    pub path: Box<str>,
+    pub segs: Vec<Seg>,
+    /// Index of the endpoint in [`ModelEndpoints::endpoints`].
+    pub endpoint: usize,
+}
+
+impl Route {
+    /// Whether an Express route of this verb handles a request of `method` (an `all` route
+    /// handles every method, a `get` route also HEAD).
+    fn handles(&self, method: &str) -> bool {
+        let v = &*self.verb;
+        v == "all" || v.eq_ignore_ascii_case(method) || (v == "get" && method == "HEAD")
+    }
+
+    /// Express's match of the path (case-insensitive literals, a param takes one segment).
+    fn matches<'r>(&self, path: &[&'r str]) -> Option<Vec<&'r str>> {
+        if self.segs.len() != path.len() {
+            return None;
+        }
+        let mut values = Vec::new();
+        for (seg, got) in self.segs.iter().zip(path) {
+            match seg {
+                Seg::Lit(l) if l.eq_ignore_ascii_case(got) => {}
+                Seg::Lit(_) => return None,
+                Seg::Param(_) => values.push(*got),
+            }
+        }
+        Some(values)
+    }
+
+    /// The value of the `:name` param in a match of this route.
+    pub fn param<'r>(&self, values: &[&'r str], name: &str) -> Option<&'r str> {
+        self.segs
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Param(p) => Some(&**p),
+                Seg::Lit(_) => None,
+            })
+            .zip(values)
+            .find(|(p, _)| *p == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// The params of a match, by name.
+    pub fn params<'s, 'r>(
+        &'s self,
+        values: &'s [&'r str],
+    ) -> impl Iterator<Item = (&'s str, &'r str)> + 's {
+        self.segs
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Param(p) => Some(&**p),
+                Seg::Lit(_) => None,
+            })
+            .zip(values.iter().copied())
+    }
+}
+
+/// A request matched to a route.
+#[derive(Debug)]
+pub struct Matched<'t, 'r> {
+    pub route: &'t Route,
+    pub endpoint: &'t Endpoint,
+    /// The path params' values (percent-encoded), in path order.
+    pub values: Vec<&'r str>,
+}
+
+impl<'r> Matched<'_, 'r> {
+    pub fn param(&self, name: &str) -> Option<&'r str> {
+        self.route.param(&self.values, name)
+    }
+}
+
+/// A model's endpoints and their routes in matching order.
+#[derive(Debug, Default)]
+pub struct ModelEndpoints {
+    /// Every endpoint the model defines, shared or not, in definition order.
+    pub endpoints: Vec<Endpoint>,
+    /// The routes of the shared endpoints, in strong-remoting's order.
+    pub routes: Vec<Route>,
+}
+
+impl ModelEndpoints {
+    /// Orders the shared endpoints' routes as strong-remoting does.
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        let mut routes = Vec::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            if !e.shared {
+                continue;
+            }
+            for (verb, path) in &e.http {
+                let verb = match verb.as_str() {
+                    "del" => "delete".to_owned(),
+                    v => v.to_ascii_lowercase(),
+                };
+                routes.push(Route {
+                    segs: segments(path),
+                    verb: verb.into(),
+                    path: path.as_str().into(),
+                    endpoint: i,
+                });
+            }
+        }
+        routes.sort_by(|a, b| compare_routes(&a.verb, &a.path, &b.verb, &b.path));
+        Self { endpoints, routes }
+    }
+
+    /// The first route that handles `method` on `path` (the segments after the model's).
+    pub fn find<'t, 'r>(&'t self, method: &str, path: &[&'r str]) -> Option<Matched<'t, 'r>> {
+        self.routes.iter().find_map(|route| {
+            if !route.handles(method) {
+                return None;
+            }
+            route.matches(path).map(|values| Matched {
+                route,
+                endpoint: &self.endpoints[route.endpoint],
+                values,
+            })
+        })
+    }
+
+    /// The endpoint named `name` (`find`, `prototype.__get__orders`), shared or not.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// Applies `sharedMethods` (config.json's map, then the model's from model-config, merged
+    /// key by key) as loopback's `configureSharedMethods` does: an exact key decides alone
+    /// (`true` shares even a method that is not shared by default); otherwise every glob
+    /// that matches applies in key order, and a `false` one disables for good.
+    pub fn share(endpoints: &mut [Endpoint], settings: &[(String, bool)]) {
+        if settings.is_empty() {
+            return;
+        }
+        for e in endpoints {
+            if let Some((_, on)) = settings.iter().find(|(k, _)| *k == e.name) {
+                e.shared = *on;
+                continue;
+            }
+            let mut disabled = false;
+            for (key, on) in settings.iter().filter(|(k, _)| k.contains('*')) {
+                if glob_matches(key, &e.name) {
+                    if *on {
+                        e.shared = true;
+                    } else {
+                        disabled = true;
+                    }
+                }
+            }
+            if disabled {
+                e.shared = false;
+            }
+        }
+    }
+}
+
+/// Every model's endpoints, in registry order: the one table dispatch matches against,
+/// `oxbow routes` prints, and ACLs and the explorer read.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    models: Vec<ModelEndpoints>,
+}
+
+impl Endpoints {
+    /// The table of every model of `registry`: its CRUD methods (for persisted models), its
+    /// relations' methods, the remote methods its JSON declares, with `sharedMethods` (the
+    /// app's, then the model's) applied.
+    pub fn build(
+        registry: &oxbow_core::Registry,
+        remote_methods: &std::collections::HashMap<String, Vec<Arc<RemoteMethod>>>,
+        app_shared: &[(String, bool)],
+    ) -> Self {
+        let models = registry
+            .models()
+            .iter()
+            .map(|model| {
+                let def = model.definition();
+                let mut endpoints = Vec::new();
+                if def.is_persisted() {
+                    endpoints.extend(crate::routes::endpoints(def));
+                    endpoints.extend(crate::relations::endpoints(registry, def));
+                }
+                for m in remote_methods.get(def.name.as_str()).into_iter().flatten() {
+                    endpoints.push(m.endpoint(def.name.as_str()));
+                }
+                let settings = merge_shared_methods(app_shared, &def.remoting.shared_methods);
+                ModelEndpoints::share(&mut endpoints, &settings);
+                ModelEndpoints::new(endpoints)
+            })
+            .collect();
+        Self { models }
+    }
+
+    /// The endpoints of the model at `index` in the registry.
+    pub fn at(&self, index: usize) -> Option<&ModelEndpoints> {
+        self.models.get(index)
+    }
+
+    /// Every model's endpoints, in registry order.
+    pub fn models(&self) -> &[ModelEndpoints] {
+        &self.models
+    }
+}
+
+/// The merged `sharedMethods` settings: the app's, then the model's over them key by key
+/// (a key the app has keeps its place, as `util._extend` keeps it).
+pub fn merge_shared_methods(
+    app: &[(String, bool)],
+    model: &[(String, bool)],
+) -> Vec<(String, bool)> {
+    let mut out = app.to_vec();
+    for (k, v) in model {
+        match out.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = *v,
+            None => out.push((k.clone(), *v)),
+        }
+    }
+    out
+}
+
+/// A `sharedMethods` glob: `*` is any run of characters and the pattern is not anchored
+/// (`find*` matches `prototype.__findById__orders`), as loopback turns it into a RegExp.
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    let mut rest = name;
+    for part in glob.split('*').filter(|p| !p.is_empty()) {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn segments(path: &str) -> Vec<Seg> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.strip_prefix(':') {
+            Some(p) => Seg::Param(p.into()),
+            None => Seg::Lit(s.into()),
+        })
+        .collect()
+}
+
+/// strong-remoting's `sortRoutes`: verbs in descending order (`put`, `post`, `patch`,
+/// `head`, `get`, `delete`, then `all`), then the paths part by part: an empty part after a
+/// non-empty one, a `:param` after a literal, then plain string order; when one path is a
+/// prefix of the other, the longer comes first.
+pub fn compare_routes(verb_a: &str, path_a: &str, verb_b: &str, path_b: &str) -> Ordering {
+    match verb_b.cmp(verb_a) {
+        Ordering::Equal => {}
+        other => return other,
+    }
+    let a: Vec<&str> = path_a.split('/').collect();
+    let b: Vec<&str> = path_b.split('/').collect();
+    for (x, y) in a.iter().zip(&b) {
+        match (x.is_empty(), y.is_empty()) {
+            (true, false) => return Ordering::Greater,
+            (false, true) => return Ordering::Less,
+            _ => {}
+        }
+        match (x.starts_with(':'), y.starts_with(':')) {
+            (true, false) => return Ordering::Greater,
+            (false, true) => return Ordering::Less,
+            _ => {}
+        }
+        match x.cmp(y) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    b.len().cmp(&a.len())
+}
+
+/// strong-remoting's `joinPaths`: an instance method's path under the `/:id` of its model.
+pub fn join_paths(left: &str, right: &str) -> String {
+    if left.is_empty() {
+        return right.to_owned();
+    }
+    if right.is_empty() || right == "/" {
+        return left.to_owned();
+    }
+    match (left.ends_with('/'), right.starts_with('/')) {
+        (true, true) => format!("{left}{}", &right[1..]),
+        (false, false) => format!("{left}/{right}"),
+        _ => format!("{left}{right}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_unanchored() {
+        assert!(glob_matches("find*", "prototype.__findById__orders"));
+        assert!(glob_matches("*", "find"));
+        assert!(glob_matches(
+            "prototype.__*__tags",
+            "prototype.__link__tags"
+        ));
+        assert!(!glob_matches(
+            "prototype.__*__tags",
+            "prototype.__get__orders"
+        ));
+        assert!(glob_matches("*Id", "findById"));
+    }
+
+    #[test]
+    fn routes_sort_as_strong_remoting_sorts_them() {
+        let mut routes = vec![
+            ("all", "/greet"),
+            ("get", "/:id"),
+            ("get", "/"),
+            ("get", "/count"),
+            ("head", "/:id"),
+            ("get", "/:id/exists"),
+            ("put", "/:id/tags/:fk"),
+            ("put", "/:id/tags/rel/:fk"),
+            ("delete", "/:id"),
+        ];
+        routes.sort_by(|a, b| compare_routes(a.0, a.1, b.0, b.1));
+        assert_eq!(
+            routes,
+            [
+                ("put", "/:id/tags/rel/:fk"),
+                ("put", "/:id/tags/:fk"),
+                ("head", "/:id"),
+                ("get", "/count"),
+                ("get", "/:id/exists"),
+                ("get", "/:id"),
+                ("get", "/"),
+                ("delete", "/:id"),
+                ("all", "/greet"),
+            ]
+        );
+    }
+
+    #[test]
+    fn shared_methods_follow_configure_shared_methods() {
+        let ep = |name: &str, shared: bool| Endpoint {
+            model: "Car".into(),
+            name: name.into(),
+            aliases: Vec::new(),
+            is_static: !name.starts_with("prototype."),
+            access: Access::Read,
+            accepts: Vec::new(),
+            returns: Vec::new(),
+            errors: Vec::new(),
+            action: Action::Crud(Op::Find),
+            shared,
+            http: Vec::new(),
+        };
+        let mut eps = vec![
+            ep("find", true),
+            ep("findById", true),
+            ep("prototype.__findById__parts", true),
+            ep("destroyAll", false),
+            ep("count", true),
+        ];
+        let settings = merge_shared_methods(
+            &[("*".into(), false), ("count".into(), false)],
+            &[
+                ("find*".into(), true),
+                ("count".into(), true),
+                ("destroyAll".into(), true),
+            ],
+        );
+        ModelEndpoints::share(&mut eps, &settings);
+        let shared: Vec<(&str, bool)> = eps.iter().map(|e| (e.name.as_str(), e.shared)).collect();
+        assert_eq!(
+            shared,
+            [
+                // `*: false` disabled them; a later `true` glob does not undo it.
+                ("find", false),
+                ("findById", false),
+                ("prototype.__findById__parts", false),
+                // Exact keys decide alone.
+                ("destroyAll", true),
+                ("count", true),
+            ]
+        );
+    }
+}
