@@ -1,4 +1,4 @@
-//! The `oxbow` command line: `serve` and `check` for LoopBack 3 app directories.
+//! The `oxbow` command line: `serve`, `check` and `routes` for LoopBack 3 app directories.
 //!
 //! App binaries with their own boot plugins (like this repository's default app in `server/`)
 //! call [`run`] with their plugins; the plain `oxbow` binary calls it with none.
@@ -38,6 +38,9 @@ enum Command {
     },
     /// Check an app directory and print every problem, without serving.
     Check { dir: Option<PathBuf> },
+    /// Print the REST endpoint table: verb, path, method name, access type, in the order
+    /// requests are matched (after `sharedMethods`).
+    Routes { dir: Option<PathBuf> },
 }
 
 fn init_logging() {
@@ -69,6 +72,20 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
         },
     };
     match command {
+        Command::Routes { dir } => {
+            let dir = dir.or(default_dir).unwrap_or_else(|| PathBuf::from("."));
+            match oxbow_config::load(&dir) {
+                Ok(plan) => {
+                    print!("{}", routes_table(&plan));
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprint!("{problems}");
+                    eprintln!("{} problem(s) found", problems.0.len());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Check { dir } => {
             let dir = dir.or(default_dir).unwrap_or_else(|| PathBuf::from("."));
             match oxbow_config::load(&dir) {
@@ -139,6 +156,72 @@ pub fn run(plugins: Vec<Box<dyn BootPlugin>>, default_dir: Option<PathBuf>) -> E
             }
         }
     }
+}
+
+/// The endpoint table as `oxbow routes` prints it: one line per route, models in
+/// model-config order, each model's routes in matching order; then the methods
+/// `sharedMethods` left out.
+pub fn routes_table(plan: &oxbow_config::AppPlan) -> String {
+    use std::fmt::Write;
+    let Some(root) = plan.pipeline.rest_root(&plan.config.rest_api_root) else {
+        return "middleware.json has no loopback#rest entry: no REST routes\n".to_owned();
+    };
+    let defs: Vec<&oxbow_core::ModelDefinition> = plan.models.iter().collect();
+    let table = oxbow_rest::endpoint::Endpoints::build(&defs, &plan.config.shared_methods);
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut hidden = Vec::new();
+    for (def, model) in defs.iter().zip(table.models()) {
+        if !def.public || !def.is_persisted() {
+            continue;
+        }
+        for route in &model.routes {
+            let ep = &model.endpoints[route.endpoint];
+            let path = match &*route.path {
+                "/" => String::new(),
+                p => p.to_owned(),
+            };
+            rows.push([
+                route.verb.to_ascii_uppercase(),
+                format!("{root}/{}{path}", def.http_path),
+                ep.full_name(),
+                ep.access.as_str().to_owned(),
+            ]);
+        }
+        for ep in model.endpoints.iter().filter(|e| !e.shared) {
+            // destroyAll is never shared unless an app says so.
+            if ep.name != "destroyAll" {
+                hidden.push(ep.full_name());
+            }
+        }
+    }
+    let mut widths = [4, 4, 6, 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, r: [&str; 4]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    };
+    line(&mut out, ["VERB", "PATH", "METHOD", "ACCESS"]);
+    for r in &rows {
+        line(&mut out, [&r[0], &r[1], &r[2], &r[3]]);
+    }
+    if !hidden.is_empty() {
+        let _ = writeln!(out, "\nnot shared (sharedMethods): {}", hidden.join(", "));
+    }
+    out
 }
 
 fn actix_rt_block_on<F: std::future::Future>(f: F) -> F::Output {

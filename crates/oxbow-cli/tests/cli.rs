@@ -181,3 +181,34 @@ fn acknowledged_writes_survive_sigkill() {
     assert_eq!(db["models"]["Note"]["41"], r#"{"text":"after","id":41}"#);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn routes_prints_the_endpoint_table_in_matching_order() {
+    let out = oxbow(&["routes", "."]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "VERB    PATH                             METHOD                                ACCESS\n\
+PUT     /api/MyModels/:id                MyModel.replaceById                   WRITE\n\
+PUT     /api/MyModels                    MyModel.replaceOrCreate               WRITE\n\
+POST    /api/MyModels/change-stream      MyModel.createChangeStream            READ\n\
+POST    /api/MyModels/replaceOrCreate    MyModel.replaceOrCreate               WRITE\n\
+POST    /api/MyModels/update             MyModel.updateAll                     WRITE\n\
+POST    /api/MyModels/upsertWithWhere    MyModel.upsertWithWhere               WRITE\n\
+POST    /api/MyModels/:id/change-stream  MyModel.prototype.createChangeStream  READ\n\
+POST    /api/MyModels/:id/replace        MyModel.replaceById                   WRITE\n\
+POST    /api/MyModels                    MyModel.create                        WRITE\n\
+PATCH   /api/MyModels/:id                MyModel.prototype.patchAttributes     WRITE\n\
+PATCH   /api/MyModels                    MyModel.patchOrCreate                 WRITE\n\
+HEAD    /api/MyModels/:id                MyModel.exists                        READ\n\
+GET     /api/MyModels/change-stream      MyModel.createChangeStream            READ\n\
+GET     /api/MyModels/count              MyModel.count                         READ\n\
+GET     /api/MyModels/findOne            MyModel.findOne                       READ\n\
+GET     /api/MyModels/:id/change-stream  MyModel.prototype.createChangeStream  READ\n\
+GET     /api/MyModels/:id/exists         MyModel.exists                        READ\n\
+GET     /api/MyModels/:id                MyModel.findById                      READ\n\
+GET     /api/MyModels                    MyModel.find                          READ\n\
+DELETE  /api/MyModels/:id                MyModel.deleteById                    WRITE\n\
+"
+    );
+}

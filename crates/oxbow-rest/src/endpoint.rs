@@ -388,26 +388,21 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// The table of every model of `registry`: its CRUD methods (for persisted models), its
-    /// relations' methods, the remote methods its JSON declares, with `sharedMethods` (the
-    /// app's, then the model's) applied.
-    pub fn build(
-        registry: &oxbow_core::Registry,
-        remote_methods: &std::collections::HashMap<String, Vec<Arc<RemoteMethod>>>,
-        app_shared: &[(String, bool)],
-    ) -> Self {
-        let models = registry
-            .models()
+    /// The table of `models` (in registry order): each one's CRUD methods (for persisted
+    /// models), its relations' methods and the remote methods its JSON declares, with
+    /// `sharedMethods` (the app's, then the model's) applied.
+    pub fn build(models: &[&oxbow_core::ModelDefinition], app_shared: &[(String, bool)]) -> Self {
+        let lookup = |name: &str| models.iter().find(|d| d.name.as_str() == name).copied();
+        let models = models
             .iter()
-            .map(|model| {
-                let def = model.definition();
+            .map(|def| {
                 let mut endpoints = Vec::new();
                 if def.is_persisted() {
                     endpoints.extend(crate::routes::endpoints(def));
-                    endpoints.extend(crate::relations::endpoints(registry, def));
+                    endpoints.extend(crate::relations::endpoints(&lookup, def));
                 }
-                for m in remote_methods.get(def.name.as_str()).into_iter().flatten() {
-                    endpoints.push(m.endpoint(def.name.as_str()));
+                for m in RemoteMethod::declared(def) {
+                    endpoints.push(Arc::new(m).endpoint(def.name.as_str()));
                 }
                 let settings = merge_shared_methods(app_shared, &def.remoting.shared_methods);
                 ModelEndpoints::share(&mut endpoints, &settings);

@@ -107,7 +107,10 @@ impl<'a> RelRoute<'a> {
 /// The endpoints of a model's relations, as loopback's `belongsToRemoting`,
 /// `hasOneRemoting`, `hasManyRemoting` (with `scopeRemoting` for the list methods) and
 /// `nestRemoting` define them: `prototype.__get__orders` and the rest, under `/:id/<name>`.
-pub fn endpoints(registry: &Registry, def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
+pub fn endpoints<'d>(
+    model_named: &dyn Fn(&str) -> Option<&'d oxbow_core::ModelDefinition>,
+    def: &oxbow_core::ModelDefinition,
+) -> Vec<Endpoint> {
     use crate::error::ErrorCode as E;
     use Access::{Read, Write};
     let model = def.name.as_str();
@@ -323,11 +326,9 @@ pub fn endpoints(registry: &Registry, def: &oxbow_core::ModelDefinition) -> Vec<
                 // LoopBack 3 nests only the target's belongsTo methods (see the relations
                 // transcript).
                 if rel.nest_remoting {
-                    let inner: Vec<&Relation> = registry
-                        .model(target)
+                    let inner: Vec<&Relation> = model_named(target)
                         .map(|t| {
-                            t.definition()
-                                .relations
+                            t.relations
                                 .iter()
                                 .filter(|r| r.kind == RelationKind::BelongsTo)
                                 .collect()

@@ -324,35 +324,30 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
     }
     apply_mixins(&registry, &ctx.mixins)?;
     let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
-    let mut remote_methods = HashMap::new();
-    for model in registry.models() {
-        let declared: Vec<Arc<oxbow_rest::remote::RemoteMethod>> =
-            oxbow_rest::remote::RemoteMethod::declared(model.definition())
-                .into_iter()
-                .map(Arc::new)
-                .collect();
-        for m in &declared {
+    let defs: Vec<&oxbow_core::ModelDefinition> =
+        registry.models().iter().map(|m| m.definition()).collect();
+    let endpoints = Arc::new(oxbow_rest::endpoint::Endpoints::build(
+        &defs,
+        &plan.config.shared_methods,
+    ));
+    for table in endpoints.models() {
+        for ep in &table.endpoints {
+            let oxbow_rest::endpoint::Action::Remote(_) = ep.action else {
+                continue;
+            };
             if !ctx
                 .remotes
                 .methods
-                .contains_key(&(model.name().to_owned(), m.name.clone()))
+                .contains_key(&(ep.model.clone(), ep.name.clone()))
             {
                 tracing::warn!(
                     "model `{}` declares the remote method `{}`, which no boot plugin implements (BootContext::remote_method); it answers 501",
-                    model.name(),
-                    m.name
+                    ep.model,
+                    ep.name
                 );
             }
         }
-        if !declared.is_empty() {
-            remote_methods.insert(model.name().to_owned(), declared);
-        }
     }
-    let endpoints = Arc::new(oxbow_rest::endpoint::Endpoints::build(
-        &registry,
-        &remote_methods,
-        &plan.config.shared_methods,
-    ));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
