@@ -152,9 +152,8 @@ impl Filter {
             filter.where_ = parse_where(def, w)?;
         }
         if let Some(inc) = obj.get("include").filter(|v| js::truthy(v)) {
-            let relations = def.settings.get("relations").and_then(Value::as_object);
             for name in include_names(inc) {
-                if !relations.is_some_and(|r| r.contains_key(&name)) {
+                if def.relation(&name).is_none() {
                     return Err(Error::bad_request(format!(
                         "Relation \"{name}\" is not defined for {} model",
                         def.name

@@ -100,8 +100,9 @@ pub(crate) fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("OXBOW_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "skipping {test}: OXBOW_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+            oxbow_conformance::skip_or_fail(
+                test,
+                "OXBOW_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)",
             );
             None
         }
@@ -471,6 +472,9 @@ async fn drain(mut body: actix_web::body::BoxBody) -> String {
 
 macro_rules! transcripts {
     ($($test:ident => $name:literal),* $(,)?) => {
+        /// The transcripts replayed below.
+        const REPLAYED: &[&str] = &[$($name),*];
+
         $(
             #[actix_web::test]
             async fn $test() {
@@ -519,6 +523,26 @@ transcripts! {
     seed_change_stream => "seed-change-stream",
     shop_change_stream => "shop-change-stream",
     limits => "limits",
+}
+
+/// Every transcript in the folder is replayed: a new file nobody added to the list above
+/// fails here instead of passing unnoticed.
+#[::core::prelude::v1::test]
+fn every_transcript_is_replayed() {
+    let dir = oxbow_conformance::repo_root().join("tests/conformance/transcripts");
+    let mut missing: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/conformance/transcripts")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".json")?.to_owned())
+        })
+        .filter(|name| !REPLAYED.contains(&name.as_str()))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "transcripts not replayed (add them to `transcripts!` in conformance.rs): {missing:?}"
+    );
 }
 
 /// docs/COMPATIBILITY.md names every deliberate deviation.

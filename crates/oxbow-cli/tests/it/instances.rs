@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::{postgres_url, serve};
 
 fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -1,5 +1,5 @@
 //! Shared by the default app's end-to-end tests: the real binary started on a free port.
-// Each test binary that includes this module uses only part of it.
+// Each test module uses only part of it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};

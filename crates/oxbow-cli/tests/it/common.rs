@@ -1,7 +1,7 @@
 //! What the process-level tests share: starting `oxbow serve`, one-shot HTTP requests and the
 //! PostgreSQL schema a test works in.
 
-// Each test binary uses its own part of this module.
+// Each test module uses its own part of this module.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -54,6 +54,11 @@ pub fn postgres_url(what: &str) -> Option<String> {
         .ok()
         .filter(|u| !u.is_empty());
     if url.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!(
+                "{what} cannot run: OXBOW_TEST_POSTGRES is not set (CI=true, so this is a failure, not a skip)"
+            );
+        }
         eprintln!("skipping {what}: OXBOW_TEST_POSTGRES is not set");
     }
     url

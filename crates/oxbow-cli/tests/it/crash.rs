@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::{drop_schema, postgres_url, request, serve};
 
 const WRITERS: usize = 8;
