@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod error;
 pub mod etag;
 pub mod files;
+pub mod generation;
 pub mod negotiate;
 pub mod pipeline;
 pub mod plans;
@@ -38,30 +39,20 @@ use oxbow_core::{Model, ModelDefinition, Record, RecordView, Registry, Row};
 use endpoint::Action;
 pub use error::ErrorCode;
 pub use error::RestError;
+use generation::Generation;
 use negotiate::{ErrorFormat, Format};
 use routes::Op;
 
-/// What the REST handler needs: the registry and the body limits.
+/// What the REST handler needs: the generation being served, and what stays for the life
+/// of the listener (the REST root, the shutdown signal).
 #[derive(Debug)]
 pub struct RestApi {
-    pub registry: Arc<Registry>,
-    /// `restApiRoot` without a trailing slash (`/api`).
+    /// The registry, endpoint table, pipeline and plugin code, swapped whole.
+    pub current: Arc<generation::Current>,
+    /// `restApiRoot` without a trailing slash (`/api`); the router is mounted there.
     pub root: String,
-    pub json_limit: usize,
-    pub form_limit: usize,
-    /// Change-stream behaviour (`changeStreams` in config.json).
-    pub streams: stream::StreamOptions,
     /// Turns `true` when the server shuts down: open streams send their last event and end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// middleware.json compiled; its entries after `loopback#rest` answer what nobody else
-    /// did ([`url_not_found`]), and it holds strong-error-handler's options.
-    pub pipeline: Arc<pipeline::Compiled>,
-    /// Express's `etag` setting (config.json `etag`).
-    pub etag: etag::EtagMode,
-    /// Every model's endpoints: what dispatch matches requests against.
-    pub endpoints: Arc<endpoint::Endpoints>,
-    /// Their Rust implementations and the remote hooks, from boot plugins.
-    pub remotes: Arc<remote::Remotes>,
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -216,7 +207,8 @@ pub fn error_response(
 ) -> HttpResponse {
     let api = req.app_data::<web::Data<RestApi>>();
     let default = pipeline::ErrorOptions::default();
-    let opts = api.map_or(&default, |a| &a.pipeline.errors);
+    let live = api.map(|a| a.current.load());
+    let opts = live.as_ref().map_or(&default, |g| &g.pipeline.errors);
     if opts.log {
         let url = req.uri().path_and_query().map_or("/", |p| p.as_str());
         tracing::warn!(
@@ -278,7 +270,8 @@ pub fn not_found_response(req: &HttpRequest) -> HttpResponse {
 
 /// What nobody answered: the entries after `loopback#rest` (static files, `urlNotFound`, …).
 pub async fn url_not_found(req: HttpRequest, api: web::Data<RestApi>) -> HttpResponse {
-    pipeline::fallback(&req, &api.pipeline).await
+    let live = api.current.load();
+    pipeline::fallback(&req, &live.pipeline).await
 }
 
 /// Now as an ISO date with milliseconds (`2026-11-28T06:00:00.000Z`), as JavaScript prints it.
@@ -298,10 +291,11 @@ pub async fn handle(
     payload: web::Payload,
     api: web::Data<RestApi>,
 ) -> HttpResponse {
-    let plan = plans::parsed(&req);
+    let live = api.current.load();
+    let plan = plans::parsed(&req, live.id);
     let query = &plan.query;
-    match dispatch(&req, &plan, payload, &api).await {
-        Ok(Outcome::Reply(reply)) => respond(&req, query, reply, api.etag),
+    match dispatch(&req, &plan, payload, &api, &live).await {
+        Ok(Outcome::Reply(reply)) => respond(&req, query, reply, live.etag),
         Ok(Outcome::Response(resp)) => resp,
         Err(e) => error_response(&req, query, &e),
     }
@@ -326,9 +320,10 @@ async fn dispatch(
     plan: &plans::Parsed,
     payload: web::Payload,
     api: &RestApi,
+    live: &Generation,
 ) -> Result<Outcome, RestError> {
     // body-parser runs before routing: an oversized or malformed body fails on any path.
-    let body = read_body(req, payload, api).await?;
+    let body = read_body(req, payload, live).await?;
     let path = req.path();
     let rel = path.strip_prefix(api.root.as_str()).unwrap_or(path);
     let mut segs = rel.split('/').filter(|s| !s.is_empty());
@@ -340,16 +335,16 @@ async fn dispatch(
     let Some(model_seg) = segs.next() else {
         return Err(no_method());
     };
-    let Some(index) = api
+    let Some(index) = live
         .registry
         .index_by_path(model_seg)
-        .filter(|&i| api.registry.models()[i].definition().is_persisted())
+        .filter(|&i| live.registry.models()[i].definition().is_persisted())
     else {
         return Err(no_method());
     };
-    let model = &api.registry.models()[index];
+    let model = &live.registry.models()[index];
     let rest: Vec<&str> = segs.collect();
-    let matched = api
+    let matched = live
         .endpoints
         .at(index)
         .and_then(|t| t.find(req.method().as_str(), &rest));
@@ -362,7 +357,7 @@ async fn dispatch(
         return Err(ErrorCode::NoSharedMethod.with(&[&model.name(), &req.method(), &shown]));
     };
     let caller = Caller::new(req);
-    invoke(api, model, &matched, &caller, req, plan, body).await
+    invoke(api, live, model, &matched, &caller, req, plan, body).await
 }
 
 /// Who is calling and on what request: made once per request and passed to every step of
@@ -388,8 +383,10 @@ impl Caller {
 /// The one call path of every REST method: authorization, `beforeRemote` hooks, the
 /// method, `afterRemote` hooks, in that order, for CRUD, relation, remote and change-stream
 /// endpoints alike.
+#[allow(clippy::too_many_arguments)]
 async fn invoke(
     api: &RestApi,
+    live: &Generation,
     model: &Arc<Model>,
     matched: &endpoint::Matched<'_, '_>,
     caller: &Caller,
@@ -398,15 +395,15 @@ async fn invoke(
     body: Body,
 ) -> Result<Outcome, RestError> {
     let ep = matched.endpoint;
-    authorize(api, ep, caller)?;
+    authorize(live, ep, caller)?;
     let method = ep.name.as_str();
     let out = match &ep.action {
         Action::Remote(m) => {
-            return call_remote(api, model, m, matched, req, plan, body).await;
+            return call_remote(live, model, m, matched, req, plan, body).await;
         }
         Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {
-            let args = builtin_args(api, matched, &body, &plan.query);
-            let body = before_remote(api, req, model.name(), method, args, body).await?;
+            let args = builtin_args(live, matched, &body, &plan.query);
+            let body = before_remote(live, req, model.name(), method, args, body).await?;
             let from_body = match &body {
                 Body::Json(Value::Object(b)) => b.get("options").cloned(),
                 _ => None,
@@ -422,47 +419,51 @@ async fn invoke(
                 req,
                 &plan.query,
                 opts.as_ref(),
-                api.streams.clone(),
+                live.streams.clone(),
                 api.shutdown.clone(),
             )
             .await?;
             Outcome::Response(resp)
         }
         Action::Crud(op) => {
-            let args = builtin_args(api, matched, &body, &plan.query);
-            let body = before_remote(api, req, model.name(), method, args, body).await?;
-            Outcome::Reply(run(&api.registry, model, *op, matched, req, plan, body).await?)
+            let args = builtin_args(live, matched, &body, &plan.query);
+            let body = before_remote(live, req, model.name(), method, args, body).await?;
+            Outcome::Reply(run(&live.registry, model, *op, matched, req, plan, body).await?)
         }
         Action::Relation {
             relation,
             op,
             nested,
         } => {
-            let args = builtin_args(api, matched, &body, &plan.query);
-            let body = before_remote(api, req, model.name(), method, args, body).await?;
+            let args = builtin_args(live, matched, &body, &plan.query);
+            let body = before_remote(live, req, model.name(), method, args, body).await?;
             let route = relations::RelRoute::of(relation, *op, nested.as_deref(), matched);
-            relations::run(&api.registry, model, route, req, plan, body).await?
+            relations::run(&live.registry, model, route, req, plan, body).await?
         }
     };
-    after_remote(api, req, model.name(), method, out).await
+    after_remote(live, req, model.name(), method, out).await
 }
 
 /// Whether the caller may call the endpoint. Every endpoint is open until users, tokens
 /// and ACLs land; this is where their check runs, before any hook or the method.
-fn authorize(_api: &RestApi, _ep: &endpoint::Endpoint, _caller: &Caller) -> Result<(), RestError> {
+fn authorize(
+    _gen: &Generation,
+    _ep: &endpoint::Endpoint,
+    _caller: &Caller,
+) -> Result<(), RestError> {
     Ok(())
 }
 
 /// The arguments remote hooks see for a built-in method: `id` (and a relation's `fk`),
 /// `data`, `filter`, `where`; built only when some hook may look at them.
 fn builtin_args(
-    api: &RestApi,
+    live: &Generation,
     matched: &endpoint::Matched<'_, '_>,
     body: &Body,
     query: &Map<String, Value>,
 ) -> Map<String, Value> {
     let mut args = Map::new();
-    if !api.remotes.has_hooks() {
+    if !live.remotes.has_hooks() {
         return args;
     }
     for (name, raw) in matched.route.params(&matched.values) {
@@ -488,14 +489,14 @@ fn builtin_args(
 
 /// Runs the `beforeRemote` hooks that match; a changed `data` becomes the body.
 async fn before_remote(
-    api: &RestApi,
+    live: &Generation,
     req: &HttpRequest,
     model: &str,
     method: &str,
     args: Map<String, Value>,
     body: Body,
 ) -> Result<Body, RestError> {
-    if api.remotes.before.is_empty() {
+    if live.remotes.before.is_empty() {
         return Ok(body);
     }
     let before = args.get("data").cloned();
@@ -506,7 +507,7 @@ async fn before_remote(
         args,
         result: None,
     };
-    api.remotes.run_before(&mut ctx).await?;
+    live.remotes.run_before(&mut ctx).await?;
     let after = ctx.args.remove("data");
     Ok(if after != before {
         after.map_or(Body::None, Body::Json)
@@ -518,13 +519,13 @@ async fn before_remote(
 /// Runs the `afterRemote` hooks that match: on a JSON result they may replace it; on a
 /// stream they see no result and may still refuse it.
 async fn after_remote(
-    api: &RestApi,
+    live: &Generation,
     req: &HttpRequest,
     model: &str,
     method: &str,
     out: Outcome,
 ) -> Result<Outcome, RestError> {
-    if !api.remotes.has_after(model, method) {
+    if !live.remotes.has_after(model, method) {
         return Ok(out);
     }
     let Outcome::Reply(reply) = out else {
@@ -535,7 +536,7 @@ async fn after_remote(
             args: Map::new(),
             result: None,
         };
-        api.remotes.run_after(&mut ctx).await?;
+        live.remotes.run_after(&mut ctx).await?;
         return Ok(out);
     };
     let result: Value = serde_json::from_slice(&reply.json).unwrap_or(Value::Null);
@@ -546,7 +547,7 @@ async fn after_remote(
         args: Map::new(),
         result: Some(result),
     };
-    api.remotes.run_after(&mut ctx).await?;
+    live.remotes.run_after(&mut ctx).await?;
     let json = serde_json::to_vec(&ctx.result.unwrap_or(Value::Null))
         .map_err(|e| ErrorCode::Internal.with(&[&e]))?;
     Ok(Outcome::Reply(Reply {
@@ -558,7 +559,7 @@ async fn after_remote(
 /// A remote method declared in model JSON: arguments sourced and coerced as strong-remoting
 /// does, the Rust implementation a plugin registered, the result shaped by `returns`.
 async fn call_remote(
-    api: &RestApi,
+    live: &Generation,
     model: &Arc<Model>,
     m: &remote::RemoteMethod,
     matched: &endpoint::Matched<'_, '_>,
@@ -566,7 +567,7 @@ async fn call_remote(
     plan: &plans::Parsed,
     body: Body,
 ) -> Result<Outcome, RestError> {
-    let Some(handler) = api
+    let Some(handler) = live
         .remotes
         .methods
         .get(&(model.name().to_owned(), m.name.clone()))
@@ -652,7 +653,7 @@ async fn call_remote(
             args.insert(a.arg.clone(), v);
         }
     }
-    if !api.remotes.before.is_empty() {
+    if !live.remotes.before.is_empty() {
         let mut ctx = remote::RemoteContext {
             req,
             model: model.name(),
@@ -660,7 +661,7 @@ async fn call_remote(
             args,
             result: None,
         };
-        api.remotes.run_before(&mut ctx).await?;
+        live.remotes.run_before(&mut ctx).await?;
         args = ctx.args;
     }
     let result = handler(remote::RemoteCall {
@@ -676,7 +677,7 @@ async fn call_remote(
         status: StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
         json,
     });
-    after_remote(api, req, model.name(), &m.name, out).await
+    after_remote(live, req, model.name(), &m.name, out).await
 }
 
 /// What a route produced: a value to negotiate, or a finished (streaming) response.
@@ -695,7 +696,7 @@ enum Body {
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-    api: &RestApi,
+    live: &Generation,
 ) -> Result<Body, RestError> {
     let ctype = req
         .headers()
@@ -711,9 +712,9 @@ async fn read_body(
         return Ok(Body::None);
     }
     let limit = if is_json {
-        api.json_limit
+        live.json_limit
     } else {
-        api.form_limit
+        live.form_limit
     };
     let too_large = || ErrorCode::PayloadTooLarge.err();
     if let Some(len) = req

@@ -820,9 +820,9 @@ impl RateLimiter {
 
 // ------------------------------------------------------------------------------- the actix side
 
-/// The actix middleware running a [`Compiled`] pipeline.
+/// The actix middleware running the [`Compiled`] pipeline of the generation being served.
 #[derive(Clone)]
-pub struct Pipeline(pub Arc<Compiled>);
+pub struct Pipeline(pub Arc<crate::generation::Current>);
 
 impl<S> Transform<S, ServiceRequest> for Pipeline
 where
@@ -837,14 +837,14 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         std::future::ready(Ok(PipelineService {
             service: Rc::new(service),
-            plan: self.0.clone(),
+            current: self.0.clone(),
         }))
     }
 }
 
 pub struct PipelineService<S> {
     service: Rc<S>,
-    plan: Arc<Compiled>,
+    current: Arc<crate::generation::Current>,
 }
 
 impl<S> Service<ServiceRequest> for PipelineService<S>
@@ -861,8 +861,8 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        if self.plan.needs_async {
-            let plan = self.plan.clone();
+        let plan = self.current.load();
+        if plan.pipeline.needs_async {
             let service = self.service.clone();
             return Either::Right(Either::Right(Box::pin(call_async(plan, service, req))));
         }
@@ -872,7 +872,7 @@ where
         {
             let http = req.request();
             let (method, path) = (http.method().as_str(), http.path());
-            for (i, stage) in self.plan.before.iter().enumerate() {
+            for (i, stage) in plan.pipeline.before.iter().enumerate() {
                 let Some(rel) = stage.entry.applies(method, path) else {
                     continue;
                 };
@@ -883,13 +883,13 @@ where
             }
         }
         if let Some(resp) = answer {
-            let resp = fx.apply(&self.plan.before, req.request(), resp);
+            let resp = fx.apply(&plan.pipeline.before, req.request(), resp);
             return Either::Left(std::future::ready(Ok(req.into_response(resp))));
         }
         Either::Right(Either::Left(Finish {
             inner: self.service.call(req),
             fx: Some(fx),
-            plan: self.plan.clone(),
+            plan,
         }))
     }
 }
@@ -900,7 +900,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         fx: Option<Effects>,
-        plan: Arc<Compiled>,
+        plan: crate::generation::Pinned,
     }
 }
 
@@ -914,19 +914,20 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         let fx = this.fx.take().unwrap_or_default();
-        Poll::Ready(finish(result, fx, &this.plan.before))
+        Poll::Ready(finish(result, fx, &this.plan.pipeline.before))
     }
 }
 
 /// Pipelines with plugin middleware, timeouts or an access log.
 async fn call_async<S>(
-    plan: Arc<Compiled>,
+    live: crate::generation::Pinned,
     service: Rc<S>,
     req: ServiceRequest,
 ) -> Result<ServiceResponse<BoxBody>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error> + 'static,
 {
+    let plan = &*live.pipeline;
     let mut fx = Effects::default();
     let method = req.method().as_str().to_owned();
     let path = req.path().to_owned();

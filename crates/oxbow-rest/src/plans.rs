@@ -1,9 +1,10 @@
 //! Parsed query strings of recent GET requests, kept per worker thread: a repeated request
 //! (a polling page, a dashboard) skips parsing its query string and its `filter`.
 //!
-//! The key is the whole path and query, and the registry is immutable, so a cached parse is
-//! exactly what parsing again would give. The cache is bounded (it is emptied when full) and
-//! errors are never cached.
+//! The key is the whole path and query within one generation (a cached `filter` is parsed
+//! against that generation's models), so a cached parse is exactly what parsing again would
+//! give; a request on another generation empties the cache first. The cache is bounded (it is
+//! emptied when full) and errors are never cached.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -46,19 +47,27 @@ impl Parsed {
     }
 }
 
+/// The generation the cached parses belong to, and the parses.
+type Plans = (u64, HashMap<Box<str>, Rc<Parsed>>);
+
 thread_local! {
-    static PLANS: RefCell<HashMap<Box<str>, Rc<Parsed>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<Plans> = RefCell::new((0, HashMap::new()));
 }
 
-/// The parsed query of `req`: from the cache for GET requests with a query string.
-pub fn parsed(req: &HttpRequest) -> Rc<Parsed> {
+/// The parsed query of `req`: from the cache for GET requests with a query string served by
+/// the generation `generation`.
+pub fn parsed(req: &HttpRequest, generation: u64) -> Rc<Parsed> {
     let raw = req.query_string();
     if raw.is_empty() || req.method() != Method::GET {
         return Rc::new(Parsed::new(raw));
     }
     let key = req.uri().path_and_query().map_or("", |p| p.as_str());
     PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
+        let (seen, plans) = &mut *plans.borrow_mut();
+        if *seen != generation {
+            plans.clear();
+            *seen = generation;
+        }
         if let Some(p) = plans.get(key) {
             return p.clone();
         }

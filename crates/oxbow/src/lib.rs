@@ -181,11 +181,9 @@ pub struct Booted {
     pub plan: Arc<AppPlan>,
     pub registry: Arc<Registry>,
     routes: Vec<RouteFn>,
-    /// middleware.json compiled, with the plugins' middleware resolved.
-    pipeline: Arc<oxbow_rest::pipeline::Compiled>,
-    /// Every model's endpoints (CRUD, relations, remote methods, `sharedMethods` applied).
-    endpoints: Arc<oxbow_rest::endpoint::Endpoints>,
-    remotes: Arc<oxbow_rest::remote::Remotes>,
+    /// The generation served: registry, endpoint table, pipeline (with the plugins'
+    /// middleware resolved), remote code; what a reload would swap.
+    current: Arc<oxbow_rest::generation::Current>,
     /// Set at shutdown: open change streams send their last event and end.
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -348,14 +346,29 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             }
         }
     }
+    let cfg = &plan.config;
+    let current = oxbow_rest::generation::Current::new(oxbow_rest::generation::Generation {
+        id: 0,
+        registry: registry.clone(),
+        endpoints,
+        pipeline: Arc::new(pipeline),
+        remotes: Arc::new(ctx.remotes),
+        json_limit: cfg.json_limit,
+        form_limit: cfg.urlencoded_limit,
+        streams: oxbow_rest::stream::StreamOptions {
+            ids: cfg.change_streams.ids,
+            retry_ms: cfg.change_streams.retry_ms,
+            heartbeat: (cfg.change_streams.heartbeat_seconds > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(cfg.change_streams.heartbeat_seconds)),
+        },
+        etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
+    });
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
         plan,
         registry,
         routes: ctx.routes,
-        pipeline: Arc::new(pipeline),
-        endpoints,
-        remotes: Arc::new(ctx.remotes),
+        current,
         shutdown: Arc::new(shutdown),
     })
 }
@@ -434,26 +447,13 @@ impl Booted {
     fn rest_api(&self) -> web::Data<oxbow_rest::RestApi> {
         let cfg = &self.plan.config;
         web::Data::new(oxbow_rest::RestApi {
-            registry: self.registry.clone(),
+            current: self.current.clone(),
             root: self
                 .plan
                 .pipeline
                 .rest_root(&cfg.rest_api_root)
                 .unwrap_or_default(),
-            json_limit: cfg.json_limit,
-            form_limit: cfg.urlencoded_limit,
-            streams: oxbow_rest::stream::StreamOptions {
-                ids: cfg.change_streams.ids,
-                retry_ms: cfg.change_streams.retry_ms,
-                heartbeat: (cfg.change_streams.heartbeat_seconds > 0.0).then(|| {
-                    std::time::Duration::from_secs_f64(cfg.change_streams.heartbeat_seconds)
-                }),
-            },
             shutdown: self.shutdown.subscribe(),
-            pipeline: self.pipeline.clone(),
-            endpoints: self.endpoints.clone(),
-            remotes: self.remotes.clone(),
-            etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
         })
     }
 
@@ -480,10 +480,15 @@ impl Booted {
         }
     }
 
+    /// The generation being served (what a reload swaps).
+    pub fn current(&self) -> &Arc<oxbow_rest::generation::Current> {
+        &self.current
+    }
+
     /// The middleware.json entries that run before the router, as an actix middleware:
     /// `App::new().wrap(booted.pipeline()).configure(booted.configure())`.
     pub fn pipeline(&self) -> oxbow_rest::pipeline::Pipeline {
-        oxbow_rest::pipeline::Pipeline(self.pipeline.clone())
+        oxbow_rest::pipeline::Pipeline(self.current.clone())
     }
 
     /// Binds and serves until SIGINT/SIGTERM. `on_bound` gets the bound address (port 0 works).

@@ -3,6 +3,7 @@
 
 mod boot;
 mod conformance;
+mod generation;
 mod hooks;
 mod include;
 mod lbpg;
