@@ -5,6 +5,7 @@
 //! names the file, the JSON pointer inside it, and what was expected. Nothing here serves
 //! requests or touches the network.
 
+mod datasources;
 pub mod middleware;
 mod models;
 pub mod overlay;
@@ -17,21 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use datasources::{ConnectorPlan, DataSourcePlan, PostgresPlan, SqlitePlan, SqliteSync};
 pub use problem::{Problem, Problems};
 
 use oxbow_core::ModelDefinition;
-
-/// A datasource from datasources.json.
-#[derive(Debug, Clone)]
-pub struct DataSourcePlan {
-    pub name: String,
-    /// `memory`, …
-    pub connector: String,
-    /// Every key of the entry (connector settings such as `file`).
-    pub settings: Map<String, Value>,
-    /// The file the entry came from, for messages.
-    pub file: PathBuf,
-}
 
 /// Settings from config.json that oxbow uses.
 #[derive(Debug, Clone)]
@@ -235,7 +225,7 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         "",
         &mut warnings,
     );
-    let datasources = compile_datasources(&ds_file, &mut problems);
+    let datasources = datasources::compile(&ds_file, &mut problems, &mut warnings);
     let middleware_plan = middleware::compile(
         &mw_file.path,
         &mw_file.value,
@@ -379,75 +369,4 @@ pub fn parse_size(v: &Value) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-fn compile_datasources(file: &read::Artifact, problems: &mut Problems) -> Vec<DataSourcePlan> {
-    const KNOWN: &[&str] = &["memory", "transient", "sqlite", "postgresql"];
-    let mut out = Vec::new();
-    let Some(map) = file.value.as_object() else {
-        return out;
-    };
-    for (name, entry) in map {
-        if name == "$schema" {
-            continue;
-        }
-        let Some(settings) = entry.as_object() else {
-            continue;
-        };
-        let connector = settings
-            .get("connector")
-            .and_then(Value::as_str)
-            .unwrap_or("memory");
-        let mut connector = connector
-            .strip_prefix("loopback-connector-")
-            .unwrap_or(connector)
-            .to_owned();
-        // LoopBack's package is loopback-connector-sqlite3.
-        if connector == "sqlite3" {
-            connector = "sqlite".to_owned();
-        }
-        if connector == "postgres" {
-            connector = "postgresql".to_owned();
-        }
-        if connector == "sqlite" {
-            let pointer = |key: &str| format!("/{}/{key}", problem::escape(name));
-            // The schema checks the type of `file`; it must be there for SQLite.
-            match settings.get("file") {
-                Some(Value::Null) | None => problems.push(Problem::new(
-                    &file.path,
-                    &format!("/{}", problem::escape(name)),
-                    "expected a `file` setting: the path of the SQLite database, relative to the app root",
-                )),
-                Some(_) => {}
-            }
-            match settings.get("synchronous") {
-                None => {}
-                Some(Value::String(s))
-                    if s.eq_ignore_ascii_case("full") || s.eq_ignore_ascii_case("normal") => {}
-                Some(other) => problems.push(Problem::new(
-                    &file.path,
-                    &pointer("synchronous"),
-                    &format!("expected \"full\" or \"normal\", found {other}"),
-                )),
-            }
-        }
-        if !KNOWN.contains(&connector.as_str()) {
-            problems.push(Problem::new(
-                &file.path,
-                &format!("/{}/connector", problem::escape(name)),
-                &format!(
-                    "expected a connector oxbow provides (one of: {}), found `{connector}`",
-                    KNOWN.join(", ")
-                ),
-            ));
-            // Kept, so models that name it are not reported a second time.
-        }
-        out.push(DataSourcePlan {
-            name: name.clone(),
-            connector,
-            settings: settings.clone(),
-            file: file.path.clone(),
-        });
-    }
-    out
 }

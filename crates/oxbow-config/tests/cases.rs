@@ -26,13 +26,9 @@ fn render(case: &Path) -> String {
                 c.rest_api_root, c.port, c.json_limit
             ));
             for ds in &plan.datasources {
-                let mut settings = ds.settings.clone();
-                settings.remove("name");
                 out.push_str(&format!(
-                    "datasource {}: {} {}\n",
-                    ds.name,
-                    ds.connector,
-                    serde_json::Value::Object(settings)
+                    "datasource {}: {} {:?}\n",
+                    ds.name, ds.connector, ds.kind
                 ));
             }
             if plan.pipeline.declared {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use oxbow_core::change::{ChangeLog, ChangeNote, ChangeType, EncodedNote};
@@ -188,34 +188,39 @@ impl Drop for Readers {
     }
 }
 
-/// The client configuration from LoopBack's settings: `url` (or `connectionString`), else
-/// `host`, `port`, `database`, `user` (or `username`), `password`; oxbow's `schema` puts the
-/// tables in that schema (created when missing).
-pub fn config(
-    settings: &Map<String, Value>,
-) -> std::result::Result<tokio_postgres::Config, String> {
-    let s = |k: &str| settings.get(k).and_then(Value::as_str);
-    let mut cfg = match s("url").or_else(|| s("connectionString")) {
+/// A PostgreSQL datasource's settings, as oxbow-config checked them: LoopBack's `url`, else
+/// `host`, `port`, `database`, `user`, `password`; oxbow's `schema` (the tables' schema,
+/// created when missing), `max` (pool size, default 16) and `cacheRows` (default 0: off).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub schema: Option<String>,
+    pub max: Option<usize>,
+    pub cache_rows: Option<usize>,
+}
+
+/// The client configuration of `settings`.
+pub fn config(settings: &Settings) -> std::result::Result<tokio_postgres::Config, String> {
+    let mut cfg = match &settings.url {
         Some(url) => url
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("url: {e}"))?,
         None => {
             let mut c = tokio_postgres::Config::new();
-            c.host(s("host").unwrap_or("localhost"));
-            c.port(
-                settings
-                    .get("port")
-                    .and_then(|p| p.as_u64().or_else(|| p.as_str()?.parse().ok()))
-                    .and_then(|p| u16::try_from(p).ok())
-                    .unwrap_or(5432),
-            );
-            if let Some(db) = s("database") {
+            c.host(settings.host.as_deref().unwrap_or("localhost"));
+            c.port(settings.port.unwrap_or(5432));
+            if let Some(db) = &settings.database {
                 c.dbname(db);
             }
-            if let Some(u) = s("user").or_else(|| s("username")) {
+            if let Some(u) = &settings.user {
                 c.user(u);
             }
-            if let Some(p) = s("password") {
+            if let Some(p) = &settings.password {
                 c.password(p);
             }
             c
@@ -224,7 +229,7 @@ pub fn config(
     if cfg.get_user().is_none() {
         cfg.user(std::env::var("USER").unwrap_or_else(|_| "postgres".into()));
     }
-    if let Some(schema) = s("schema") {
+    if let Some(schema) = &settings.schema {
         cfg.options(format!("-c search_path={schema}"));
     }
     cfg.application_name("oxbow");
@@ -251,19 +256,13 @@ impl PostgresConnector {
     /// Connects, creates or extends the tables of `models` (columns are added, never
     /// dropped) and their id sequences.
     pub async fn connect<'a>(
-        settings: &Map<String, Value>,
+        settings: &Settings,
         models: impl IntoIterator<Item = &'a ModelDefinition>,
     ) -> std::result::Result<Self, OpenError> {
         let cfg = config(settings).map_err(|e| OpenError(format!("PostgreSQL settings: {e}")))?;
-        let max = settings
-            .get("max")
-            .and_then(Value::as_u64)
-            .map_or(16, |m| m as usize);
-        let schema = settings.get("schema").and_then(Value::as_str);
-        let cache_rows = settings
-            .get("cacheRows")
-            .and_then(Value::as_u64)
-            .map_or(0, |n| n as usize);
+        let max = settings.max.unwrap_or(16);
+        let schema = settings.schema.as_deref();
+        let cache_rows = settings.cache_rows.unwrap_or(0);
         let mgr = Manager::from_config(
             cfg.clone(),
             NoTls,

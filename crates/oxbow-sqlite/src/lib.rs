@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::params_from_iter;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use oxbow_core::connector::{BoxFuture, Connector, Modify};
 use oxbow_core::error::{Error, Result};
@@ -38,18 +38,6 @@ pub enum Synchronous {
     /// No fsync on commit (WAL): acknowledged writes survive a process crash, the last
     /// commits may be lost on power loss.
     Normal,
-}
-
-impl Synchronous {
-    /// Reads the `synchronous` setting (`"full"` when absent).
-    pub fn from_settings(settings: &Map<String, Value>) -> std::result::Result<Self, String> {
-        match settings.get("synchronous") {
-            None => Ok(Self::Full),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("full") => Ok(Self::Full),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("normal") => Ok(Self::Normal),
-            Some(other) => Err(format!("expected \"full\" or \"normal\", found {other}")),
-        }
-    }
 }
 
 /// Rows kept per table for point reads unless `cacheRows` says otherwise.

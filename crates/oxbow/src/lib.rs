@@ -199,56 +199,61 @@ pub async fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
             .cloned()
             .map(Arc::new)
             .collect();
-        let connector: Arc<dyn oxbow_core::Connector> = match ds.connector.as_str() {
-            "memory" => {
-                let file = ds
-                    .settings
-                    .get("file")
-                    .and_then(Value::as_str)
-                    .map(|f| resolve_data_file(&plan.root, f));
+        use oxbow_config::ConnectorPlan;
+        let connector: Arc<dyn oxbow_core::Connector> = match &ds.kind {
+            ConnectorPlan::Memory { file } => {
+                let file = file.as_deref().map(|f| resolve_data_file(&plan.root, f));
                 Arc::new(
                     oxbow_core::MemoryConnector::new(defs.iter().map(|d| d.as_ref()), file)
                         .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
-            "sqlite" => {
-                let file = ds
-                    .settings
-                    .get("file")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let sync = oxbow_sqlite::Synchronous::from_settings(&ds.settings)
-                    .map_err(|e| anyhow::anyhow!("datasource `{}`: synchronous: {e}", ds.name))?;
+            ConnectorPlan::Sqlite(s) => {
+                let sync = match s.synchronous {
+                    oxbow_config::SqliteSync::Full => oxbow_sqlite::Synchronous::Full,
+                    oxbow_config::SqliteSync::Normal => oxbow_sqlite::Synchronous::Normal,
+                };
                 Arc::new(
                     oxbow_sqlite::SqliteConnector::open(
-                        &resolve_data_file(&plan.root, file),
+                        &resolve_data_file(&plan.root, &s.file),
                         defs.iter().map(|d| d.as_ref()),
                         sync,
-                        ds.settings
-                            .get("cacheRows")
-                            .and_then(Value::as_u64)
-                            .map_or(oxbow_sqlite::DEFAULT_CACHE_ROWS, |n| n as usize),
+                        s.cache_rows.unwrap_or(oxbow_sqlite::DEFAULT_CACHE_ROWS),
                     )
                     .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
             }
-            "postgresql" => Arc::new(
-                oxbow_postgres::PostgresConnector::connect(
-                    &ds.settings,
-                    defs.iter().map(|d| d.as_ref()),
+            ConnectorPlan::Postgres(p) => {
+                let settings = oxbow_postgres::Settings {
+                    url: p.url.clone(),
+                    host: p.host.clone(),
+                    port: p.port,
+                    database: p.database.clone(),
+                    user: p.user.clone(),
+                    password: p.password.clone(),
+                    schema: p.schema.clone(),
+                    max: p.max,
+                    cache_rows: p.cache_rows,
+                };
+                Arc::new(
+                    oxbow_postgres::PostgresConnector::connect(
+                        &settings,
+                        defs.iter().map(|d| d.as_ref()),
+                    )
+                    .await
+                    .with_context(|| format!("datasource `{}`", ds.name))?,
                 )
-                .await
-                .with_context(|| format!("datasource `{}`", ds.name))?,
-            ),
+            }
             // LoopBack's transient connector keeps nothing between calls; its models are
             // used embedded in others. oxbow gives them a memory store that nothing exposes.
-            "transient" => Arc::new(
+            ConnectorPlan::Transient => Arc::new(
                 oxbow_core::MemoryConnector::new(defs.iter().map(|d| d.as_ref()), None)
                     .with_context(|| format!("datasource `{}`", ds.name))?,
             ),
-            other => bail!(
-                "datasource `{}`: connector `{other}` is not available",
-                ds.name
+            ConnectorPlan::Unknown => bail!(
+                "datasource `{}`: connector `{}` is not available",
+                ds.name,
+                ds.connector
             ),
         };
         for d in defs {
