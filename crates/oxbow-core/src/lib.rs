@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this crate knows nothing about HTTP, files of the app directory,
 //! JSON Schema or YAML. It is given compiled [`ModelDefinition`]s and does the model work.
 
+pub mod caller;
 pub mod change;
 pub mod connector;
 pub mod dao;
@@ -18,6 +19,7 @@ pub mod registry;
 pub mod relation;
 pub mod row;
 
+pub use caller::{Caller, CallerInfo};
 pub use change::{
     ChangeData, ChangeEvent, ChangeFeed, ChangeLog, ChangeNote, ChangeStream, ChangeType,
     FeedSettings, RecvError, Resume,

@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use oxbow_core::{Model, ModelDefinition, Record, RecordView, Registry, Row};
+use oxbow_core::{Caller, Model, ModelDefinition, Record, RecordView, Registry, Row};
 
 use endpoint::Action;
 pub use error::ErrorCode;
@@ -356,28 +356,20 @@ async fn dispatch(
         let shown = with_query(req, &sub);
         return Err(ErrorCode::NoSharedMethod.with(&[&model.name(), &req.method(), &shown]));
     };
-    let caller = Caller::new(req);
+    let caller = caller_of(req);
     invoke(api, live, model, &matched, &caller, req, plan, body).await
 }
 
-/// Who is calling and on what request: made once per request and passed to every step of
-/// [`invoke`]. Access tokens come with the auth issue; until then every caller is anonymous.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// `X-Request-Id` as the request carried it (or as `oxbow#requestId` set it), if any.
-    pub request_id: Option<String>,
-}
-
-impl Caller {
-    pub fn new(req: &HttpRequest) -> Self {
-        Self {
-            request_id: req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        }
-    }
+/// The caller of a request (LoopBack's `options`): made once, before routing, and passed to
+/// every step of [`invoke`].
+fn caller_of(req: &HttpRequest) -> Caller {
+    Caller::new(oxbow_core::CallerInfo {
+        request_id: req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    })
 }
 
 /// The one call path of every REST method: authorization, `beforeRemote` hooks, the
@@ -399,11 +391,11 @@ async fn invoke(
     let method = ep.name.as_str();
     let out = match &ep.action {
         Action::Remote(m) => {
-            return call_remote(live, model, m, matched, req, plan, body).await;
+            return call_remote(live, caller, model, m, matched, req, plan, body).await;
         }
         Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {
             let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, req, model.name(), method, args, body).await?;
+            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
             let from_body = match &body {
                 Body::Json(Value::Object(b)) => b.get("options").cloned(),
                 _ => None,
@@ -415,6 +407,7 @@ async fn invoke(
             let target = (*op == Op::RecordChangeStream).then(|| path_id(matched));
             let resp = stream::open(
                 model.clone(),
+                caller.clone(),
                 target,
                 req,
                 &plan.query,
@@ -427,7 +420,7 @@ async fn invoke(
         }
         Action::Crud(op) => {
             let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, req, model.name(), method, args, body).await?;
+            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
             Outcome::Reply(run(&live.registry, model, *op, matched, req, plan, body).await?)
         }
         Action::Relation {
@@ -436,12 +429,12 @@ async fn invoke(
             nested,
         } => {
             let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, req, model.name(), method, args, body).await?;
+            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
             let route = relations::RelRoute::of(relation, *op, nested.as_deref(), matched);
             relations::run(&live.registry, model, route, req, plan, body).await?
         }
     };
-    after_remote(live, req, model.name(), method, out).await
+    after_remote(live, caller, req, model.name(), method, out).await
 }
 
 /// Whether the caller may call the endpoint. Every endpoint is open until users, tokens
@@ -490,6 +483,7 @@ fn builtin_args(
 /// Runs the `beforeRemote` hooks that match; a changed `data` becomes the body.
 async fn before_remote(
     live: &Generation,
+    caller: &Caller,
     req: &HttpRequest,
     model: &str,
     method: &str,
@@ -502,6 +496,7 @@ async fn before_remote(
     let before = args.get("data").cloned();
     let mut ctx = remote::RemoteContext {
         req,
+        caller,
         model,
         method,
         args,
@@ -520,6 +515,7 @@ async fn before_remote(
 /// stream they see no result and may still refuse it.
 async fn after_remote(
     live: &Generation,
+    caller: &Caller,
     req: &HttpRequest,
     model: &str,
     method: &str,
@@ -531,6 +527,7 @@ async fn after_remote(
     let Outcome::Reply(reply) = out else {
         let mut ctx = remote::RemoteContext {
             req,
+            caller,
             model,
             method,
             args: Map::new(),
@@ -542,6 +539,7 @@ async fn after_remote(
     let result: Value = serde_json::from_slice(&reply.json).unwrap_or(Value::Null);
     let mut ctx = remote::RemoteContext {
         req,
+        caller,
         model,
         method,
         args: Map::new(),
@@ -558,8 +556,10 @@ async fn after_remote(
 
 /// A remote method declared in model JSON: arguments sourced and coerced as strong-remoting
 /// does, the Rust implementation a plugin registered, the result shaped by `returns`.
+#[allow(clippy::too_many_arguments)]
 async fn call_remote(
     live: &Generation,
+    caller: &Caller,
     model: &Arc<Model>,
     m: &remote::RemoteMethod,
     matched: &endpoint::Matched<'_, '_>,
@@ -656,6 +656,7 @@ async fn call_remote(
     if !live.remotes.before.is_empty() {
         let mut ctx = remote::RemoteContext {
             req,
+            caller,
             model: model.name(),
             method: &m.name,
             args,
@@ -666,6 +667,7 @@ async fn call_remote(
     }
     let result = handler(remote::RemoteCall {
         req: req.clone(),
+        caller: caller.clone(),
         model: model.clone(),
         args,
         instance,
@@ -677,7 +679,7 @@ async fn call_remote(
         status: StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
         json,
     });
-    after_remote(live, req, model.name(), &m.name, out).await
+    after_remote(live, caller, req, model.name(), &m.name, out).await
 }
 
 /// What a route produced: a value to negotiate, or a finished (streaming) response.

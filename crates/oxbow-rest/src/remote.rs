@@ -295,6 +295,8 @@ pub fn coerce_arg(
 /// What a remote method implemented in Rust receives.
 pub struct RemoteCall {
     pub req: HttpRequest,
+    /// Who is calling (LoopBack's `options`).
+    pub caller: oxbow_core::Caller,
     pub model: Arc<Model>,
     /// The declared arguments, coerced (absent ones left out).
     pub args: Map<String, Value>,
@@ -310,6 +312,8 @@ pub type RemoteMethodFn =
 /// after the method, its result (which the hook may replace).
 pub struct RemoteContext<'a> {
     pub req: &'a HttpRequest,
+    /// Who is calling (LoopBack's `ctx.args.options`).
+    pub caller: &'a oxbow_core::Caller,
     pub model: &'a str,
     /// The method name relative to the model: `create`, `prototype.patchAttributes`, …
     pub method: &'a str,

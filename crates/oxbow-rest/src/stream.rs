@@ -148,6 +148,9 @@ fn last_event_id(req: &HttpRequest, query: &Map<String, Value>) -> Option<Option
 /// Everything one open stream needs while it runs.
 struct Run {
     model: Arc<Model>,
+    /// The subscriber: what a per-event rights check asks about.
+    #[allow(dead_code)]
+    caller: oxbow_core::Caller,
     changes: ChangeStream,
     selection: Selection,
     framing: Framing,
@@ -239,8 +242,10 @@ async fn sleep_or_never(d: Option<Duration>) {
 
 /// Opens a change stream for `model` (one record when `target` is set). `options` comes from
 /// the query or the POST body.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     model: Arc<Model>,
+    caller: oxbow_core::Caller,
     target: Option<Value>,
     req: &HttpRequest,
     query: &Map<String, Value>,
@@ -299,6 +304,7 @@ pub async fn open(
     }
     let run = Run {
         model,
+        caller,
         changes,
         selection: Selection { filter, target },
         framing,
