@@ -30,8 +30,86 @@ pub struct Filter {
     pub skip: usize,
     /// Property names to keep (`None`: all).
     pub fields: Option<Vec<String>>,
-    /// `include` as given; relations resolve it.
-    pub include: Option<Value>,
+    /// `include`, its forms reduced to one list; relations resolve it.
+    pub include: Option<Include>,
+}
+
+/// An `include` in its every form (`"a"`, `["a", {"b": "c"}]`, `{"a": "b"}`,
+/// `{"relation": "a", "scope": {...}}`) as one list: a relation named twice is listed once,
+/// at its first place, with its last scope (as a second assignment to the same key does in
+/// JavaScript).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Include(pub Vec<IncludeItem>);
+
+/// One relation an `include` names, with its scope (a filter for the related model, whose
+/// `include` is the nested one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncludeItem {
+    pub relation: String,
+    pub scope: Map<String, Value>,
+    /// Named by a plain string (alone or in the top-level list), which is how juggler finds
+    /// the belongsTo keys a `{relation, scope}` with `fields` must keep.
+    pub plain: bool,
+}
+
+impl Include {
+    /// The include's structure; relation names are checked by whoever resolves them.
+    pub fn parse(v: &Value) -> Self {
+        fn walk(v: &Value, top: bool, out: &mut Vec<IncludeItem>) {
+            match v {
+                Value::String(s) => out.push(IncludeItem {
+                    relation: s.clone(),
+                    scope: Map::new(),
+                    plain: top,
+                }),
+                Value::Array(items) => {
+                    for i in items {
+                        // Strings in the top-level list are plain; deeper lists are not.
+                        walk(i, top && !matches!(i, Value::Array(_)), out);
+                    }
+                }
+                Value::Object(o) => {
+                    if let Some(rel) = o.get("relation").and_then(Value::as_str) {
+                        out.push(IncludeItem {
+                            relation: rel.to_owned(),
+                            scope: o
+                                .get("scope")
+                                .and_then(Value::as_object)
+                                .cloned()
+                                .unwrap_or_default(),
+                            plain: false,
+                        });
+                        return;
+                    }
+                    for (rel, nested) in o {
+                        let mut scope = Map::new();
+                        if !nested.is_null() && nested != &Value::Bool(true) {
+                            scope.insert("include".into(), nested.clone());
+                        }
+                        out.push(IncludeItem {
+                            relation: rel.clone(),
+                            scope,
+                            plain: false,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut listed = Vec::new();
+        walk(v, true, &mut listed);
+        let mut items: Vec<IncludeItem> = Vec::new();
+        for item in listed {
+            match items.iter_mut().find(|i| i.relation == item.relation) {
+                Some(first) => {
+                    first.scope = item.scope;
+                    first.plain |= item.plain;
+                }
+                None => items.push(item),
+            }
+        }
+        Self(items)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +238,7 @@ impl Filter {
                     )));
                 }
             }
-            filter.include = Some(inc.clone());
+            filter.include = Some(Include::parse(inc));
         }
         Ok(filter)
     }

@@ -27,7 +27,7 @@ pub use change::{
 pub use connector::{BoxFuture, Connector};
 pub use dao::{Model, RecordView};
 pub use error::{Error, Result, ValidationError, Violation};
-pub use filter::{Filter, Where};
+pub use filter::{Filter, Include, IncludeItem, Where};
 pub use hooks::{HookContext, Operation};
 pub use instance::Record;
 pub use memory::MemoryConnector;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::dao::{Model, RecordView};
 use crate::error::{Error, Result};
-use crate::filter::Filter;
+use crate::filter::{Filter, Include};
 use crate::js;
 use crate::model::ModelDefinition;
 use crate::registry::Registry;
@@ -156,53 +156,6 @@ fn key(v: &Value) -> Key {
     }
 }
 
-/// One relation an `include` names, with its scope and nested include.
-#[derive(Debug, Clone)]
-struct IncludeItem {
-    relation: String,
-    scope: Map<String, Value>,
-}
-
-/// `include` in its every form: `"a"`, `["a", {"b": "c"}]`, `{"a": "b"}`,
-/// `{"relation": "a", "scope": {...}}`.
-fn parse_include(v: &Value, out: &mut Vec<IncludeItem>) {
-    match v {
-        Value::String(s) => out.push(IncludeItem {
-            relation: s.clone(),
-            scope: Map::new(),
-        }),
-        Value::Array(items) => {
-            for i in items {
-                parse_include(i, out);
-            }
-        }
-        Value::Object(o) => {
-            if let Some(rel) = o.get("relation").and_then(Value::as_str) {
-                out.push(IncludeItem {
-                    relation: rel.to_owned(),
-                    scope: o
-                        .get("scope")
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default(),
-                });
-                return;
-            }
-            for (rel, nested) in o {
-                let mut scope = Map::new();
-                if !nested.is_null() && nested != &Value::Bool(true) {
-                    scope.insert("include".into(), nested.clone());
-                }
-                out.push(IncludeItem {
-                    relation: rel.clone(),
-                    scope,
-                });
-            }
-        }
-        _ => {}
-    }
-}
-
 /// Rows as REST shows them (hidden properties removed, `fields` applied), with every relation
 /// `include` names attached, as JSON texts (one per row). Rows are written from their cached
 /// JSON and related records spliced in as text: no JSON maps are built on the way.
@@ -211,7 +164,7 @@ pub async fn render(
     model: &Model,
     rows: &[Arc<Row>],
     fields: Option<&[String]>,
-    include: Option<&Value>,
+    include: Option<&Include>,
 ) -> Result<Vec<String>> {
     let def = model.definition();
     let mut objs: Vec<String> = rows
@@ -302,7 +255,7 @@ fn attach<'a>(
     rows: &'a [Arc<Row>],
     objs: &'a mut [String],
     fields: Option<&'a [String]>,
-    include: &'a Value,
+    include: &'a Include,
 ) -> LocalFuture<'a, Result<()>> {
     Box::pin(async move {
         let shown = |k: &str| fields.is_none_or(|f| f.iter().any(|x| x == k));
@@ -320,18 +273,7 @@ fn attach<'a>(
             }
             Value::Object(seen).to_string()
         };
-        let mut listed = Vec::new();
-        parse_include(include, &mut listed);
-        // A relation named twice is included once, at its first place, with its last scope
-        // (as a second assignment to the same key does in JavaScript).
-        let mut items: Vec<IncludeItem> = Vec::new();
-        for item in listed {
-            match items.iter_mut().find(|i| i.relation == item.relation) {
-                Some(first) => first.scope = item.scope,
-                None => items.push(item),
-            }
-        }
-        for item in items {
+        for item in &include.0 {
             let def = model.definition();
             let rel = def.relation(&item.relation).ok_or_else(|| {
                 Error::bad_request(format!(
@@ -610,7 +552,7 @@ async fn fetch<'a>(
         _ => cond,
     };
     f.insert("where".into(), where_);
-    let nested = f.remove("include");
+    let nested = f.remove("include").map(|v| Include::parse(&v));
     for k in ["limit", "skip", "offset"] {
         f.remove(k);
     }
@@ -619,11 +561,12 @@ async fn fetch<'a>(
         let mut needed = vec![key.to_owned()];
         // With `fields` in a `{relation, scope}` include, juggler also keeps the keys of the
         // belongsTo relations the scope's own include names (as a string or in a list).
-        let names: Vec<&str> = match &nested {
-            Some(Value::String(n)) => vec![n.as_str()],
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let names: Vec<&str> = nested
+            .iter()
+            .flat_map(|n| &n.0)
+            .filter(|i| i.plain)
+            .map(|i| i.relation.as_str())
+            .collect();
         let tdef = target.definition();
         needed.extend(
             names
@@ -707,14 +650,21 @@ mod tests {
 
     #[test]
     fn include_forms() {
-        let mut out = Vec::new();
-        parse_include(
-            &json!(["a", {"b": "c"}, {"relation": "d", "scope": {"limit": 1}}]),
-            &mut out,
-        );
+        let out = Include::parse(&json!([
+            "a",
+            {"b": "c"},
+            {"relation": "d", "scope": {"limit": 1}},
+            ["e"],
+            {"relation": "a", "scope": {"limit": 2}}
+        ]))
+        .0;
         let names: Vec<&str> = out.iter().map(|i| i.relation.as_str()).collect();
-        assert_eq!(names, ["a", "b", "d"]);
+        assert_eq!(names, ["a", "b", "d", "e"]);
         assert_eq!(out[1].scope.get("include"), Some(&json!("c")));
         assert_eq!(out[2].scope.get("limit"), Some(&json!(1)));
+        // Named twice: first place, last scope.
+        assert_eq!(out[0].scope.get("limit"), Some(&json!(2)));
+        let plain: Vec<bool> = out.iter().map(|i| i.plain).collect();
+        assert_eq!(plain, [true, false, false, false]);
     }
 }
