@@ -1,12 +1,13 @@
 //! oxbow-rest: the REST API LoopBack 3 generates for every public PersistedModel, on actix-web.
 //!
 //! One handler serves the whole REST root: it finds the model by its URL segment in the
-//! registry, matches the rest of the path against LoopBack's route table ([`routes`]), reads
-//! the arguments as strong-remoting does (`filter`/`where` as JSON or bracket syntax, body as
-//! JSON or urlencoded form), calls the model layer and writes LoopBack's JSON.
+//! registry, matches the rest of the path against the model's endpoint table ([`endpoint`]),
+//! and runs the endpoint through one call path ([`invoke`]: authorization, `beforeRemote`, the
+//! method, `afterRemote`), reading the arguments as strong-remoting does (`filter`/`where` as
+//! JSON or bracket syntax, body as JSON or urlencoded form) and writing LoopBack's JSON.
 //!
 //! **Architecture invariant:** no handler is generated per model or per route; routes are data
-//! (the table in `routes.rs`) so that OpenAPI and ACLs can read the same table later.
+//! (the endpoint table) so that OpenAPI and ACLs read the same table dispatch matches.
 
 pub mod compress;
 pub mod endpoint;
