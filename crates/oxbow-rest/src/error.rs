@@ -37,15 +37,25 @@ pub enum ErrorCode {
     CannotGet,
     /// `Unknown "Customer" id "9".` (findById, findOne, HEAD exists, relation items).
     UnknownId,
-    /// A missing related item or relation, LoopBack's plain 404 (`No instance with id 5
-    /// found for Order`).
+    /// A related item that is not the owner's (`No instance with id 5 found for Order`).
     RelatedNotFound,
+    /// A through model's link that does not exist.
+    NoLink,
+    /// A hasOne / embedsOne with nothing there (`No "Profile" instance(s) found`).
+    NoRelatedInstance,
+    /// An embedded item or a referencesMany id that is not there.
+    UnknownRelatedId,
+    /// serve-static: `If-Match` / `If-Unmodified-Since` not met.
+    PreconditionFailed,
+    /// serve-static: a byte range outside the file.
+    RangeNotSatisfiable,
     /// A HEAD exists on a missing row or link.
     NotFound,
     /// hasOne create when one exists.
     HasOneExists,
-    /// A relation write that would move the item to another owner, a referencesMany key
-    /// that is not in the list.
+    /// A relation write that would move the item to another owner.
+    ForeignKeyChange,
+    /// A referencesMany item that is not in the owner's list.
     RelationKeyMismatch,
     /// `oxbow#rateLimit`.
     TooManyRequests,
@@ -86,8 +96,14 @@ impl ErrorCode {
         Self::CannotGet,
         Self::UnknownId,
         Self::RelatedNotFound,
+        Self::NoLink,
+        Self::NoRelatedInstance,
+        Self::UnknownRelatedId,
+        Self::PreconditionFailed,
+        Self::RangeNotSatisfiable,
         Self::NotFound,
         Self::HasOneExists,
+        Self::ForeignKeyChange,
         Self::RelationKeyMismatch,
         Self::TooManyRequests,
         Self::NotImplemented,
@@ -129,14 +145,30 @@ impl ErrorCode {
                 code: Some("MODEL_NOT_FOUND"),
                 ..e(404, "Error", "Unknown \"{}\" id \"{}\".")
             },
-            Self::RelatedNotFound => e(404, "Error", "{}"),
+            Self::RelatedNotFound => e(404, "Error", "No instance with id {} found for {}"),
+            Self::NoLink => e(404, "Error", "No relation found in {} for ({}.{},{}.{})"),
+            Self::NoRelatedInstance => ErrorSpec {
+                code: Some("MODEL_NOT_FOUND"),
+                ..e(404, "Error", "No \"{}\" instance(s) found")
+            },
+            Self::UnknownRelatedId => ErrorSpec {
+                code: Some("MODEL_NOT_FOUND"),
+                ..e(404, "Error", "Unknown \"{}\" id \"{}\".")
+            },
+            Self::PreconditionFailed => e(412, "PreconditionFailedError", "Precondition Failed"),
+            Self::RangeNotSatisfiable => {
+                e(416, "RangeNotSatisfiableError", "Range Not Satisfiable")
+            }
             Self::NotFound => e(404, "Error", "Not Found"),
             Self::HasOneExists => e(
                 409,
                 "Error",
                 "HasOne relation cannot create more than one instance of {}",
             ),
-            Self::RelationKeyMismatch => e(400, "Error", "{}"),
+            Self::ForeignKeyChange => {
+                e(400, "Error", "{} cannot be changed through the relation {}")
+            }
+            Self::RelationKeyMismatch => e(400, "Error", "Key mismatch: {}.{}: {}, {}.{}: {}"),
             Self::TooManyRequests => e(429, "Error", "Too many requests, please try again later."),
             Self::NotImplemented => e(
                 501,

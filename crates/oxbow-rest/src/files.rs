@@ -2,6 +2,7 @@
 //! `client/` this way in the `files` phase), answered after the REST routes and before
 //! `urlNotFound`.
 
+use crate::error::ErrorCode;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -96,12 +97,7 @@ pub fn serve_at(roots: &[StaticRoot], req: &HttpRequest, path: &str) -> Option<H
         .insert_header((LAST_MODIFIED, HttpDate::from(modified)))
         .insert_header((ETAG, tag.clone()));
     if precondition_failed(req, &tag, modified) {
-        return Some(error(
-            req,
-            412,
-            "PreconditionFailedError",
-            "Precondition Failed",
-        ));
+        return Some(error(req, ErrorCode::PreconditionFailed));
     }
     if crate::etag::fresh(req, &tag, Some(modified)) {
         return Some(resp.status(StatusCode::NOT_MODIFIED).finish());
@@ -123,12 +119,7 @@ pub fn serve_at(roots: &[StaticRoot], req: &HttpRequest, path: &str) -> Option<H
             )
         }
         Some(Range::Unsatisfiable) => {
-            let mut out = error(
-                req,
-                416,
-                "RangeNotSatisfiableError",
-                "Range Not Satisfiable",
-            );
+            let mut out = error(req, ErrorCode::RangeNotSatisfiable);
             if let Ok(v) = HeaderValue::try_from(format!("bytes */{}", bytes.len())) {
                 out.headers_mut().insert(CONTENT_RANGE, v);
             }
@@ -140,13 +131,9 @@ pub fn serve_at(roots: &[StaticRoot], req: &HttpRequest, path: &str) -> Option<H
 }
 
 /// The error body strong-error-handler writes for send's errors.
-fn error(req: &HttpRequest, status: u16, name: &'static str, message: &str) -> HttpResponse {
+fn error(req: &HttpRequest, code: ErrorCode) -> HttpResponse {
     let query = crate::qs::parse(req.query_string());
-    crate::error_response(
-        req,
-        &query,
-        &crate::error::RestError::named(status, name, message),
-    )
+    crate::error_response(req, &query, &code.err())
 }
 
 /// `If-Match` names another version, or `If-Unmodified-Since` predates the file (send's

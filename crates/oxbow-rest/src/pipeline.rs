@@ -810,7 +810,7 @@ impl RateLimiter {
         let mut resp = crate::error_response(
             req,
             &crate::qs::parse(req.query_string()),
-            &RestError::new(429, "Too many requests, please try again later."),
+            &crate::error::ErrorCode::TooManyRequests.err(),
         );
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(reset_secs));

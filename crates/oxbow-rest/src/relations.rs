@@ -13,6 +13,7 @@ use oxbow_core::relation::{self, Relation, RelationKind, key_of};
 use oxbow_core::{Model, Registry, Row};
 
 use crate::endpoint::{Access, Action, Arg, Endpoint, Returns, Source};
+use crate::error::ErrorCode as E;
 use crate::routes::sloppy_any;
 use crate::{
     Body, DataArg, Outcome, RestError, data_arg, plans, query_or_header, reply, rows_reply,
@@ -111,7 +112,6 @@ pub fn endpoints<'d>(
     model_named: &dyn Fn(&str) -> Option<&'d oxbow_core::ModelDefinition>,
     def: &oxbow_core::ModelDefinition,
 ) -> Vec<Endpoint> {
-    use crate::error::ErrorCode as E;
     use Access::{Read, Write};
     let model = def.name.as_str();
     let mut out = Vec::new();
@@ -179,7 +179,7 @@ pub fn endpoints<'d>(
                     "",
                     vec![refresh()],
                     vec![one(name, target, true)],
-                    &[],
+                    &[E::NoRelatedInstance],
                     None,
                 );
                 ep(
@@ -199,7 +199,7 @@ pub fn endpoints<'d>(
                     "",
                     vec![data()],
                     vec![one("data", target, true)],
-                    &[E::NotAnObject],
+                    &[E::NotAnObject, E::NoRelatedInstance],
                     None,
                 );
                 ep(
@@ -209,7 +209,7 @@ pub fn endpoints<'d>(
                     "",
                     vec![],
                     vec![],
-                    &[],
+                    &[E::NoRelatedInstance],
                     None,
                 );
             }
@@ -263,7 +263,12 @@ pub fn endpoints<'d>(
                     "/:fk",
                     vec![fk()],
                     vec![one("result", target, true)],
-                    &[E::RelatedNotFound, E::RelationKeyMismatch],
+                    &[
+                        E::RelatedNotFound,
+                        E::NoLink,
+                        E::UnknownRelatedId,
+                        E::RelationKeyMismatch,
+                    ],
                     None,
                 );
                 ep(
@@ -273,7 +278,12 @@ pub fn endpoints<'d>(
                     "/:fk",
                     vec![fk()],
                     vec![],
-                    &[E::RelatedNotFound, E::RelationKeyMismatch],
+                    &[
+                        E::RelatedNotFound,
+                        E::NoLink,
+                        E::UnknownRelatedId,
+                        E::RelationKeyMismatch,
+                    ],
                     None,
                 );
                 ep(
@@ -283,7 +293,14 @@ pub fn endpoints<'d>(
                     "/:fk",
                     vec![fk(), data()],
                     vec![one("result", target, true)],
-                    &[E::NotAnObject, E::RelatedNotFound, E::RelationKeyMismatch],
+                    &[
+                        E::NotAnObject,
+                        E::RelatedNotFound,
+                        E::NoLink,
+                        E::UnknownRelatedId,
+                        E::ForeignKeyChange,
+                        E::RelationKeyMismatch,
+                    ],
                     None,
                 );
                 if kind.is_through() || kind == RelationKind::ReferencesMany {
@@ -366,14 +383,10 @@ fn no_content() -> Outcome {
     )
 }
 
-fn model_not_found(message: String) -> RestError {
-    oxbow_core::Error::model_not_found(message).into()
-}
-
 fn one_object(body: Body) -> Result<Map<String, Value>, RestError> {
     match data_arg(body, false)? {
         DataArg::One(d) => Ok(d),
-        DataArg::Many(_) => Err(RestError::new(400, "Value is not an object.")),
+        DataArg::Many(_) => Err(E::NotAnObject.err()),
     }
 }
 
@@ -463,17 +476,13 @@ impl Ctx<'_> {
                 None
             };
             return found.ok_or_else(|| {
-                RestError::new(
-                    404,
-                    format!(
-                        "No relation found in {} for ({}.{},{}.{})",
-                        via.name(),
-                        self.owner.name(),
-                        oxbow_core::js::to_js_string(&self.owner_pk),
-                        self.target.name(),
-                        oxbow_core::js::to_js_string(fk)
-                    ),
-                )
+                E::NoLink.with(&[
+                    &via.name(),
+                    &self.owner.name(),
+                    &oxbow_core::js::to_js_string(&self.owner_pk),
+                    &self.target.name(),
+                    &oxbow_core::js::to_js_string(fk),
+                ])
             });
         }
         self.target
@@ -486,14 +495,7 @@ impl Ctx<'_> {
                 )
             })
             .ok_or_else(|| {
-                RestError::new(
-                    404,
-                    format!(
-                        "No instance with id {} found for {}",
-                        oxbow_core::js::to_js_string(fk),
-                        self.target.name()
-                    ),
-                )
+                E::RelatedNotFound.with(&[&oxbow_core::js::to_js_string(fk), &self.target.name()])
             })
     }
 
@@ -581,7 +583,7 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
                 &json!({"where": { rel.foreign_key.as_str(): cx.owner_pk.clone() }}),
             )?)
             .await?;
-    let none = || model_not_found(format!("No \"{}\" instance(s) found", target.name()));
+    let none = || E::NoRelatedInstance.with(&[&target.name()]);
     Ok(Outcome::Reply(match op {
         RelOp::Get => {
             let row = existing.ok_or_else(none)?;
@@ -589,13 +591,7 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
         }
         RelOp::Create => {
             if existing.is_some() {
-                return Err(RestError::new(
-                    409,
-                    format!(
-                        "HasOne relation cannot create more than one instance of {}",
-                        target.name()
-                    ),
-                ));
+                return Err(E::HasOneExists.with(&[&target.name()]));
             }
             let mut data = one_object(body)?;
             data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
@@ -616,7 +612,7 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
             target.delete_by_id(&id).await?;
             return Ok(no_content());
         }
-        _ => return Err(RestError::new(500, "hasOne route with a to-many method")),
+        _ => return Err(E::Internal.with(&[&"hasOne route with a to-many method"])),
     }))
 }
 
@@ -759,7 +755,7 @@ async fn many(
             let nested = route
                 .nested
                 .as_ref()
-                .ok_or_else(|| RestError::new(500, "nested route without a relation"))?;
+                .ok_or_else(|| E::Internal.with(&[&"nested route without a relation"]))?;
             let nested_target = relation::related(registry, &nested.target)?;
             belongs_to(nested_target, &child, nested).await?
         }
@@ -769,13 +765,7 @@ async fn many(
             if !through {
                 if let Some(v) = data.get(&rel.foreign_key) {
                     if !oxbow_core::js::loose_eq(Some(v), Some(&cx.owner_pk)) {
-                        return Err(RestError::new(
-                            400,
-                            format!(
-                                "{} cannot be changed through the relation {}",
-                                rel.foreign_key, rel.name
-                            ),
-                        ));
+                        return Err(E::ForeignKeyChange.with(&[&rel.foreign_key, &rel.name]));
                     }
                 }
                 data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
@@ -832,12 +822,12 @@ async fn many(
                     .is_some_and(|k| key_of(&k) == key_of(&fk))
             });
             if !linked {
-                return Err(RestError::new(404, "Not Found"));
+                return Err(E::NotFound.err());
             }
             reply(&json!(true))?
         }
         RelOp::Get | RelOp::Update | RelOp::Destroy => {
-            return Err(RestError::new(500, "to-many route with a to-one method"));
+            return Err(E::Internal.with(&[&"to-many route with a to-one method"]));
         }
     }))
 }
@@ -866,7 +856,7 @@ async fn embeds_one(
 ) -> Result<Outcome, RestError> {
     let prop = cx.rel.property.clone().unwrap_or_default();
     let current = owner.value_of(&prop).filter(Value::is_object);
-    let none = || model_not_found(format!("No \"{}\" instance(s) found", cx.target.name()));
+    let none = || E::NoRelatedInstance.with(&[&cx.target.name()]);
     Ok(Outcome::Reply(match op {
         // LoopBack answers an absent embedded item with 204.
         RelOp::Get => match current {
@@ -898,7 +888,7 @@ async fn embeds_one(
             save_owner(cx, &prop, Value::Null).await?;
             return Ok(no_content());
         }
-        _ => return Err(RestError::new(500, "embedsOne route with a to-many method")),
+        _ => return Err(E::Internal.with(&[&"embedsOne route with a to-many method"])),
     }))
 }
 
@@ -934,13 +924,8 @@ async fn embeds_many(
     };
     let target = cx.target;
     let fk = fk.unwrap_or(Value::Null);
-    let missing = |fk: &Value| {
-        model_not_found(format!(
-            "Unknown \"{}\" id \"{}\".",
-            target.name(),
-            oxbow_core::js::to_js_string(fk)
-        ))
-    };
+    let missing =
+        |fk: &Value| E::UnknownRelatedId.with(&[&target.name(), &oxbow_core::js::to_js_string(fk)]);
     Ok(Outcome::Reply(match op {
         RelOp::List => reply(&items)?,
         RelOp::Count => reply(&json!({ "count": items.len() }))?,
@@ -977,7 +962,7 @@ async fn embeds_many(
             save_owner(cx, &prop, Value::Array(Vec::new())).await?;
             return Ok(no_content());
         }
-        _ => return Err(RestError::new(500, "embedsMany route with another method")),
+        _ => return Err(E::Internal.with(&[&"embedsMany route with another method"])),
     }))
 }
 
@@ -1035,24 +1020,20 @@ async fn references_many(
         }
         RelOp::Exists => {
             if !linked(&ids, &fk) {
-                return Err(RestError::new(404, "Not Found"));
+                return Err(E::NotFound.err());
             }
             reply(&json!(true))?
         }
         RelOp::FindById | RelOp::UpdateById | RelOp::DestroyById => {
             if !linked(&ids, &fk) {
-                return Err(RestError::new(
-                    400,
-                    format!(
-                        "Key mismatch: {}.{}: {}, {}.{}: {}",
-                        cx.owner.name(),
-                        prop,
-                        Value::Array(ids.clone()),
-                        target.name(),
-                        tpk,
-                        oxbow_core::js::to_js_string(&fk)
-                    ),
-                ));
+                return Err(E::RelationKeyMismatch.with(&[
+                    &cx.owner.name(),
+                    &prop,
+                    &Value::Array(ids.clone()),
+                    &target.name(),
+                    &tpk,
+                    &oxbow_core::js::to_js_string(&fk),
+                ]));
             }
             let Some(row) = target.find_by_id(&fk).await? else {
                 return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
@@ -1081,10 +1062,7 @@ async fn references_many(
             return Ok(no_content());
         }
         _ => {
-            return Err(RestError::new(
-                500,
-                "referencesMany route with another method",
-            ));
+            return Err(E::Internal.with(&[&"referencesMany route with another method"]));
         }
     }))
 }
