@@ -304,7 +304,13 @@ pub struct ModelEndpoints {
     pub endpoints: Vec<Endpoint>,
     /// The routes of the shared endpoints, in strong-remoting's order.
     pub routes: Vec<Route>,
+    /// For each verb of [`VERBS`], the routes that handle it, in order: a request only
+    /// tries those.
+    by_verb: [Vec<usize>; VERBS.len()],
 }
+
+/// The verbs requests are matched by without scanning every route.
+const VERBS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 impl ModelEndpoints {
     /// Orders the shared endpoints' routes as strong-remoting does.
@@ -328,21 +334,38 @@ impl ModelEndpoints {
             }
         }
         routes.sort_by(|a, b| compare_routes(&a.verb, &a.path, &b.verb, &b.path));
-        Self { endpoints, routes }
+        let by_verb = VERBS.map(|verb| {
+            routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.handles(verb))
+                .map(|(i, _)| i)
+                .collect()
+        });
+        Self {
+            endpoints,
+            routes,
+            by_verb,
+        }
     }
 
     /// The first route that handles `method` on `path` (the segments after the model's).
     pub fn find<'t, 'r>(&'t self, method: &str, path: &[&'r str]) -> Option<Matched<'t, 'r>> {
-        self.routes.iter().find_map(|route| {
-            if !route.handles(method) {
-                return None;
-            }
+        let hit = |route: &'t Route| {
             route.matches(path).map(|values| Matched {
                 route,
                 endpoint: &self.endpoints[route.endpoint],
                 values,
             })
-        })
+        };
+        match VERBS.iter().position(|v| *v == method) {
+            Some(v) => self.by_verb[v].iter().find_map(|&i| hit(&self.routes[i])),
+            None => self
+                .routes
+                .iter()
+                .filter(|r| r.handles(method))
+                .find_map(hit),
+        }
     }
 
     /// The endpoint named `name` (`find`, `prototype.__get__orders`), shared or not.
