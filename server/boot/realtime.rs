@@ -26,7 +26,7 @@ impl BootPlugin for Realtime {
             let mut changes = model.subscribe();
             let mut data = oxbow::Record::new();
             data.insert("foo".into(), "bar".into());
-            model.create(data).await?;
+            model.create(data, &oxbow::Caller::anonymous()).await?;
             // Print what is already queued now, so the line precedes "Web server listening".
             while let Some(Ok(event)) = changes.try_recv() {
                 print(&event);

@@ -7,6 +7,7 @@
 //! connector keeps a change log publishes nothing here: the connector logged the same
 //! [`ChangeNote`] in the write's transaction and the log's follower delivers it.
 
+use crate::caller::Caller;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -113,22 +114,27 @@ impl Model {
         self.hooks.observe(op, Arc::new(hook));
     }
 
-    fn context(&self) -> HookContext {
+    fn context(&self, caller: &Caller) -> HookContext {
         HookContext {
             model: self.def.name.to_string(),
+            caller: caller.clone(),
             ..HookContext::default()
         }
     }
 
     /// `access`: hooks may rewrite the query's `where`.
-    async fn access(&self, where_: Option<&Where>) -> Result<Option<Option<Where>>> {
+    async fn access(
+        &self,
+        where_: Option<&Where>,
+        caller: &Caller,
+    ) -> Result<Option<Option<Where>>> {
         if !self.hooks.has(Operation::Access) {
             return Ok(None);
         }
         let before = where_.map(where_to_json);
         let mut ctx = HookContext {
             where_: before.clone(),
-            ..self.context()
+            ..self.context(caller)
         };
         self.hooks.notify(Operation::Access, &mut ctx).await?;
         if ctx.where_ == before {
@@ -141,7 +147,7 @@ impl Model {
     }
 
     /// `loaded`: hooks see (and may change) each record read.
-    async fn loaded(&self, rows: Vec<Arc<Row>>) -> Result<Vec<Arc<Row>>> {
+    async fn loaded(&self, rows: Vec<Arc<Row>>, caller: &Caller) -> Result<Vec<Arc<Row>>> {
         if !self.hooks.has(Operation::Loaded) {
             return Ok(rows);
         }
@@ -150,7 +156,7 @@ impl Model {
         for row in rows {
             let mut ctx = HookContext {
                 data: Some(row.to_record()),
-                ..self.context()
+                ..self.context(caller)
             };
             self.hooks.notify(Operation::Loaded, &mut ctx).await?;
             out.push(Arc::new(Row::from_record(
@@ -167,6 +173,7 @@ impl Model {
         inst: Instance,
         is_new: bool,
         where_: Option<Value>,
+        caller: &Caller,
     ) -> Result<Instance> {
         if !self.hooks.has(Operation::BeforeSave) {
             return Ok(inst);
@@ -175,44 +182,48 @@ impl Model {
             instance: Some(inst.into_record()),
             is_new_instance: Some(is_new),
             where_,
-            ..self.context()
+            ..self.context(caller)
         };
         self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
         Instance::build(&self.def, ctx.instance.unwrap_or_default(), Defaults::Skip)
     }
 
     /// `persist`: the data exactly as the connector will store it.
-    async fn persist(&self, entries: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
+    async fn persist(
+        &self,
+        entries: Vec<(String, Value)>,
+        caller: &Caller,
+    ) -> Result<Vec<(String, Value)>> {
         if !self.hooks.has(Operation::Persist) {
             return Ok(entries);
         }
         let mut ctx = HookContext {
             data: Some(entries.into_iter().collect()),
-            ..self.context()
+            ..self.context(caller)
         };
         self.hooks.notify(Operation::Persist, &mut ctx).await?;
         Ok(ctx.data.unwrap_or_default().into_iter().collect())
     }
 
-    async fn after_save(&self, row: &Arc<Row>, is_new: bool) -> Result<()> {
+    async fn after_save(&self, row: &Arc<Row>, is_new: bool, caller: &Caller) -> Result<()> {
         if !self.hooks.has(Operation::AfterSave) {
             return Ok(());
         }
         let mut ctx = HookContext {
             instance: Some(row.to_record()),
             is_new_instance: Some(is_new),
-            ..self.context()
+            ..self.context(caller)
         };
         self.hooks.notify(Operation::AfterSave, &mut ctx).await
     }
 
-    async fn delete_hook(&self, op: Operation, where_: Value) -> Result<()> {
+    async fn delete_hook(&self, op: Operation, where_: Value, caller: &Caller) -> Result<()> {
         if !self.hooks.has(op) {
             return Ok(());
         }
         let mut ctx = HookContext {
             where_: Some(where_),
-            ..self.context()
+            ..self.context(caller)
         };
         self.hooks.notify(op, &mut ctx).await
     }
@@ -298,8 +309,8 @@ impl Model {
 
     // ----- reads -----------------------------------------------------------------------------
 
-    pub async fn find(&self, filter: &Filter) -> Result<Vec<Arc<Row>>> {
-        let rows = match self.access(filter.where_.as_ref()).await? {
+    pub async fn find(&self, filter: &Filter, caller: &Caller) -> Result<Vec<Arc<Row>>> {
+        let rows = match self.access(filter.where_.as_ref(), caller).await? {
             None => self.connector.find(&self.def, filter).await?,
             Some(where_) => {
                 let mut f = filter.clone();
@@ -307,16 +318,16 @@ impl Model {
                 self.connector.find(&self.def, &f).await?
             }
         };
-        self.loaded(rows).await
+        self.loaded(rows, caller).await
     }
 
-    pub async fn find_one(&self, filter: &Filter) -> Result<Option<Arc<Row>>> {
+    pub async fn find_one(&self, filter: &Filter, caller: &Caller) -> Result<Option<Arc<Row>>> {
         let mut f = filter.clone();
         f.limit = Some(1);
-        Ok(self.find(&f).await?.into_iter().next())
+        Ok(self.find(&f, caller).await?.into_iter().next())
     }
 
-    pub async fn find_by_id(&self, id: &Value) -> Result<Option<Arc<Row>>> {
+    pub async fn find_by_id(&self, id: &Value, caller: &Caller) -> Result<Option<Arc<Row>>> {
         let id = self.coerce_id(id);
         if self.hooks.has(Operation::Access) {
             // The look-up becomes a query, so `access` hooks can narrow it.
@@ -327,21 +338,21 @@ impl Model {
                 limit: Some(1),
                 ..Filter::default()
             };
-            return Ok(self.find(&filter).await?.into_iter().next());
+            return Ok(self.find(&filter, caller).await?.into_iter().next());
         }
         let row = self.connector.find_by_id(&self.def, &id).await?;
         match row {
-            Some(r) => Ok(self.loaded(vec![r]).await?.into_iter().next()),
+            Some(r) => Ok(self.loaded(vec![r], caller).await?.into_iter().next()),
             None => Ok(None),
         }
     }
 
-    pub async fn exists(&self, id: &Value) -> Result<bool> {
-        Ok(self.find_by_id(id).await?.is_some())
+    pub async fn exists(&self, id: &Value, caller: &Caller) -> Result<bool> {
+        Ok(self.find_by_id(id, caller).await?.is_some())
     }
 
-    pub async fn count(&self, where_: Option<&Where>) -> Result<u64> {
-        match self.access(where_).await? {
+    pub async fn count(&self, where_: Option<&Where>, caller: &Caller) -> Result<u64> {
+        match self.access(where_, caller).await? {
             None => self.connector.count(&self.def, where_).await,
             Some(w) => self.connector.count(&self.def, w.as_ref()).await,
         }
@@ -369,14 +380,14 @@ impl Model {
     }
 
     /// `create`: defaults, coercion, validation, then insert.
-    pub async fn create(&self, data: Record) -> Result<Arc<Row>> {
+    pub async fn create(&self, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
-        let inst = self.before_save_instance(inst, true, None).await?;
+        let inst = self.before_save_instance(inst, true, None, caller).await?;
         inst.validate(&self.def, true)?;
-        let entries = self.persist(inst.into_entries()).await?;
+        let entries = self.persist(inst.into_entries(), caller).await?;
         let record = self.connector.create(&self.def, entries).await?;
         self.publish(ChangeType::Create, &record);
-        self.after_save(&record, true).await?;
+        self.after_save(&record, true, caller).await?;
         Ok(record)
     }
 
@@ -384,24 +395,24 @@ impl Model {
     /// invalid element leaves the collection unchanged; on SQLite and PostgreSQL the array is
     /// written in one transaction, so a failing element (a duplicate id) leaves it unchanged
     /// too.
-    pub async fn create_many(&self, items: Vec<Record>) -> Result<Vec<Arc<Row>>> {
+    pub async fn create_many(&self, items: Vec<Record>, caller: &Caller) -> Result<Vec<Arc<Row>>> {
         let mut built = Vec::with_capacity(items.len());
         for data in items {
             let inst = Instance::build(&self.def, data, Defaults::Apply)?;
-            let inst = self.before_save_instance(inst, true, None).await?;
+            let inst = self.before_save_instance(inst, true, None, caller).await?;
             inst.validate(&self.def, true)?;
             built.push(inst);
         }
         let mut entries = Vec::with_capacity(built.len());
         for inst in built {
-            entries.push(self.persist(inst.into_entries()).await?);
+            entries.push(self.persist(inst.into_entries(), caller).await?);
         }
         // A store with transactions writes the array all or none (one transaction).
         if entries.len() > 1 && self.connector.creates_all_or_none() {
             let rows = self.connector.create_all(&self.def, entries).await?;
             for record in &rows {
                 self.publish(ChangeType::Create, record);
-                self.after_save(record, true).await?;
+                self.after_save(record, true, caller).await?;
             }
             return Ok(rows);
         }
@@ -409,7 +420,7 @@ impl Model {
         for entries in entries {
             let record = self.connector.create(&self.def, entries).await?;
             self.publish(ChangeType::Create, &record);
-            self.after_save(&record, true).await?;
+            self.after_save(&record, true, caller).await?;
             out.push(record);
         }
         Ok(out)
@@ -432,20 +443,20 @@ impl Model {
     }
 
     /// `patchOrCreate` (`PATCH /Model`).
-    pub async fn patch_or_create(&self, data: Record) -> Result<Arc<Row>> {
+    pub async fn patch_or_create(&self, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         let Some(id) = self.body_id(&data) else {
-            return self.create(data).await;
+            return self.create(data, caller).await;
         };
         let data = self.with_id(data, &id);
         if self.def.force_id {
-            if self.find_by_id(&id).await?.is_none() {
+            if self.find_by_id(&id, caller).await?.is_none() {
                 return Err(Error::not_found(format!(
                     "Could not update attributes. Object with id {} does not exist!",
                     js::to_js_string(&id)
                 )));
             }
             return self
-                .patch_attributes(&id, data, self.def.validate_upsert)
+                .patch_attributes(&id, data, self.def.validate_upsert, caller)
                 .await;
         }
         // The connector's updateOrCreate: LoopBack validates the data alone (as a whole new
@@ -454,29 +465,32 @@ impl Model {
             Instance::build(&self.def, data.clone(), Defaults::Apply)?
                 .validate(&self.def, false)?;
         }
-        match self.patch_attributes(&id, data.clone(), false).await {
-            Err(Error::NotFound { .. }) => self.create_unvalidated_upsert(data).await,
+        match self
+            .patch_attributes(&id, data.clone(), false, caller)
+            .await
+        {
+            Err(Error::NotFound { .. }) => self.create_unvalidated_upsert(data, caller).await,
             other => other,
         }
     }
 
-    async fn create_unvalidated_upsert(&self, data: Record) -> Result<Arc<Row>> {
+    async fn create_unvalidated_upsert(&self, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
-        let inst = self.before_save_instance(inst, true, None).await?;
+        let inst = self.before_save_instance(inst, true, None, caller).await?;
         if self.def.validate_upsert {
             inst.validate(&self.def, false)?;
         }
-        let entries = self.persist(inst.into_entries()).await?;
+        let entries = self.persist(inst.into_entries(), caller).await?;
         let record = self.connector.create(&self.def, entries).await?;
         self.publish(ChangeType::Create, &record);
-        self.after_save(&record, true).await?;
+        self.after_save(&record, true, caller).await?;
         Ok(record)
     }
 
     /// `replaceOrCreate` (`PUT /Model`, `POST /Model/replaceOrCreate`).
-    pub async fn replace_or_create(&self, data: Record) -> Result<Arc<Row>> {
+    pub async fn replace_or_create(&self, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         let Some(id) = self.body_id(&data) else {
-            return self.create(data).await;
+            return self.create(data, caller).await;
         };
         if self.def.force_id {
             // Looked up by its string form, as replaceById looks ids up: `"02"` finds nothing.
@@ -489,15 +503,15 @@ impl Model {
                 )));
             }
             let data = self.with_id(data, &key);
-            return self.replace_by_id(&key, data).await;
+            return self.replace_by_id(&key, data, caller).await;
         }
-        if self.find_by_id(&id).await?.is_some() {
+        if self.find_by_id(&id, caller).await?.is_some() {
             // The connector's replaceOrCreate gets the body's id as its instance holds it
             // (`"02"` is 2), unlike `PUT /Model/:id`.
             let data = self.with_id(data, &id);
-            return self.replace_by_id(&id, data).await;
+            return self.replace_by_id(&id, data, caller).await;
         }
-        self.create_unvalidated_upsert(data).await
+        self.create_unvalidated_upsert(data, caller).await
     }
 
     /// `upsertWithWhere`: create when nothing matches, patch the one match, refuse several.
@@ -505,6 +519,7 @@ impl Model {
         &self,
         where_raw: Option<&Value>,
         data: Record,
+        caller: &Caller,
     ) -> Result<Arc<Row>> {
         let Some(where_raw) = where_raw else {
             return Err(where_required());
@@ -526,10 +541,10 @@ impl Model {
         };
         let found = self.connector.find(&self.def, &filter).await?;
         match found.as_slice() {
-            [] => self.create_unvalidated_upsert(data).await,
+            [] => self.create_unvalidated_upsert(data, caller).await,
             [one] => {
                 let id = one.get(self.def.id_name()).cloned().unwrap_or(Value::Null);
-                self.patch_attributes(&id, data, self.def.validate_upsert)
+                self.patch_attributes(&id, data, self.def.validate_upsert, caller)
                     .await
             }
             _ => Err(Error::bad_request(
@@ -540,7 +555,12 @@ impl Model {
 
     /// `replaceById` (`PUT /Model/:id`): the stored record becomes exactly `data` (plus id and
     /// defaults).
-    pub async fn replace_by_id(&self, id: &Value, mut data: Record) -> Result<Arc<Row>> {
+    pub async fn replace_by_id(
+        &self,
+        id: &Value,
+        mut data: Record,
+        caller: &Caller,
+    ) -> Result<Arc<Row>> {
         let id = self.key_id(id);
         let id_name = self.def.id_name().to_owned();
         match data.get(&id_name) {
@@ -562,10 +582,10 @@ impl Model {
         let mut w = Map::new();
         w.insert(id_name.clone(), id.clone());
         let inst = self
-            .before_save_instance(inst, false, Some(Value::Object(w)))
+            .before_save_instance(inst, false, Some(Value::Object(w)), caller)
             .await?;
         inst.validate(&self.def, false)?;
-        let entries = self.persist(inst.into_entries()).await?;
+        let entries = self.persist(inst.into_entries(), caller).await?;
         let replaced = if self.storable(&id) {
             self.connector
                 .replace_by_id(&self.def, &id, entries.into_iter().collect())
@@ -576,7 +596,7 @@ impl Model {
         match replaced {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
-                self.after_save(&record, false).await?;
+                self.after_save(&record, false, caller).await?;
                 Ok(record)
             }
             None => Err(Error::not_found(format!(
@@ -592,6 +612,7 @@ impl Model {
         id: &Value,
         data: Record,
         validate: bool,
+        caller: &Caller,
     ) -> Result<Arc<Row>> {
         let id = self.coerce_id(id);
         let missing = || Error::no_instance(&id);
@@ -617,7 +638,7 @@ impl Model {
                 current_instance: Some(current.to_record()),
                 where_: Some(Value::Object(w)),
                 is_new_instance: Some(false),
-                ..self.context()
+                ..self.context(caller)
             };
             self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
             data = ctx.data.unwrap_or_default();
@@ -633,7 +654,7 @@ impl Model {
         match self.connector.modify_by_id(&self.def, &id, modify).await? {
             Some(record) => {
                 self.publish(ChangeType::Update, &record);
-                self.after_save(&record, false).await?;
+                self.after_save(&record, false, caller).await?;
                 Ok(record)
             }
             None => Err(missing()),
@@ -642,19 +663,24 @@ impl Model {
 
     /// Like [`Model::patch_attributes`] for REST: LoopBack loads the instance first, so a
     /// missing id is a 404 before the body is looked at.
-    pub async fn patch_by_id(&self, id: &Value, data: Record) -> Result<Arc<Row>> {
+    pub async fn patch_by_id(&self, id: &Value, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         // Found as a `where` finds it (`"02"` is 2), named as given when it is not (`1e1`).
         let given = id;
         let id = self.coerce_id(id);
-        if self.find_by_id(&id).await?.is_none() {
+        if self.find_by_id(&id, caller).await?.is_none() {
             return Err(Error::no_instance(given));
         }
-        self.patch_attributes(&id, data, true).await
+        self.patch_attributes(&id, data, true, caller).await
     }
 
     /// `updateAll` (`POST /Model/update`): merges `data` into every match; one change event
     /// for the whole call, as LoopBack emits it.
-    pub async fn update_all(&self, where_raw: Option<&Value>, data: Record) -> Result<u64> {
+    pub async fn update_all(
+        &self,
+        where_raw: Option<&Value>,
+        data: Record,
+        caller: &Caller,
+    ) -> Result<u64> {
         // LoopBack answers 500 (a failed assertion) without `where`; a missing `where` is a
         // client mistake, and updating every row by accident is worse.
         let Some(where_raw) = where_raw else {
@@ -671,7 +697,7 @@ impl Model {
                         .unwrap_or_else(|| Value::Object(Map::new())),
                 ),
                 data: Some(data),
-                ..self.context()
+                ..self.context(caller)
             };
             self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
             data = ctx.data.unwrap_or_default();
@@ -706,7 +732,7 @@ impl Model {
             let mut ctx = HookContext {
                 where_: where_json,
                 data: data.as_object().cloned(),
-                ..self.context()
+                ..self.context(caller)
             };
             self.hooks.notify(Operation::AfterSave, &mut ctx).await?;
         }
@@ -715,27 +741,29 @@ impl Model {
 
     /// `deleteById`: `{count}`; the change event is published even when nothing was deleted,
     /// as LoopBack does.
-    pub async fn delete_by_id(&self, id: &Value) -> Result<u64> {
+    pub async fn delete_by_id(&self, id: &Value, caller: &Caller) -> Result<u64> {
         let id = self.coerce_id(id);
         let mut w = Map::new();
         w.insert(self.def.id_name().to_owned(), id.clone());
         let w = Value::Object(w);
-        self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
+        self.delete_hook(Operation::BeforeDelete, w.clone(), caller)
+            .await?;
         let count = self.connector.delete_by_id(&self.def, &id).await?;
         self.publish_note(|| ChangeNote::delete_by_id(&self.def, &id));
-        self.delete_hook(Operation::AfterDelete, w).await?;
+        self.delete_hook(Operation::AfterDelete, w, caller).await?;
         Ok(count)
     }
 
     /// `destroyAll`: one remove event with the where.
-    pub async fn delete_all(&self, where_: Option<&Where>) -> Result<u64> {
+    pub async fn delete_all(&self, where_: Option<&Where>, caller: &Caller) -> Result<u64> {
         let w = where_
             .map(where_to_json)
             .unwrap_or_else(|| Value::Object(Map::new()));
-        self.delete_hook(Operation::BeforeDelete, w.clone()).await?;
+        self.delete_hook(Operation::BeforeDelete, w.clone(), caller)
+            .await?;
         let count = self.connector.delete_all(&self.def, where_).await?;
         self.publish_note(|| ChangeNote::delete_all(where_));
-        self.delete_hook(Operation::AfterDelete, w).await?;
+        self.delete_hook(Operation::AfterDelete, w, caller).await?;
         Ok(count)
     }
 }

@@ -67,6 +67,9 @@ pub struct HookContext {
     pub is_new_instance: Option<bool>,
     /// `ctx.options`, for hooks to pass information along.
     pub options: Map<String, Value>,
+    /// Who is calling (what LoopBack keeps in `ctx.options.accessToken`); anonymous for
+    /// in-process calls.
+    pub caller: crate::caller::Caller,
 }
 
 /// A registered hook.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use crate::caller::Caller;
 use crate::dao::{Model, RecordView};
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Include};
@@ -165,6 +166,7 @@ pub async fn render(
     rows: &[Arc<Row>],
     fields: Option<&[String]>,
     include: Option<&Include>,
+    caller: &Caller,
 ) -> Result<Vec<String>> {
     let def = model.definition();
     let mut objs: Vec<String> = rows
@@ -181,7 +183,7 @@ pub async fn render(
         .collect();
     // juggler includes nothing for no rows (and so never complains about their fields).
     if let (Some(include), false) = (include, rows.is_empty()) {
-        attach(registry, model, rows, &mut objs, fields, include).await?;
+        attach(registry, model, rows, &mut objs, fields, include, caller).await?;
     }
     Ok(objs)
 }
@@ -256,6 +258,7 @@ fn attach<'a>(
     objs: &'a mut [String],
     fields: Option<&'a [String]>,
     include: &'a Include,
+    caller: &'a Caller,
 ) -> LocalFuture<'a, Result<()>> {
     Box::pin(async move {
         let shown = |k: &str| fields.is_none_or(|f| f.iter().any(|x| x == k));
@@ -295,7 +298,8 @@ fn attach<'a>(
                         continue;
                     }
                     let pk = target.definition().id_name().to_owned();
-                    let found = fetch(registry, target, &item.scope, &pk, keys, true).await?;
+                    let found =
+                        fetch(registry, target, &item.scope, &pk, keys, true, caller).await?;
                     let by_key: BTreeMap<Key, usize> = found
                         .rows
                         .iter()
@@ -333,8 +337,16 @@ fn attach<'a>(
                         continue;
                     }
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
-                    let found =
-                        fetch(registry, target, &item.scope, &rel.foreign_key, keys, false).await?;
+                    let found = fetch(
+                        registry,
+                        target,
+                        &item.scope,
+                        &rel.foreign_key,
+                        keys,
+                        false,
+                        caller,
+                    )
+                    .await?;
                     let mut groups: BTreeMap<Key, Vec<usize>> = BTreeMap::new();
                     for (i, r) in found.rows.iter().enumerate() {
                         if let Some(k) = r.value_of(&rel.foreign_key) {
@@ -367,15 +379,26 @@ fn attach<'a>(
                     let key_through = rel.key_through.clone().unwrap_or_default();
                     let keys = distinct(rows.iter().filter_map(|r| r.value_of(pk)));
                     let links = through
-                        .find(&through.parse_filter(
-                            &json!({"where": {rel.foreign_key.as_str(): {"inq": keys}}}),
-                        )?)
+                        .find(
+                            &through.parse_filter(
+                                &json!({"where": {rel.foreign_key.as_str(): {"inq": keys}}}),
+                            )?,
+                            caller,
+                        )
                         .await?;
                     let target_keys =
                         distinct(links.iter().filter_map(|l| l.value_of(&key_through)));
                     let target_pk = target.definition().id_name().to_owned();
-                    let found =
-                        fetch(registry, target, &item.scope, &target_pk, target_keys, true).await?;
+                    let found = fetch(
+                        registry,
+                        target,
+                        &item.scope,
+                        &target_pk,
+                        target_keys,
+                        true,
+                        caller,
+                    )
+                    .await?;
                     // How many links join each owner to each target: juggler lists a target
                     // once per link, in the order the targets were found.
                     let mut linked: BTreeMap<Key, BTreeMap<Key, usize>> = BTreeMap::new();
@@ -442,8 +465,16 @@ fn attach<'a>(
                     };
                     let keys = distinct(rows.iter().flat_map(all));
                     let target_pk = target.definition().id_name().to_owned();
-                    let found =
-                        fetch(registry, target, &item.scope, &target_pk, keys, true).await?;
+                    let found = fetch(
+                        registry,
+                        target,
+                        &item.scope,
+                        &target_pk,
+                        keys,
+                        true,
+                        caller,
+                    )
+                    .await?;
                     let by_key: BTreeMap<Key, usize> = found
                         .rows
                         .iter()
@@ -525,6 +556,7 @@ async fn fetch<'a>(
     key: &str,
     keys: Vec<Value>,
     paged: bool,
+    caller: &Caller,
 ) -> Result<Fetched<'a>> {
     let mut f = scope.clone();
     let set = |k: &str| f.get(k).is_some_and(js::truthy);
@@ -584,7 +616,7 @@ async fn fetch<'a>(
     let mut rows = if paged && skipped {
         Vec::new()
     } else {
-        target.find(&filter).await?
+        target.find(&filter, caller).await?
     };
     if !paged {
         let (skip, limit) = page(scope);
@@ -617,6 +649,7 @@ async fn fetch<'a>(
                 &rows,
                 filter.fields.as_deref(),
                 nested.as_ref(),
+                caller,
             )
             .await?,
         )

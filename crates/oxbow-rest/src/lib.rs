@@ -98,6 +98,7 @@ async fn one_reply(
     model: &Model,
     row: Arc<Row>,
     filter: &oxbow_core::Filter,
+    caller: &Caller,
 ) -> Result<Reply, RestError> {
     let def = model.definition();
     match &filter.include {
@@ -109,6 +110,7 @@ async fn one_reply(
                 std::slice::from_ref(&row),
                 filter.fields.as_deref(),
                 Some(inc),
+                caller,
             )
             .await?;
             Ok(Reply {
@@ -422,7 +424,7 @@ async fn invoke(
         Action::Crud(op) => {
             let args = builtin_args(live, matched, &body, &plan.query);
             let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
-            Outcome::Reply(run(&live.registry, model, *op, matched, req, plan, body).await?)
+            Outcome::Reply(run(&live.registry, model, *op, matched, req, plan, body, caller).await?)
         }
         Action::Relation {
             relation,
@@ -432,7 +434,7 @@ async fn invoke(
             let args = builtin_args(live, matched, &body, &plan.query);
             let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
             let route = relations::RelRoute::of(relation, *op, nested.as_deref(), matched);
-            relations::run(&live.registry, model, route, req, plan, body).await?
+            relations::run(&live.registry, model, route, req, plan, body, caller).await?
         }
     };
     after_remote(live, caller, req, model.name(), method, out).await
@@ -585,7 +587,7 @@ async fn call_remote(
         None
     } else {
         let id = params.get("id").cloned().unwrap_or(Value::Null);
-        match model.find_by_id(&id).await? {
+        match model.find_by_id(&id, caller).await? {
             Some(r) => Some(r),
             None => {
                 return Err(oxbow_core::Error::no_instance(&id).into());
@@ -859,6 +861,7 @@ fn not_found_by_id(model: &Model, id: &Value) -> RestError {
     ErrorCode::UnknownId.with(&[&model.name(), &shown])
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     registry: &Registry,
     model: &Model,
@@ -867,6 +870,7 @@ async fn run(
     req: &HttpRequest,
     plan: &plans::Parsed,
     body: Body,
+    caller: &Caller,
 ) -> Result<Reply, RestError> {
     let query = &plan.query;
     let def = model.definition();
@@ -877,7 +881,7 @@ async fn run(
     Ok(match op {
         Op::Find => {
             let filter = filter_arg(req, model, plan)?;
-            let rows = model.find(&filter).await?;
+            let rows = model.find(&filter, caller).await?;
             match &filter.include {
                 Some(inc) => {
                     let objs = oxbow_core::relation::render(
@@ -886,6 +890,7 @@ async fn run(
                         &rows,
                         filter.fields.as_deref(),
                         Some(inc),
+                        caller,
                     )
                     .await?;
                     texts_reply(&objs)
@@ -899,8 +904,8 @@ async fn run(
                     .as_deref()
                     .unwrap_or(&Value::Null),
             )?;
-            match model.find_one(&filter).await? {
-                Some(r) => one_reply(registry, model, r, &filter).await?,
+            match model.find_one(&filter, caller).await? {
+                Some(r) => one_reply(registry, model, r, &filter, caller).await?,
                 None => return Err(not_found_by_id(model, &Value::String("undefined".into()))),
             }
         }
@@ -911,13 +916,13 @@ async fn run(
                     .as_deref()
                     .unwrap_or(&Value::Null),
             )?;
-            match model.find_by_id(&id).await? {
-                Some(r) => one_reply(registry, model, r, &filter).await?,
+            match model.find_by_id(&id, caller).await? {
+                Some(r) => one_reply(registry, model, r, &filter, caller).await?,
                 None => return Err(not_found_by_id(model, &id)),
             }
         }
         Op::Exists => {
-            let exists = model.exists(&required_id(route)?).await?;
+            let exists = model.exists(&required_id(route)?, caller).await?;
             // LoopBack's after hook: only GET answers `{"exists": false}`; HEAD (on either
             // route) is a 404 without a body.
             if !exists && req.method() != Method::GET {
@@ -931,52 +936,54 @@ async fn run(
                 Some(w) => model.parse_where(w)?,
                 None => None,
             };
-            let count = model.count(w.as_ref()).await?;
+            let count = model.count(w.as_ref(), caller).await?;
             reply(&serde_json::json!({ "count": count }))?
         }
         Op::Create => match data_arg(body, true)? {
             DataArg::One(data) => {
-                let r = model.create(data).await?;
+                let r = model.create(data, caller).await?;
                 written_reply(def, &r)?
             }
             DataArg::Many(items) => {
-                let rows = model.create_many(items).await?;
+                let rows = model.create_many(items, caller).await?;
                 rows_reply(def, &rows, None)?
             }
         },
         Op::PatchOrCreate => {
-            let r = model.patch_or_create(one(data_arg(body, false)?)?).await?;
+            let r = model
+                .patch_or_create(one(data_arg(body, false)?)?, caller)
+                .await?;
             written_reply(def, &r)?
         }
         Op::ReplaceOrCreate => {
             let r = model
-                .replace_or_create(one(data_arg(body, false)?)?)
+                .replace_or_create(one(data_arg(body, false)?)?, caller)
                 .await?;
             written_reply(def, &r)?
         }
         Op::UpsertWithWhere => {
             let w = query_or_header(req, query, "where")?;
             let r = model
-                .upsert_with_where(w.as_deref(), one(data_arg(body, false)?)?)
+                .upsert_with_where(w.as_deref(), one(data_arg(body, false)?)?, caller)
                 .await?;
             written_reply(def, &r)?
         }
         Op::UpdateAll => {
             let w = query_or_header(req, query, "where")?;
             let count = model
-                .update_all(w.as_deref(), one(data_arg(body, false)?)?)
+                .update_all(w.as_deref(), one(data_arg(body, false)?)?, caller)
                 .await?;
             reply(&serde_json::json!({ "count": count }))?
         }
         Op::ReplaceById => {
             let r = model
-                .replace_by_id(&required_id(route)?, one(data_arg(body, false)?)?)
+                .replace_by_id(&required_id(route)?, one(data_arg(body, false)?)?, caller)
                 .await?;
             written_reply(def, &r)?
         }
         Op::PatchAttributes => {
             let r = model
-                .patch_by_id(&required_id(route)?, one(data_arg(body, false)?)?)
+                .patch_by_id(&required_id(route)?, one(data_arg(body, false)?)?, caller)
                 .await?;
             written_reply(def, &r)?
         }
@@ -986,7 +993,7 @@ async fn run(
                 Some(w) => model.parse_where(w)?,
                 None => None,
             };
-            let count = model.delete_all(w.as_ref()).await?;
+            let count = model.delete_all(w.as_ref(), caller).await?;
             reply(&serde_json::json!({ "count": count }))?
         }
         // Answered by `invoke` (a streaming response).
@@ -994,7 +1001,7 @@ async fn run(
             return Err(ErrorCode::Internal.with(&[&"change stream routed as a value"]));
         }
         Op::DeleteById => {
-            let count = model.delete_by_id(&required_id(route)?).await?;
+            let count = model.delete_by_id(&required_id(route)?, caller).await?;
             reply(&serde_json::json!({ "count": count }))?
         }
     })

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
 use oxbow_core::relation::{self, Relation, RelationKind, key_of};
-use oxbow_core::{Model, Registry, Row};
+use oxbow_core::{Caller, Model, Registry, Row};
 
 use crate::endpoint::{Access, Action, Arg, Endpoint, Returns, Source};
 use crate::error::ErrorCode as E;
@@ -410,6 +410,7 @@ async fn scoped_list(
     ids: Option<&[Value]>,
     req: &HttpRequest,
     query: &Map<String, Value>,
+    caller: &Caller,
 ) -> Result<crate::Reply, RestError> {
     let tdef = target.definition();
     let mut f = query_or_header(req, query, "filter")?
@@ -419,7 +420,7 @@ async fn scoped_list(
     let w = f.remove("where");
     f.insert("where".into(), scoped_where(scope, w.as_ref()));
     let filter = target.parse_filter(&Value::Object(f))?;
-    let mut rows = target.find(&filter).await?;
+    let mut rows = target.find(&filter, caller).await?;
     if let (Some(ids), false) = (ids, ordered) {
         let tpk = tdef.id_name();
         let keys: Vec<String> = ids.iter().map(key_of).collect();
@@ -431,7 +432,15 @@ async fn scoped_list(
     }
     Ok(match &filter.include {
         Some(inc) => crate::texts_reply(
-            &relation::render(registry, target, &rows, filter.fields.as_deref(), Some(inc)).await?,
+            &relation::render(
+                registry,
+                target,
+                &rows,
+                filter.fields.as_deref(),
+                Some(inc),
+                caller,
+            )
+            .await?,
         ),
         None => rows_reply(tdef, &rows, filter.fields.as_deref())?,
     })
@@ -443,14 +452,16 @@ async fn scoped_count(
     scope: Value,
     req: &HttpRequest,
     query: &Map<String, Value>,
+    caller: &Caller,
 ) -> Result<crate::Reply, RestError> {
     let w = query_or_header(req, query, "where")?;
     let w = target.parse_where(&scoped_where(scope, w.as_deref()))?;
-    reply(&json!({ "count": target.count(w.as_ref()).await? }))
+    reply(&json!({ "count": target.count(w.as_ref(), caller).await? }))
 }
 
 /// Everything a relation route needs about its owner.
 struct Ctx<'a> {
+    caller: &'a Caller,
     registry: &'a Registry,
     owner: &'a Model,
     owner_pk: Value,
@@ -469,9 +480,9 @@ impl Ctx<'_> {
                 { rel.foreign_key.as_str(): self.owner_pk.clone() },
                 { key_through: fk.clone() }
             ]}}))?;
-            let linked = !via.find(&filter).await?.is_empty();
+            let linked = !via.find(&filter, self.caller).await?.is_empty();
             let found = if linked {
-                self.target.find_by_id(fk).await?
+                self.target.find_by_id(fk, self.caller).await?
             } else {
                 None
             };
@@ -486,7 +497,7 @@ impl Ctx<'_> {
             });
         }
         self.target
-            .find_by_id(fk)
+            .find_by_id(fk, self.caller)
             .await?
             .filter(|r| {
                 oxbow_core::js::loose_eq(
@@ -512,7 +523,7 @@ impl Ctx<'_> {
         let f = via.parse_filter(
             &json!({"where": { self.rel.foreign_key.as_str(): self.owner_pk.clone() }}),
         )?;
-        Ok(via.find(&f).await?)
+        Ok(via.find(&f, self.caller).await?)
     }
 }
 
@@ -524,15 +535,17 @@ pub(crate) async fn run(
     req: &HttpRequest,
     plan: &plans::Parsed,
     body: Body,
+    caller: &Caller,
 ) -> Result<Outcome, RestError> {
     let rel = route.relation;
     let target = relation::related(registry, &rel.target)?;
     // Every relation method loads the owner first.
     let id = sloppy_any(&route.id);
-    let Some(owner) = model.find_by_id(&id).await? else {
+    let Some(owner) = model.find_by_id(&id, caller).await? else {
         return Err(RestError::from(oxbow_core::Error::no_instance(&id)));
     };
     let cx = Ctx {
+        caller,
         registry,
         owner: model,
         owner_pk: owner
@@ -545,7 +558,9 @@ pub(crate) async fn run(
     match rel.kind {
         RelationKind::BelongsTo => {
             // `{}` when the owner has no foreign key, `null` when it points at nothing.
-            belongs_to(target, &owner, rel).await.map(Outcome::Reply)
+            belongs_to(target, &owner, rel, caller)
+                .await
+                .map(Outcome::Reply)
         }
         RelationKind::HasOne => has_one(&cx, route.op, body).await,
         RelationKind::HasMany
@@ -563,11 +578,12 @@ async fn belongs_to(
     target: &Model,
     owner: &Row,
     rel: &Relation,
+    caller: &Caller,
 ) -> Result<crate::Reply, RestError> {
     let Some(key) = owner.value_of(&rel.foreign_key).filter(|v| !v.is_null()) else {
         return reply(&json!({}));
     };
-    match target.find_by_id(&key).await? {
+    match target.find_by_id(&key, caller).await? {
         Some(r) => written_reply(target.definition(), &r),
         None => reply(&Value::Null),
     }
@@ -575,14 +591,17 @@ async fn belongs_to(
 
 /// hasOne: `GET` (404 when there is none), `POST`, `PUT`, `DELETE`.
 async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestError> {
+    let caller = cx.caller;
     let (rel, target) = (cx.rel, cx.target);
     let tdef = target.definition();
-    let existing =
-        target
-            .find_one(&target.parse_filter(
+    let existing = target
+        .find_one(
+            &target.parse_filter(
                 &json!({"where": { rel.foreign_key.as_str(): cx.owner_pk.clone() }}),
-            )?)
-            .await?;
+            )?,
+            caller,
+        )
+        .await?;
     let none = || E::NoRelatedInstance.with(&[&target.name()]);
     Ok(Outcome::Reply(match op {
         RelOp::Get => {
@@ -595,7 +614,7 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
             }
             let mut data = one_object(body)?;
             data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
-            let row = target.create(data).await?;
+            let row = target.create(data, caller).await?;
             written_reply(tdef, &row)?
         }
         RelOp::Update => {
@@ -603,13 +622,13 @@ async fn has_one(cx: &Ctx<'_>, op: RelOp, body: Body) -> Result<Outcome, RestErr
             let mut data = one_object(body)?;
             data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
             let id = existing.value_of(tdef.id_name()).unwrap_or(Value::Null);
-            let row = target.patch_attributes(&id, data, true).await?;
+            let row = target.patch_attributes(&id, data, true, caller).await?;
             written_reply(tdef, &row)?
         }
         RelOp::Destroy => {
             let existing = existing.ok_or_else(none)?;
             let id = existing.value_of(tdef.id_name()).unwrap_or(Value::Null);
-            target.delete_by_id(&id).await?;
+            target.delete_by_id(&id, caller).await?;
             return Ok(no_content());
         }
         _ => return Err(E::Internal.with(&[&"hasOne route with a to-many method"])),
@@ -625,6 +644,7 @@ async fn many(
     plan: &plans::Parsed,
     body: Body,
 ) -> Result<Outcome, RestError> {
+    let caller = cx.caller;
     let (rel, target, registry) = (cx.rel, cx.target, cx.registry);
     let tdef = target.definition();
     let tpk = tdef.id_name().to_owned();
@@ -653,7 +673,7 @@ async fn many(
             // order, a target once per link, links to nothing left out.
             let (scope, ids) = scope().await?;
             let found = target
-                .find(&target.parse_filter(&json!({ "where": scope }))?)
+                .find(&target.parse_filter(&json!({ "where": scope }))?, caller)
                 .await?;
             let by_id: BTreeMap<String, &Arc<Row>> = found
                 .iter()
@@ -669,7 +689,7 @@ async fn many(
             // With a filter (`{}` included) juggler queries the target model itself: the
             // filter's order, else the target's id order.
             let (scope, _) = scope().await?;
-            scoped_list(registry, target, scope, None, req, query).await?
+            scoped_list(registry, target, scope, None, req, query, caller).await?
         }
         RelOp::Count if through => {
             // juggler counts the links (a target linked twice counts twice). The `where` is
@@ -686,7 +706,7 @@ async fn many(
                     let f =
                         target.parse_filter(&json!({ "where": scoped_where(scope, Some(w)) }))?;
                     let hits: BTreeSet<String> = target
-                        .find(&f)
+                        .find(&f, caller)
                         .await?
                         .iter()
                         .filter_map(|r| r.value_of(&tpk).map(|k| key_of(&k)))
@@ -705,17 +725,17 @@ async fn many(
         }
         RelOp::Count => {
             let (scope, _) = scope().await?;
-            scoped_count(target, scope, req, query).await?
+            scoped_count(target, scope, req, query, caller).await?
         }
         RelOp::Create if through => {
-            let created = target.create(one_object(body)?).await?;
+            let created = target.create(one_object(body)?, caller).await?;
             let mut link = Map::new();
             link.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
             link.insert(
                 key_through.clone(),
                 created.value_of(&tpk).unwrap_or(Value::Null),
             );
-            cx.through()?.create(link).await?;
+            cx.through()?.create(link, caller).await?;
             written_reply(tdef, &created)?
         }
         RelOp::Create => {
@@ -725,12 +745,12 @@ async fn many(
             };
             match data_arg(body, true)? {
                 DataArg::One(data) => {
-                    let row = target.create(with_fk(data)).await?;
+                    let row = target.create(with_fk(data), caller).await?;
                     written_reply(tdef, &row)?
                 }
                 DataArg::Many(items) => {
                     let rows = target
-                        .create_many(items.into_iter().map(with_fk).collect())
+                        .create_many(items.into_iter().map(with_fk).collect(), caller)
                         .await?;
                     rows_reply(tdef, &rows, None)?
                 }
@@ -739,12 +759,12 @@ async fn many(
         RelOp::DeleteAll => {
             let (scope, _) = scope().await?;
             let w = target.parse_where(&scope)?;
-            target.delete_all(w.as_ref()).await?;
+            target.delete_all(w.as_ref(), caller).await?;
             if through {
                 let via = cx.through()?;
                 let w =
                     via.parse_where(&json!({ rel.foreign_key.as_str(): cx.owner_pk.clone() }))?;
-                via.delete_all(w.as_ref()).await?;
+                via.delete_all(w.as_ref(), caller).await?;
             }
             return Ok(no_content());
         }
@@ -757,7 +777,7 @@ async fn many(
                 .as_ref()
                 .ok_or_else(|| E::Internal.with(&[&"nested route without a relation"]))?;
             let nested_target = relation::related(registry, &nested.target)?;
-            belongs_to(nested_target, &child, nested).await?
+            belongs_to(nested_target, &child, nested, caller).await?
         }
         RelOp::UpdateById => {
             let found = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
@@ -771,26 +791,26 @@ async fn many(
                 data.insert(rel.foreign_key.clone(), cx.owner_pk.clone());
             }
             let id = found.value_of(&tpk).unwrap_or(Value::Null);
-            let row = target.patch_attributes(&id, data, true).await?;
+            let row = target.patch_attributes(&id, data, true, caller).await?;
             written_reply(tdef, &row)?
         }
         RelOp::DestroyById => {
             let found = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
             let id = found.value_of(&tpk).unwrap_or(Value::Null);
-            target.delete_by_id(&id).await?;
+            target.delete_by_id(&id, caller).await?;
             if through {
                 let via = cx.through()?;
                 let w = via.parse_where(&json!({"and": [
                     { rel.foreign_key.as_str(): cx.owner_pk.clone() },
                     { key_through.as_str(): id }
                 ]}))?;
-                via.delete_all(w.as_ref()).await?;
+                via.delete_all(w.as_ref(), caller).await?;
             }
             return Ok(no_content());
         }
         RelOp::Link => {
             let fk = fk.unwrap_or(Value::Null);
-            let Some(found) = target.find_by_id(&fk).await? else {
+            let Some(found) = target.find_by_id(&fk, caller).await? else {
                 return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             let mut data = match body {
@@ -803,7 +823,7 @@ async fn many(
                 found.value_of(&tpk).unwrap_or(Value::Null),
             );
             let via = cx.through()?;
-            let row = via.create(data).await?;
+            let row = via.create(data, caller).await?;
             written_reply(via.definition(), &row)?
         }
         RelOp::Unlink => {
@@ -812,7 +832,7 @@ async fn many(
                 { rel.foreign_key.as_str(): cx.owner_pk.clone() },
                 { key_through.as_str(): fk.unwrap_or(Value::Null) }
             ]}))?;
-            via.delete_all(w.as_ref()).await?;
+            via.delete_all(w.as_ref(), caller).await?;
             return Ok(no_content());
         }
         RelOp::Exists => {
@@ -839,10 +859,11 @@ fn embedded_id() -> Value {
 
 /// Writes the owner's embedded property (through the owner's model: hooks and change events).
 async fn save_owner(cx: &Ctx<'_>, property: &str, value: Value) -> Result<(), RestError> {
+    let caller = cx.caller;
     let mut patch = Map::new();
     patch.insert(property.to_owned(), value);
     cx.owner
-        .patch_attributes(&cx.owner_pk, patch, false)
+        .patch_attributes(&cx.owner_pk, patch, false, caller)
         .await?;
     Ok(())
 }
@@ -977,6 +998,7 @@ async fn references_many(
     plan: &plans::Parsed,
     body: Body,
 ) -> Result<Outcome, RestError> {
+    let caller = cx.caller;
     let prop = cx.rel.property.clone().unwrap_or_default();
     let mut ids = match owner.value_of(&prop) {
         Some(Value::Array(a)) => a,
@@ -992,19 +1014,19 @@ async fn references_many(
         RelOp::List | RelOp::Count => {
             let scope = json!({ tpk.as_str(): { "inq": ids.clone() } });
             if op == RelOp::Count {
-                scoped_count(target, scope, req, query).await?
+                scoped_count(target, scope, req, query, caller).await?
             } else {
-                scoped_list(cx.registry, target, scope, Some(&ids), req, query).await?
+                scoped_list(cx.registry, target, scope, Some(&ids), req, query, caller).await?
             }
         }
         RelOp::Create => {
-            let row = target.create(one_object(body)?).await?;
+            let row = target.create(one_object(body)?, caller).await?;
             ids.push(row.value_of(&tpk).unwrap_or(Value::Null));
             save_owner(cx, &prop, Value::Array(ids)).await?;
             written_reply(tdef, &row)?
         }
         RelOp::Link => {
-            let Some(row) = target.find_by_id(&fk).await? else {
+            let Some(row) = target.find_by_id(&fk, caller).await? else {
                 return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             if !linked(&ids, &fk) {
@@ -1035,7 +1057,7 @@ async fn references_many(
                     &oxbow_core::js::to_js_string(&fk),
                 ]));
             }
-            let Some(row) = target.find_by_id(&fk).await? else {
+            let Some(row) = target.find_by_id(&fk, caller).await? else {
                 return Err(RestError::from(oxbow_core::Error::no_instance(&fk)));
             };
             let id = row.value_of(&tpk).unwrap_or(Value::Null);
@@ -1043,12 +1065,12 @@ async fn references_many(
                 RelOp::FindById => written_reply(tdef, &row)?,
                 RelOp::UpdateById => {
                     let row = target
-                        .patch_attributes(&id, one_object(body)?, true)
+                        .patch_attributes(&id, one_object(body)?, true, caller)
                         .await?;
                     written_reply(tdef, &row)?
                 }
                 _ => {
-                    target.delete_by_id(&id).await?;
+                    target.delete_by_id(&id, caller).await?;
                     ids.retain(|i| key_of(i) != key_of(&fk));
                     save_owner(cx, &prop, Value::Array(ids)).await?;
                     return Ok(no_content());
@@ -1057,7 +1079,7 @@ async fn references_many(
         }
         RelOp::DeleteAll => {
             let w = target.parse_where(&json!({ tpk.as_str(): { "inq": ids } }))?;
-            target.delete_all(w.as_ref()).await?;
+            target.delete_all(w.as_ref(), caller).await?;
             save_owner(cx, &prop, Value::Array(Vec::new())).await?;
             return Ok(no_content());
         }

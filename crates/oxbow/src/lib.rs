@@ -22,7 +22,7 @@ pub use actix_rt as rt;
 pub use actix_web;
 pub use oxbow_config::{AppPlan, Problems};
 pub use oxbow_core::{
-    self as core, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry,
+    self as core, Caller, ChangeEvent, ChangeStream, ChangeType, Model, Record, Registry,
 };
 pub use oxbow_rest::pipeline::{Middleware, MiddlewareFactory, RequestId};
 pub use oxbow_rest::{RestError, error_response};

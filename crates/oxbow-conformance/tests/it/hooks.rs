@@ -45,10 +45,11 @@ impl BootPlugin for Observer {
                 Box::pin(async move {
                     let inst = ctx.instance.clone().unwrap_or_default();
                     log.lock().unwrap().push(format!(
-                        "after save {} new={:?} name={}",
+                        "after save {} new={:?} name={} by {}",
                         ctx.model,
                         ctx.is_new_instance,
-                        inst.get("name").cloned().unwrap_or(Value::Null)
+                        inst.get("name").cloned().unwrap_or(Value::Null),
+                        ctx.caller.request_id().unwrap_or("nobody")
                     ));
                     Ok(())
                 })
@@ -104,9 +105,11 @@ async fn hooks_rewrite_reject_narrow_and_observe() {
     )
     .await;
     let send = |method: &str, uri: &str, body: Option<Value>| {
+        // The caller (here its request id) reaches the hooks as LoopBack's `ctx.options`.
         let mut r = test::TestRequest::default()
             .method(method.parse().unwrap())
-            .uri(uri);
+            .uri(uri)
+            .insert_header(("X-Request-Id", format!("{method} {uri}")));
         if let Some(b) = body {
             r = r
                 .insert_header(("Content-Type", "application/json"))
@@ -179,9 +182,9 @@ async fn hooks_rewrite_reject_narrow_and_observe() {
     assert_eq!(
         *log.lock().unwrap(),
         [
-            r#"after save Customer new=Some(true) name="ANN""#,
-            r#"after save Customer new=Some(false) name="ANNA""#,
-            r#"after save Customer new=Some(true) name="VIC""#,
+            r#"after save Customer new=Some(true) name="ANN" by POST /api/Customers"#,
+            r#"after save Customer new=Some(false) name="ANNA" by PATCH /api/Customers/1"#,
+            r#"after save Customer new=Some(true) name="VIC" by POST /api/Customers"#,
             r#"before delete where={"id":1}"#,
         ]
     );

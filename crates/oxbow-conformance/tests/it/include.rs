@@ -117,15 +117,19 @@ async fn include_over_a_hundred_parents_is_one_query_per_relation() {
     let orders = registry.model("Order").unwrap().clone();
     for i in 0..100 {
         let c = customers
-            .create(object(json!({"name": format!("c{i}"), "email": "x@y.z"})))
+            .create(
+                object(json!({"name": format!("c{i}"), "email": "x@y.z"})),
+                &oxbow_core::Caller::anonymous(),
+            )
             .await
             .unwrap();
         let id = c.value_of("id").unwrap();
         for j in 0..3 {
             orders
-                .create(object(
-                    json!({"code": format!("{i}-{j}"), "total": j, "customerId": id}),
-                ))
+                .create(
+                    object(json!({"code": format!("{i}-{j}"), "total": j, "customerId": id})),
+                    &oxbow_core::Caller::anonymous(),
+                )
                 .await
                 .unwrap();
         }
@@ -134,14 +138,23 @@ async fn include_over_a_hundred_parents_is_one_query_per_relation() {
     let filter = customers
         .parse_filter(&json!({"include": {"orders": "customer"}}))
         .unwrap();
-    let rows = customers.find(&filter).await.unwrap();
-    let out: Vec<Value> =
-        oxbow_core::relation::render(&registry, &customers, &rows, None, filter.include.as_ref())
-            .await
-            .unwrap()
-            .iter()
-            .map(|t| serde_json::from_str(t).unwrap())
-            .collect();
+    let rows = customers
+        .find(&filter, &oxbow_core::Caller::anonymous())
+        .await
+        .unwrap();
+    let out: Vec<Value> = oxbow_core::relation::render(
+        &registry,
+        &customers,
+        &rows,
+        None,
+        filter.include.as_ref(),
+        &oxbow_core::Caller::anonymous(),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|t| serde_json::from_str(t).unwrap())
+    .collect();
     assert_eq!(out.len(), 100);
     assert!(
         out.iter()
@@ -155,10 +168,20 @@ async fn include_over_a_hundred_parents_is_one_query_per_relation() {
     let filter = customers
         .parse_filter(&json!({"include": "orders"}))
         .unwrap();
-    let rows = customers.find(&filter).await.unwrap();
-    oxbow_core::relation::render(&registry, &customers, &rows, None, filter.include.as_ref())
+    let rows = customers
+        .find(&filter, &oxbow_core::Caller::anonymous())
         .await
         .unwrap();
+    oxbow_core::relation::render(
+        &registry,
+        &customers,
+        &rows,
+        None,
+        filter.include.as_ref(),
+        &oxbow_core::Caller::anonymous(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         counting.finds.load(Ordering::SeqCst),
         2,
