@@ -360,7 +360,15 @@ async fn dispatch(
         return Err(ErrorCode::NoSharedMethod.with(&[&model.name(), &req.method(), &shown]));
     };
     let caller = caller_of(req);
-    invoke(api, live, model, &matched, &caller, req, plan, body).await
+    let call = Call {
+        live,
+        model,
+        matched: &matched,
+        caller: &caller,
+        req,
+        plan,
+    };
+    invoke(api, &call, body).await
 }
 
 /// The caller of a request (LoopBack's `options`): made once, before routing, and passed to
@@ -378,66 +386,67 @@ fn caller_of(req: &HttpRequest) -> Caller {
 /// The one call path of every REST method: authorization, `beforeRemote` hooks, the
 /// method, `afterRemote` hooks, in that order, for CRUD, relation, remote and change-stream
 /// endpoints alike.
-#[allow(clippy::too_many_arguments)]
-async fn invoke(
-    api: &RestApi,
-    live: &Generation,
-    model: &Arc<Model>,
-    matched: &endpoint::Matched<'_, '_>,
-    caller: &Caller,
-    req: &HttpRequest,
-    plan: &plans::Parsed,
-    body: Body,
-) -> Result<Outcome, RestError> {
-    let ep = matched.endpoint;
-    authorize(live, ep, caller)?;
-    let method = ep.name.as_str();
+/// One call of an endpoint: what every step of [`invoke`] reads.
+pub(crate) struct Call<'a> {
+    pub live: &'a Generation,
+    pub model: &'a Arc<Model>,
+    pub matched: &'a endpoint::Matched<'a, 'a>,
+    pub caller: &'a Caller,
+    pub req: &'a HttpRequest,
+    pub plan: &'a plans::Parsed,
+}
+
+impl Call<'_> {
+    fn endpoint(&self) -> &endpoint::Endpoint {
+        self.matched.endpoint
+    }
+}
+
+async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, RestError> {
+    let ep = call.endpoint();
+    authorize(call.live, ep, call.caller)?;
     let out = match &ep.action {
-        Action::Remote(m) => {
-            return call_remote(live, caller, model, m, matched, req, plan, body).await;
-        }
+        Action::Remote(m) => return call_remote(call, m, body).await,
         Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {
-            let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
+            let body = before_remote(call, body).await?;
+            let (req, query) = (call.req, &call.plan.query);
             let from_body = match &body {
                 Body::Json(Value::Object(b)) => b.get("options").cloned(),
                 _ => None,
             };
-            let opts = match query_or_header(req, &plan.query, "options")? {
+            let opts = match query_or_header(req, query, "options")? {
                 Some(v) => Some(v.into_owned()),
                 None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
             };
-            let target = (*op == Op::RecordChangeStream).then(|| path_id(matched));
+            let target = (*op == Op::RecordChangeStream).then(|| path_id(call.matched));
             let resp = stream::open(
-                model.clone(),
-                caller.clone(),
+                call.model.clone(),
+                call.caller.clone(),
                 target,
                 req,
-                &plan.query,
+                query,
                 opts.as_ref(),
-                live.streams.clone(),
+                call.live.streams.clone(),
                 api.shutdown.clone(),
             )
             .await?;
             Outcome::Response(resp)
         }
         Action::Crud(op) => {
-            let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
-            Outcome::Reply(run(&live.registry, model, *op, matched, req, plan, body, caller).await?)
+            let body = before_remote(call, body).await?;
+            Outcome::Reply(run(call, *op, body).await?)
         }
         Action::Relation {
             relation,
             op,
             nested,
         } => {
-            let args = builtin_args(live, matched, &body, &plan.query);
-            let body = before_remote(live, caller, req, model.name(), method, args, body).await?;
-            let route = relations::RelRoute::of(relation, *op, nested.as_deref(), matched);
-            relations::run(&live.registry, model, route, req, plan, body, caller).await?
+            let body = before_remote(call, body).await?;
+            let route = relations::RelRoute::of(relation, *op, nested.as_deref(), call.matched);
+            relations::run(call, route, body).await?
         }
     };
-    after_remote(live, caller, req, model.name(), method, out).await
+    after_remote(call, out).await
 }
 
 /// Whether the caller may call the endpoint. Every endpoint is open until users, tokens
@@ -452,12 +461,8 @@ fn authorize(
 
 /// The arguments remote hooks see for a built-in method: `id` (and a relation's `fk`),
 /// `data`, `filter`, `where`; built only when some hook may look at them.
-fn builtin_args(
-    live: &Generation,
-    matched: &endpoint::Matched<'_, '_>,
-    body: &Body,
-    query: &Map<String, Value>,
-) -> Map<String, Value> {
+fn builtin_args(call: &Call<'_>, body: &Body) -> Map<String, Value> {
+    let (live, matched, query) = (call.live, call.matched, &call.plan.query);
     let mut args = Map::new();
     if !live.remotes.has_hooks() {
         return args;
@@ -484,18 +489,13 @@ fn builtin_args(
 }
 
 /// Runs the `beforeRemote` hooks that match; a changed `data` becomes the body.
-async fn before_remote(
-    live: &Generation,
-    caller: &Caller,
-    req: &HttpRequest,
-    model: &str,
-    method: &str,
-    args: Map<String, Value>,
-    body: Body,
-) -> Result<Body, RestError> {
+async fn before_remote(call: &Call<'_>, body: Body) -> Result<Body, RestError> {
+    let (live, caller, req) = (call.live, call.caller, call.req);
+    let (model, method) = (call.model.name(), call.endpoint().name.as_str());
     if live.remotes.before.is_empty() {
         return Ok(body);
     }
+    let args = builtin_args(call, &body);
     let before = args.get("data").cloned();
     let mut ctx = remote::RemoteContext {
         req,
@@ -516,14 +516,9 @@ async fn before_remote(
 
 /// Runs the `afterRemote` hooks that match: on a JSON result they may replace it; on a
 /// stream they see no result and may still refuse it.
-async fn after_remote(
-    live: &Generation,
-    caller: &Caller,
-    req: &HttpRequest,
-    model: &str,
-    method: &str,
-    out: Outcome,
-) -> Result<Outcome, RestError> {
+async fn after_remote(call: &Call<'_>, out: Outcome) -> Result<Outcome, RestError> {
+    let (live, caller, req) = (call.live, call.caller, call.req);
+    let (model, method) = (call.model.name(), call.endpoint().name.as_str());
     if !live.remotes.has_after(model, method) {
         return Ok(out);
     }
@@ -559,17 +554,13 @@ async fn after_remote(
 
 /// A remote method declared in model JSON: arguments sourced and coerced as strong-remoting
 /// does, the Rust implementation a plugin registered, the result shaped by `returns`.
-#[allow(clippy::too_many_arguments)]
 async fn call_remote(
-    live: &Generation,
-    caller: &Caller,
-    model: &Arc<Model>,
+    call: &Call<'_>,
     m: &remote::RemoteMethod,
-    matched: &endpoint::Matched<'_, '_>,
-    req: &HttpRequest,
-    plan: &plans::Parsed,
     body: Body,
 ) -> Result<Outcome, RestError> {
+    let (live, caller, model, matched) = (call.live, call.caller, call.model, call.matched);
+    let (req, plan) = (call.req, call.plan);
     let Some(handler) = live
         .remotes
         .methods
@@ -682,7 +673,7 @@ async fn call_remote(
         status: StatusCode::from_u16(m.status).unwrap_or(StatusCode::OK),
         json,
     });
-    after_remote(live, caller, req, model.name(), &m.name, out).await
+    after_remote(call, out).await
 }
 
 /// What a route produced: a value to negotiate, or a finished (streaming) response.
@@ -861,17 +852,9 @@ fn not_found_by_id(model: &Model, id: &Value) -> RestError {
     ErrorCode::UnknownId.with(&[&model.name(), &shown])
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    registry: &Registry,
-    model: &Model,
-    op: Op,
-    route: &endpoint::Matched<'_, '_>,
-    req: &HttpRequest,
-    plan: &plans::Parsed,
-    body: Body,
-    caller: &Caller,
-) -> Result<Reply, RestError> {
+async fn run(call: &Call<'_>, op: Op, body: Body) -> Result<Reply, RestError> {
+    let (registry, model, route) = (&*call.live.registry, &**call.model, call.matched);
+    let (req, plan, caller) = (call.req, call.plan, call.caller);
     let query = &plan.query;
     let def = model.definition();
     let one = |data: DataArg| match data {

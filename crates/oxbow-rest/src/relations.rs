@@ -529,14 +529,12 @@ impl Ctx<'_> {
 
 /// Runs a relation route.
 pub(crate) async fn run(
-    registry: &Registry,
-    model: &Model,
+    call: &crate::Call<'_>,
     route: RelRoute<'_>,
-    req: &HttpRequest,
-    plan: &plans::Parsed,
     body: Body,
-    caller: &Caller,
 ) -> Result<Outcome, RestError> {
+    let (registry, model, caller) = (&*call.live.registry, &**call.model, call.caller);
+    let (req, plan) = (call.req, call.plan);
     let rel = route.relation;
     let target = relation::related(registry, &rel.target)?;
     // Every relation method loads the owner first.
