@@ -76,6 +76,9 @@ struct Collection {
 /// The memory connector of one datasource.
 pub struct MemoryConnector {
     collections: HashMap<String, RwLock<Collection>>,
+    /// The models whose `memory.collection` names another collection than their own name,
+    /// read once here (juggler's `getCollection`); every other model's is its name.
+    renamed: HashMap<String, String>,
     file: Option<PathBuf>,
     /// Serialises file writes; held while the snapshot is taken and written.
     file_lock: Mutex<()>,
@@ -108,9 +111,14 @@ impl MemoryConnector {
         file: Option<PathBuf>,
     ) -> Result<Self, LoadError> {
         let mut collections = HashMap::new();
+        let mut renamed = HashMap::new();
         for m in models {
+            let name = collection_name(m);
+            if name != m.name.as_str() {
+                renamed.insert(m.name.to_string(), name.clone());
+            }
             collections.insert(
-                collection_name(m),
+                name,
                 RwLock::new(Collection {
                     next_id: 1.0,
                     layout: Layout::of(m),
@@ -120,6 +128,7 @@ impl MemoryConnector {
         }
         let connector = Self {
             collections,
+            renamed,
             file,
             file_lock: Mutex::new(()),
         };
@@ -185,7 +194,11 @@ impl MemoryConnector {
     }
 
     fn collection(&self, model: &ModelDefinition) -> Result<&RwLock<Collection>> {
-        self.collections.get(collection_key(model)).ok_or_else(|| {
+        let name = match self.renamed.get(model.name.as_str()) {
+            Some(n) => n.as_str(),
+            None => model.name.as_str(),
+        };
+        self.collections.get(name).ok_or_else(|| {
             Error::internal(format!(
                 "model `{}` is not attached to this memory datasource",
                 model.name
@@ -230,19 +243,16 @@ impl MemoryConnector {
     }
 }
 
-fn collection_name(model: &ModelDefinition) -> String {
-    collection_key(model).to_owned()
-}
-
 /// The collection's name as the model names it (`memory.collection`, else the model name),
-/// borrowed: looked up on every call.
-fn collection_key(model: &ModelDefinition) -> &str {
+/// read when the connector is made.
+fn collection_name(model: &ModelDefinition) -> String {
     model
         .settings
         .get("memory")
         .and_then(|m| m.get("collection"))
         .and_then(Value::as_str)
         .unwrap_or(model.name.as_str())
+        .to_owned()
 }
 
 /// temp file + fsync + rename + fsync of the directory.
