@@ -381,7 +381,7 @@ impl ModelEndpoints {
         if settings.is_empty() {
             return;
         }
-        for e in endpoints {
+        for e in endpoints.iter_mut() {
             if let Some((_, on)) = settings.iter().find(|(k, _)| *k == e.name) {
                 e.shared = *on;
                 continue;
@@ -397,6 +397,22 @@ impl ModelEndpoints {
                 }
             }
             if disabled {
+                e.shared = false;
+            }
+        }
+        // oxbow's one-record stream follows LoopBack's `createChangeStream` unless it is named
+        // itself: an app that turned change streams off must not leak them through `/:id`.
+        let all_off = endpoints
+            .iter()
+            .any(|e| e.name == "createChangeStream" && !e.shared);
+        let named = settings
+            .iter()
+            .any(|(k, _)| k == "prototype.createChangeStream");
+        if all_off && !named {
+            for e in endpoints
+                .iter_mut()
+                .filter(|e| e.name == "prototype.createChangeStream")
+            {
                 e.shared = false;
             }
         }
@@ -623,5 +639,23 @@ mod tests {
                 ("count", true),
             ]
         );
+        let mut streams = vec![
+            ep("createChangeStream", true),
+            ep("prototype.createChangeStream", true),
+        ];
+        ModelEndpoints::share(&mut streams, &[("createChangeStream".into(), false)]);
+        assert!(streams.iter().all(|e| !e.shared), "both streams off");
+        let mut streams = vec![
+            ep("createChangeStream", true),
+            ep("prototype.createChangeStream", true),
+        ];
+        ModelEndpoints::share(
+            &mut streams,
+            &[
+                ("createChangeStream".into(), false),
+                ("prototype.createChangeStream".into(), true),
+            ],
+        );
+        assert!(streams[1].shared, "named on its own, it stays");
     }
 }
