@@ -165,11 +165,14 @@ impl Returns {
 pub enum Action {
     /// A PersistedModel method (and the change streams).
     Crud(Op),
-    /// A relation method; `nested` is the target's belongsTo for nestRemoting's routes.
-    Relation {
+    /// A relation method.
+    Relation { relation: Box<Relation>, op: RelOp },
+    /// nestRemoting: the target's relation method `op` on `inner`, reached through one of
+    /// `relation`'s items (`/:id/<relation>/:nk/<inner>…`).
+    Nested {
         relation: Box<Relation>,
+        inner: Box<Relation>,
         op: RelOp,
-        nested: Option<Box<Relation>>,
     },
     /// A remote method of the model's JSON `methods`.
     Remote(Arc<RemoteMethod>),
@@ -431,24 +434,34 @@ impl Endpoints {
     /// models), its relations' methods and the remote methods its JSON declares, with
     /// `sharedMethods` (the app's, then the model's) applied.
     pub fn build(models: &[&oxbow_core::ModelDefinition], app_shared: &[(String, bool)]) -> Self {
-        let lookup = |name: &str| models.iter().find(|d| d.name.as_str() == name).copied();
-        let models = models
+        let settings: Vec<Vec<(String, bool)>> = models
             .iter()
-            .map(|def| {
+            .map(|def| merge_shared_methods(app_shared, &def.remoting.shared_methods))
+            .collect();
+        let mut tables: Vec<Vec<Endpoint>> = models
+            .iter()
+            .zip(&settings)
+            .map(|(def, settings)| {
                 let mut endpoints = Vec::new();
                 if def.is_persisted() {
                     endpoints.extend(crate::routes::endpoints(def));
-                    endpoints.extend(crate::relations::endpoints(&lookup, def));
+                    endpoints.extend(crate::relations::endpoints(def));
                 }
                 for m in RemoteMethod::declared(def) {
                     endpoints.push(Arc::new(m).endpoint(def.name.as_str()));
                 }
-                let settings = merge_shared_methods(app_shared, &def.remoting.shared_methods);
-                ModelEndpoints::share(&mut endpoints, &settings);
-                ModelEndpoints::new(endpoints)
+                ModelEndpoints::share(&mut endpoints, settings);
+                endpoints
             })
             .collect();
-        Self { models }
+        for i in 0..models.len() {
+            let mut nested = nested_endpoints(models, &tables, i);
+            ModelEndpoints::share(&mut nested, &settings[i]);
+            tables[i].extend(nested);
+        }
+        Self {
+            models: tables.into_iter().map(ModelEndpoints::new).collect(),
+        }
     }
 
     /// The endpoints of the model at `index` in the registry.
@@ -460,6 +473,100 @@ impl Endpoints {
     pub fn models(&self) -> &[ModelEndpoints] {
         &self.models
     }
+}
+
+/// nestRemoting's methods of the model at `index`: for each to-many relation with
+/// `nestRemoting`, the target's relation methods, under `/:id/<relation>/:nk`, named
+/// `prototype.__<op>__<relation>__<targetRelation>`. Which ones, as loopback-boot's order of
+/// `app.model()` calls decides them (model-config order): the nesting happens when the
+/// relation is complete (its source, target and through model attached), and copies the
+/// target's relations complete by then, minus the methods the target's own `sharedMethods`
+/// disabled, unless the target is the model that completed the relation (its settings come
+/// later in that pass). The nesting model's own `sharedMethods` then apply to the copies.
+fn nested_endpoints(
+    models: &[&oxbow_core::ModelDefinition],
+    tables: &[Vec<Endpoint>],
+    index: usize,
+) -> Vec<Endpoint> {
+    use oxbow_core::RelationKind;
+    let position = |name: &str| models.iter().position(|d| d.name.as_str() == name);
+    // The `app.model()` call that completes `rel` of `def` (its position).
+    let completed = |def: &oxbow_core::ModelDefinition, rel: &Relation| {
+        let mut at = position(def.name.as_str()).unwrap_or(0);
+        if let Some(t) = position(&rel.target) {
+            at = at.max(t);
+        }
+        // hasAndBelongsToMany's through model is made with the relation.
+        if rel.kind == RelationKind::HasManyThrough {
+            if let Some(t) = rel.through.as_deref().and_then(position) {
+                at = at.max(t);
+            }
+        }
+        at
+    };
+    let plain = |name: &str| !name.is_empty() && !name.contains('_');
+    let def = models[index];
+    let mut out = Vec::new();
+    for rel in &def.relations {
+        let many = matches!(
+            rel.kind,
+            RelationKind::HasMany | RelationKind::EmbedsMany | RelationKind::ReferencesMany
+        ) || rel.kind.is_through();
+        if !rel.nest_remoting || !many || !plain(&rel.name) {
+            continue;
+        }
+        let Some(t) = position(&rel.target) else {
+            continue;
+        };
+        let at = completed(def, rel);
+        let target_settings_applied = t != at;
+        for inner in &models[t].relations {
+            if !plain(&inner.name) || completed(models[t], inner) > at {
+                continue;
+            }
+            for m in &tables[t] {
+                let Action::Relation { relation, op } = &m.action else {
+                    continue;
+                };
+                if relation.name != inner.name || (target_settings_applied && !m.shared) {
+                    continue;
+                }
+                let http = m
+                    .http
+                    .iter()
+                    .map(|(verb, path)| {
+                        let tail = path.strip_prefix("/:id").unwrap_or(path);
+                        (verb.clone(), format!("/:id/{}/:nk{tail}", rel.name))
+                    })
+                    .collect();
+                let mut accepts = vec![Arg::id("id"), Arg::id("nk")];
+                accepts.extend(m.accepts.iter().filter(|a| a.name != "id").cloned());
+                out.push(Endpoint {
+                    model: def.name.to_string(),
+                    name: format!(
+                        "prototype.__{}__{}__{}",
+                        op.verb_name(),
+                        rel.name,
+                        inner.name
+                    ),
+                    aliases: Vec::new(),
+                    is_static: false,
+                    access: m.access,
+                    accepts,
+                    returns: m.returns.clone(),
+                    errors: [&[ErrorCode::RelatedNotFound][..], &m.errors].concat(),
+                    action: Action::Nested {
+                        relation: Box::new(rel.clone()),
+                        inner: relation.clone(),
+                        op: *op,
+                    },
+                    shared: true,
+                    http,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The merged `sharedMethods` settings: the app's, then the model's over them key by key

@@ -436,14 +436,19 @@ async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, R
             let body = before_remote(call, body).await?;
             Outcome::Reply(run(call, *op, body).await?)
         }
-        Action::Relation {
+        Action::Relation { relation, op } => {
+            let body = before_remote(call, body).await?;
+            let route = relations::RelRoute::of(relation, *op, call.matched);
+            relations::run(call, route, body).await?
+        }
+        Action::Nested {
             relation,
+            inner,
             op,
-            nested,
         } => {
             let body = before_remote(call, body).await?;
-            let route = relations::RelRoute::of(relation, *op, nested.as_deref(), call.matched);
-            relations::run(call, route, body).await?
+            let route = relations::RelRoute::of(inner, *op, call.matched);
+            relations::run_nested(call, relation, route, body).await?
         }
     };
     after_remote(call, out).await
@@ -468,7 +473,6 @@ fn builtin_args(call: &Call<'_>, body: &Body) -> Map<String, Value> {
         return args;
     }
     for (name, raw) in matched.route.params(&matched.values) {
-        let name = if name == "nk" { "fk" } else { name };
         args.insert(name.into(), routes::sloppy_any(&decode(raw)));
     }
     match body {

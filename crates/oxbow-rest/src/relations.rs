@@ -42,15 +42,13 @@ pub enum RelOp {
     Unlink,
     /// `HEAD /:id/rel/rel/:fk`.
     Exists,
-    /// nestRemoting: `GET /:id/rel/:fk/<the target's belongsTo>`.
-    Nested,
 }
 
 impl RelOp {
     /// The verb in strong-remoting's name of the method (`__get__orders`, `__link__tags`).
     pub fn verb_name(self) -> &'static str {
         match self {
-            Self::Get | Self::List | Self::Nested => "get",
+            Self::Get | Self::List => "get",
             Self::Create => "create",
             Self::Update => "update",
             Self::Destroy => "destroy",
@@ -71,10 +69,8 @@ impl RelOp {
 pub struct RelRoute<'a> {
     pub relation: &'a Relation,
     pub op: RelOp,
-    pub id: String,
+    /// The `:fk` of the route, decoded.
     pub fk: Option<String>,
-    /// [`RelOp::Nested`]: the target's belongsTo relation.
-    pub nested: Option<&'a Relation>,
 }
 
 fn decode(s: &str) -> String {
@@ -84,23 +80,16 @@ fn decode(s: &str) -> String {
 }
 
 impl<'a> RelRoute<'a> {
-    /// The route a request matched: the relation endpoint and its `:id` and `:fk` (`:nk`
-    /// for nestRemoting's routes).
+    /// The route a request matched: the relation endpoint and its `:fk`.
     pub fn of(
         relation: &'a Relation,
         op: RelOp,
-        nested: Option<&'a Relation>,
         matched: &crate::endpoint::Matched<'_, '_>,
     ) -> Self {
         Self {
             relation,
             op,
-            id: decode(matched.param("id").unwrap_or("")),
-            fk: matched
-                .param("fk")
-                .or_else(|| matched.param("nk"))
-                .map(decode),
-            nested,
+            fk: matched.param("fk").map(decode),
         }
     }
 }
@@ -108,10 +97,7 @@ impl<'a> RelRoute<'a> {
 /// The endpoints of a model's relations, as loopback's `belongsToRemoting`,
 /// `hasOneRemoting`, `hasManyRemoting` (with `scopeRemoting` for the list methods) and
 /// `nestRemoting` define them: `prototype.__get__orders` and the rest, under `/:id/<name>`.
-pub fn endpoints<'d>(
-    model_named: &dyn Fn(&str) -> Option<&'d oxbow_core::ModelDefinition>,
-    def: &oxbow_core::ModelDefinition,
-) -> Vec<Endpoint> {
+pub fn endpoints(def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
     use Access::{Read, Write};
     let model = def.name.as_str();
     let mut out = Vec::new();
@@ -126,12 +112,8 @@ pub fn endpoints<'d>(
                       accepts: Vec<Arg>,
                       returns: Vec<Returns>,
                       errors: &[E],
-                      nested: Option<&Relation>| {
-            let verb_name = op.verb_name();
-            let method = match nested {
-                Some(inner) => format!("prototype.__{verb_name}__{name}__{}", inner.name),
-                None => format!("prototype.__{verb_name}__{name}"),
-            };
+                      _: Option<()>| {
+            let method = format!("prototype.__{}__{name}", op.verb_name());
             let mut args = vec![Arg::id("id")];
             args.extend(accepts);
             out.push(Endpoint {
@@ -146,7 +128,6 @@ pub fn endpoints<'d>(
                 action: Action::Relation {
                     relation: Box::new(rel.clone()),
                     op,
-                    nested: nested.map(|n| Box::new(n.clone())),
                 },
                 shared: true,
                 http: vec![(verb.to_owned(), format!("/:id/{name}{tail}"))],
@@ -340,30 +321,6 @@ pub fn endpoints<'d>(
                         None,
                     );
                 }
-                // LoopBack 3 nests only the target's belongsTo methods (see the relations
-                // transcript).
-                if rel.nest_remoting {
-                    let inner: Vec<&Relation> = model_named(target)
-                        .map(|t| {
-                            t.relations
-                                .iter()
-                                .filter(|r| r.kind == RelationKind::BelongsTo)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for nested in inner {
-                        ep(
-                            RelOp::Nested,
-                            Read,
-                            "get",
-                            &format!("/:nk/{}", nested.name),
-                            vec![Arg::id("nk"), refresh()],
-                            vec![one(&nested.name, &nested.target, true)],
-                            &[E::RelatedNotFound],
-                            Some(nested),
-                        );
-                    }
-                }
             }
             _ => {}
         }
@@ -527,18 +484,62 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs a relation route.
+/// Runs a relation route of the model the request names, for the owner at `/:id`.
 pub(crate) async fn run(
     call: &crate::Call<'_>,
     route: RelRoute<'_>,
     body: Body,
 ) -> Result<Outcome, RestError> {
+    let id = sloppy_any(&decode(call.matched.param("id").unwrap_or("")));
+    run_on(call, call.model, route, id, body).await
+}
+
+/// A nestRemoting route (`GET /Customers/1/orders/5/customer`): the owner at `/:id`, its
+/// related item at `/:nk` (a 404 unless it is the owner's), then the target's own relation
+/// method on that item.
+pub(crate) async fn run_nested(
+    call: &crate::Call<'_>,
+    relation: &Relation,
+    route: RelRoute<'_>,
+    body: Body,
+) -> Result<Outcome, RestError> {
     let (registry, model, caller) = (&*call.live.registry, &**call.model, call.caller);
+    let id = sloppy_any(&decode(call.matched.param("id").unwrap_or("")));
+    let Some(owner) = model.find_by_id(&id, caller).await? else {
+        return Err(RestError::from(oxbow_core::Error::no_instance(&id)));
+    };
+    let target = relation::related(registry, &relation.target)?;
+    let cx = Ctx {
+        caller,
+        registry,
+        owner: model,
+        owner_pk: owner
+            .value_of(model.definition().id_name())
+            .unwrap_or(Value::Null),
+        rel: relation,
+        target,
+    };
+    let nk = sloppy_any(&decode(call.matched.param("nk").unwrap_or("")));
+    let child = cx.scoped(&nk).await?;
+    let child_id = child
+        .value_of(target.definition().id_name())
+        .unwrap_or(Value::Null);
+    run_on(call, target, route, child_id, body).await
+}
+
+/// Runs `route` on `model`'s record `id`.
+async fn run_on(
+    call: &crate::Call<'_>,
+    model: &Model,
+    route: RelRoute<'_>,
+    id: Value,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    let (registry, caller) = (&*call.live.registry, call.caller);
     let (req, plan) = (call.req, call.plan);
     let rel = route.relation;
     let target = relation::related(registry, &rel.target)?;
     // Every relation method loads the owner first.
-    let id = sloppy_any(&route.id);
     let Some(owner) = model.find_by_id(&id, caller).await? else {
         return Err(RestError::from(oxbow_core::Error::no_instance(&id)));
     };
@@ -768,15 +769,6 @@ async fn many(
         }
         // The related instance as stored: LoopBack ignores a `filter` here.
         RelOp::FindById => written_reply(tdef, &*cx.scoped(&fk.unwrap_or(Value::Null)).await?)?,
-        RelOp::Nested => {
-            let child = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
-            let nested = route
-                .nested
-                .as_ref()
-                .ok_or_else(|| E::Internal.with(&[&"nested route without a relation"]))?;
-            let nested_target = relation::related(registry, &nested.target)?;
-            belongs_to(nested_target, &child, nested, caller).await?
-        }
         RelOp::UpdateById => {
             let found = cx.scoped(&fk.unwrap_or(Value::Null)).await?;
             let mut data = one_object(body)?;

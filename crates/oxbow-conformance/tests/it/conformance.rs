@@ -523,6 +523,7 @@ transcripts! {
     seed_change_stream => "seed-change-stream",
     shop_change_stream => "shop-change-stream",
     limits => "limits",
+    shared_methods => "shared-methods",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
