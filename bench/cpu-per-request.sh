@@ -28,7 +28,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # measure BIN TAG ROUND: one fresh server, every scenario; appends "TAG SCENARIO US" lines.
 measure() {
-  local bin="$1" tag="$2" round="$3" app="$OUT/app-$tag-$round"
+  local bin="$1" tag="$2" round="$3"
+  local app="$OUT/app-$tag-$round"
   cp -r "$ROOT/examples/shop" "$app"
   taskset -c 0 "$bin" serve "$app" --port 0 --host 127.0.0.1 --workers 1 >"$OUT/log" 2>&1 &
   PID=$!
