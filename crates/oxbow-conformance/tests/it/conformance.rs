@@ -524,6 +524,7 @@ transcripts! {
     shop_change_stream => "shop-change-stream",
     limits => "limits",
     shared_methods => "shared-methods",
+    put_patches => "put-patches",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
