@@ -527,10 +527,12 @@ impl Model {
         if data.is_empty() {
             return Err(Error::bad_request("data object cannot be empty!"));
         }
-        // juggler validates the data before it coerces the `where` (a 422 comes first).
-        if self.def.validate_upsert {
+        // juggler validates the data as a whole new instance before it coerces the `where`
+        // (a 422 comes first), `forceId` included: an id in the data is never set, whether the
+        // `where` matches or not.
+        if self.def.validate_upsert || self.def.force_id {
             let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
-            inst.validate(&self.def, false)?;
+            inst.validate(&self.def, true)?;
         }
         let where_ = self.parse_where(where_raw)?;
         let where_ = where_.as_ref();
@@ -712,8 +714,10 @@ impl Model {
             Ok(i) => i,
             Err(e) => return Err(e),
         };
+        // LoopBack ignores an id in updateAll's data: a row never moves.
+        let id_name = self.def.id_name();
         for (k, v) in inst.into_entries() {
-            if data.contains_key(&k) {
+            if data.contains_key(&k) && k != id_name {
                 patch.insert(k, v);
             }
         }

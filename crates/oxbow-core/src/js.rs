@@ -131,8 +131,12 @@ fn number_to_js_string(n: &Number) -> String {
         return u.to_string();
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
-    if f.fract() == 0.0 && f.abs() < 1e21 {
-        format!("{f:.0}")
+    if f == 0.0 {
+        "0".to_owned()
+    } else if f.fract() == 0.0 && f.abs() < 1e21 {
+        // The shortest digits that read back as `f`, padded with zeros, as JavaScript prints
+        // it: 2^64 is `18446744073709552000`, not its exact expansion.
+        format!("{f}")
     } else {
         n.to_string()
     }

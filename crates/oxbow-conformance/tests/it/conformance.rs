@@ -525,6 +525,7 @@ transcripts! {
     limits => "limits",
     shared_methods => "shared-methods",
     put_patches => "put-patches",
+    hostile_writes => "hostile-writes",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
