@@ -526,6 +526,7 @@ transcripts! {
     shared_methods => "shared-methods",
     put_patches => "put-patches",
     hostile_writes => "hostile-writes",
+    hidden_queries => "hidden-queries",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
