@@ -512,10 +512,13 @@ impl Model {
         if data.is_empty() {
             return Err(Error::bad_request("data object cannot be empty!"));
         }
-        // juggler validates the data before it coerces the `where` (a 422 comes first).
+        // juggler validates the data before it coerces the `where` (a 422 comes first), as a
+        // new instance: with `forceId`, an id in the data is "can't be set" whatever matches.
         if self.def.validate_upsert {
             let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
-            inst.validate(&self.def, false)?;
+            inst.validate(&self.def, true)?;
+        } else if self.def.force_id {
+            Instance::build(&self.def, data.clone(), Defaults::Apply)?.check_force_id(&self.def)?;
         }
         let where_ = self.parse_where(where_raw)?;
         let where_ = where_.as_ref();

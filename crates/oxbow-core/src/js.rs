@@ -132,9 +132,26 @@ fn number_to_js_string(n: &Number) -> String {
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     if f.fract() == 0.0 && f.abs() < 1e21 {
-        format!("{f:.0}")
+        // The shortest digits that read back as `f`, then zeros: `18446744073709552000`.
+        format!("{f}")
     } else {
         n.to_string()
+    }
+}
+
+/// `String(n)` of the JavaScript number a JSON number becomes: integers beyond 2^53 rounded to
+/// the nearest double (`9007199254740993` is `9007199254740992`), as LoopBack's messages show
+/// them.
+pub fn number_as_parsed(v: &Value) -> String {
+    match v {
+        Value::Number(n)
+            if n.as_f64()
+                .is_some_and(|f| f.abs() > 9_007_199_254_740_992.0) =>
+        {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            to_js_string(&Value::from(f))
+        }
+        other => to_js_string(other),
     }
 }
 

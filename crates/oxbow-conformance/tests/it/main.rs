@@ -4,6 +4,7 @@
 mod boot;
 mod conformance;
 mod hooks;
+mod hostile;
 mod include;
 mod lbpg;
 mod pipeline;

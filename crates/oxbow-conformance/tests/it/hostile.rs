@@ -1,0 +1,289 @@
+//! Hostile requests on the shop app (issue 21), on every store: memory, memory with a `file`,
+//! SQLite and PostgreSQL (`OXBOW_TEST_POSTGRES`). Ids a body gives (forceId, the edge of the
+//! id range, ids in update data) and hidden properties reached by dot paths and orders. Where
+//! LoopBack 3 defines the answer, the body is LoopBack's, byte for byte (recorded from the rig
+//! on examples/shop).
+
+use std::path::{Path, PathBuf};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::{App, test};
+use serde_json::{Value, json};
+
+use crate::conformance::{drop_schemas, postgres_url, rewrite_memory_datasources, to_postgres};
+
+/// The storage a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Memory,
+    MemoryFile,
+    Sqlite,
+    Postgres,
+}
+
+const STORES: [Store; 4] = [
+    Store::Memory,
+    Store::MemoryFile,
+    Store::Sqlite,
+    Store::Postgres,
+];
+
+/// A scratch copy of the shop app on one store, with `Ticket` (`forceId: false`) added.
+struct Shop {
+    store: Store,
+    dir: PathBuf,
+    pg: Option<(String, String)>,
+}
+
+impl Shop {
+    /// `None` for PostgreSQL when `OXBOW_TEST_POSTGRES` is not set.
+    async fn new(store: Store, tag: &str) -> Option<Self> {
+        let tag = format!("hostile-{tag}-{store:?}");
+        let dir = oxbow_conformance::scratch_copy("examples/shop", &tag).expect("scratch");
+        std::fs::write(
+            dir.join("models/ticket.json"),
+            r#"{"name":"Ticket","base":"PersistedModel","idInjection":true,"forceId":false,"properties":{"title":{"type":"string"}}}"#,
+        )
+        .unwrap();
+        let config = dir.join("server/model-config.json");
+        let mut mc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        mc["Ticket"] = json!({"dataSource": "db", "public": true});
+        std::fs::write(&config, mc.to_string()).unwrap();
+        let mut pg = None;
+        match store {
+            Store::Memory => {}
+            Store::MemoryFile => rewrite_memory_datasources(&dir, |_, ds, _| {
+                ds.insert("file".into(), "db.json".into());
+            }),
+            Store::Sqlite => {
+                crate::conformance::to_sqlite(&dir);
+            }
+            Store::Postgres => {
+                let url = postgres_url("hostile requests on PostgreSQL")?;
+                let prefix = format!("oxbow_{}_{}", std::process::id(), tag.replace('-', "_"))
+                    .to_lowercase();
+                drop_schemas(&url, &prefix).await;
+                to_postgres(&dir, &url, &prefix);
+                pg = Some((url, prefix));
+            }
+        }
+        Some(Self { store, dir, pg })
+    }
+
+    /// Whether a restart keeps the data.
+    fn persistent(&self) -> bool {
+        self.store != Store::Memory
+    }
+
+    async fn finish(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((url, prefix)) = &self.pg {
+            drop_schemas(url, prefix).await;
+        }
+    }
+}
+
+async fn boot(
+    dir: &Path,
+) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
+    let plan = oxbow_config::load(dir).unwrap_or_else(|p| panic!("{p}"));
+    let booted = oxbow::boot(plan, &[]).await.expect("boot");
+    test::init_service(
+        App::new()
+            .wrap(booted.pipeline())
+            .configure(booted.configure()),
+    )
+    .await
+}
+
+/// Percent-encodes what a URI may not carry raw (quotes, spaces, …).
+fn encode(path: &str) -> String {
+    let mut out = String::new();
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"/?=&%[]{}:,.-_~!$'()*+;@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn call<S>(app: &S, method: &str, path: &str, body: Option<&str>) -> (u16, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
+    let mut req = test::TestRequest::default()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(&encode(path));
+    if let Some(b) = body {
+        req = req
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(b.to_owned());
+    }
+    let resp = test::call_service(app, req.to_request()).await;
+    let status = resp.status().as_u16();
+    let body = test::read_body(resp).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn ok(body: &str) -> (u16, String) {
+    (200, body.to_owned())
+}
+
+/// LoopBack's 422 for an id a `forceId` model's new instance names.
+fn cant_be_set(model: &str, shown: &str) -> (u16, String) {
+    (
+        422,
+        format!(
+            r#"{{"error":{{"statusCode":422,"name":"ValidationError","message":"The `{model}` instance is not valid. Details: `id` can't be set (value: {shown}).","details":{{"context":"{model}","codes":{{"id":["absence"]}},"messages":{{"id":["can't be set"]}}}}}}}}"#
+        ),
+    )
+}
+
+/// oxbow's 422 for a given number id beyond the range the id counter can follow.
+fn out_of_range(model: &str, shown: &str) -> (u16, String) {
+    (
+        422,
+        format!(
+            r#"{{"error":{{"statusCode":422,"name":"ValidationError","message":"The `{model}` instance is not valid. Details: `id` is out of range (at most 4503599627370496 either way) (value: {shown}).","details":{{"context":"{model}","codes":{{"id":["range"]}},"messages":{{"id":["is out of range (at most 4503599627370496 either way)"]}}}}}}}}"#
+        ),
+    )
+}
+
+/// Point 1: `upsertWithWhere` applies `forceId` (LoopBack's 422), and no id a client gives
+/// leaves the id counter unable to go on, through any writer, also after a restart.
+#[actix_web::test]
+async fn given_ids_never_break_the_id_counter() {
+    for store in STORES {
+        let Some(shop) = Shop::new(store, "ids").await else {
+            continue;
+        };
+        let app = boot(&shop.dir).await;
+        let upsert = r#"/api/Customers/upsertWithWhere?where={"name":"nomatch"}"#;
+        for (id, shown) in [
+            ("18446744073709551616", "18446744073709552000"),
+            ("9007199254740993", "9007199254740992"),
+            ("5", "5"),
+        ] {
+            let body = format!(r#"{{"name":"x","email":"y","id":{id}}}"#);
+            assert_eq!(
+                call(&app, "POST", upsert, Some(&body)).await,
+                cant_be_set("Customer", shown),
+                "{store:?}: upsertWithWhere with id {id}"
+            );
+        }
+        // The one match gets the same answer (the data is validated as a new instance).
+        let created = r#"{"name":"a","email":"b","vip":false,"tier":"basic","id":1}"#;
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/api/Customers",
+                Some(r#"{"name":"a","email":"b"}"#)
+            )
+            .await,
+            ok(created),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                r#"/api/Customers/upsertWithWhere?where={"name":"a"}"#,
+                Some(r#"{"name":"a","email":"z","id":1}"#)
+            )
+            .await,
+            cant_be_set("Customer", "1"),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(&app, "GET", "/api/Customers", None).await,
+            ok(&format!("[{created}]")),
+            "{store:?}: nothing stored"
+        );
+
+        // forceId false: ids at the edge of the range are stored as given or refused by name.
+        for (method, path) in [
+            ("POST", "/api/Tickets"),
+            ("PATCH", "/api/Tickets"),
+            ("PUT", "/api/Tickets"),
+            (
+                "POST",
+                r#"/api/Tickets/upsertWithWhere?where={"title":"none"}"#,
+            ),
+        ] {
+            for (id, shown) in [
+                ("18446744073709551616", "18446744073709552000"),
+                ("9223372036854775807", "9223372036854776000"),
+                ("9007199254740993", "9007199254740992"),
+                ("-9007199254740993", "-9007199254740992"),
+                ("4503599627370497", "4503599627370497"),
+                ("1e300", "1e+300"),
+            ] {
+                let body = format!(r#"{{"title":"t","id":{id}}}"#);
+                assert_eq!(
+                    call(&app, method, path, Some(&body)).await,
+                    out_of_range("Ticket", shown),
+                    "{store:?}: {method} {path} with id {id}"
+                );
+            }
+        }
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/api/Tickets",
+            Some(r#"[{"title":"a"},{"title":"b","id":18446744073709551616}]"#),
+        )
+        .await;
+        assert_eq!(status, 422, "{store:?}: array create {body}");
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/api/Tickets",
+                Some(r#"{"title":"edge","id":4503599627370496}"#)
+            )
+            .await,
+            ok(r#"{"title":"edge","id":4503599627370496}"#),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(&app, "POST", "/api/Tickets", Some(r#"{"title":"next"}"#)).await,
+            ok(r#"{"title":"next","id":4503599627370497}"#),
+            "{store:?}: the next generated id"
+        );
+        drop(app);
+
+        // After a restart, creates still go on.
+        let app = boot(&shop.dir).await;
+        let (customer, ticket) = if shop.persistent() {
+            (2, 4503599627370498_u64)
+        } else {
+            (1, 1)
+        };
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/api/Customers",
+                Some(r#"{"name":"c","email":"d"}"#)
+            )
+            .await,
+            ok(&format!(
+                r#"{{"name":"c","email":"d","vip":false,"tier":"basic","id":{customer}}}"#
+            )),
+            "{store:?} after restart"
+        );
+        assert_eq!(
+            call(&app, "POST", "/api/Tickets", Some(r#"{"title":"later"}"#)).await,
+            ok(&format!(r#"{{"title":"later","id":{ticket}}}"#)),
+            "{store:?} after restart"
+        );
+        drop(app);
+        shop.finish().await;
+    }
+}
