@@ -631,7 +631,13 @@ impl Model {
             if validate {
                 inst.validate(&def, false)?;
             }
-            Ok(inst.into_record())
+            // The stored id stays the row's key whatever the data (a `"1"` for 1, a hook's
+            // change): a patch never moves a row.
+            let mut record = inst.into_record();
+            if let Some(key) = current.get(def.id_name()) {
+                record.insert(def.id_name().to_owned(), key.clone());
+            }
+            Ok(record)
         });
         match self.connector.modify_by_id(&self.def, &id, modify).await? {
             Some(record) => {
@@ -683,6 +689,9 @@ impl Model {
             }
         }
         // Coerce known properties; unknown ones are dropped on strict models (no 422 here).
+        // The id is not data: the memory connector sets each row's own id over it, so the id
+        // in the body never moves a row (nor reaches a SQL `SET`).
+        let id_name = self.def.id_name();
         let mut patch = Record::new();
         let inst = Instance::build(&self.def, data.clone(), Defaults::Skip);
         let inst = match inst {
@@ -694,11 +703,14 @@ impl Model {
                 patch.insert(k, v);
             }
         }
+        // The event shows the data as given, as LoopBack's does.
+        let noted = patch.clone();
+        patch.shift_remove(id_name);
         let count = self
             .connector
             .update_all(&self.def, where_.as_ref(), &patch)
             .await?;
-        let note = ChangeNote::update_all(&self.def, where_.as_ref(), &patch);
+        let note = ChangeNote::update_all(&self.def, where_.as_ref(), &noted);
         let where_json = note.where_.clone();
         let data = match &note.data {
             Some(ChangeData::Value(v)) => v.clone(),

@@ -287,3 +287,102 @@ async fn given_ids_never_break_the_id_counter() {
         shop.finish().await;
     }
 }
+
+/// Point 2: an id in a body never moves a row: updateAll ignores it (as LoopBack does), and
+/// patchAttributes, replaceById and relation updates refuse to change it.
+#[actix_web::test]
+async fn ids_in_bodies_never_move_rows() {
+    for store in STORES {
+        let Some(shop) = Shop::new(store, "moves").await else {
+            continue;
+        };
+        let app = boot(&shop.dir).await;
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/Customers",
+            Some(r#"{"name":"a","email":"b"}"#),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/Orders",
+            Some(
+                r#"[{"code":"a","total":1,"customerId":1},{"code":"b","total":2,"customerId":1}]"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let update = r#"/api/Orders/update?where={"code":{"inq":["a","b"]}}"#;
+        // LoopBack: {"count":2}, rows unchanged.
+        assert_eq!(
+            call(&app, "POST", update, Some(r#"{"id":-1}"#)).await,
+            ok(r#"{"count":2}"#),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(&app, "POST", update, Some(r#"{"id":7,"status":"s"}"#)).await,
+            ok(r#"{"count":2}"#),
+            "{store:?}"
+        );
+        let rows = r#"[{"code":"a","total":1,"status":"s","paid":false,"id":1,"customerId":1},{"code":"b","total":2,"status":"s","paid":false,"id":2,"customerId":1}]"#;
+        assert_eq!(
+            call(&app, "GET", "/api/Orders", None).await,
+            ok(rows),
+            "{store:?}"
+        );
+        for path in ["/api/Orders/-1", "/api/Orders/7"] {
+            assert_eq!(
+                call(&app, "GET", path, None).await.0,
+                404,
+                "{store:?}: {path}"
+            );
+        }
+        // The other writers refuse a different id (400) and leave the row where it was.
+        let refused = [
+            ("PATCH", "/api/Orders/1", r#"{"id":9,"total":5}"#),
+            ("PUT", "/api/Orders/1", r#"{"id":9,"code":"a","total":5}"#),
+            ("PUT", "/api/Customers/1/orders/1", r#"{"id":9,"total":5}"#),
+            (
+                "POST",
+                r#"/api/Orders/upsertWithWhere?where={"code":"a"}"#,
+                r#"{"id":9,"total":5}"#,
+            ),
+        ];
+        for (method, path, body) in refused {
+            let (status, answer) = call(&app, method, path, Some(body)).await;
+            assert!(
+                status == 400 || status == 422,
+                "{store:?}: {method} {path} -> {status} {answer}"
+            );
+        }
+        // An id equal to the row's own (as a string too) is no move.
+        let (status, answer) = call(
+            &app,
+            "PATCH",
+            "/api/Orders/1",
+            Some(r#"{"id":"1","total":6}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{store:?}: {answer}");
+        assert_eq!(
+            call(&app, "GET", "/api/Orders/1", None).await,
+            ok(r#"{"code":"a","total":6,"status":"s","paid":false,"id":1,"customerId":1}"#),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(&app, "GET", "/api/Orders/count", None).await,
+            ok(r#"{"count":2}"#),
+            "{store:?}"
+        );
+        assert_eq!(
+            call(&app, "GET", "/api/Orders/9", None).await.0,
+            404,
+            "{store:?}"
+        );
+        drop(app);
+        shop.finish().await;
+    }
+}
