@@ -135,6 +135,9 @@ impl Filter {
         }
         if let Some(order) = obj.get("order").filter(|v| js::truthy(v)) {
             filter.order = parse_order(order)?;
+            // LoopBack sorts by a hidden property (its order leaks it); oxbow leaves those
+            // keys out (docs/COMPATIBILITY.md).
+            filter.order.retain(|k| !def.hides_path(&k.key));
         }
         if let Some(fields) = obj.get("fields").filter(|v| js::truthy(v)) {
             filter.fields = fields_to_list(def, fields);
@@ -336,15 +339,15 @@ fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> 
     Some(list)
 }
 
-/// Parses and coerces a `where` object. Hidden properties are dropped (LoopBack's
-/// `prohibitHiddenPropertiesInQuery`); `None` means "no condition".
+/// Parses and coerces a `where` object. Hidden properties and dot paths through them are
+/// dropped (LoopBack's `prohibitHiddenPropertiesInQuery`); `None` means "no condition".
 pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
     match w {
         Value::Null => Ok(None),
         Value::Object(o) => {
             let mut conds = Vec::new();
             for (key, value) in o {
-                if def.is_hidden(key) {
+                if def.hides_path(key) {
                     continue;
                 }
                 match key.as_str() {

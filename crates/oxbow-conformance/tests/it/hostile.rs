@@ -386,3 +386,177 @@ async fn ids_in_bodies_never_move_rows() {
         shop.finish().await;
     }
 }
+
+/// Every chunk a stream body yields within `ms` of quiet.
+async fn drain(mut body: actix_web::body::BoxBody, ms: u64) -> String {
+    let mut out = Vec::new();
+    loop {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx));
+        match actix_rt::time::timeout(std::time::Duration::from_millis(ms), next).await {
+            Ok(Some(Ok(chunk))) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Point 3: no condition, order or path reaches a hidden property: dot paths through one are
+/// stripped as LoopBack strips the property (every row), in find, findOne, count, `/update`,
+/// include scopes and change-stream `options`; an order by one is left out (LoopBack sorts by
+/// it; docs/COMPATIBILITY.md).
+#[actix_web::test]
+async fn hidden_properties_cannot_be_probed() {
+    for store in STORES {
+        let Some(shop) = Shop::new(store, "hidden").await else {
+            continue;
+        };
+        let app = boot(&shop.dir).await;
+        for body in [
+            r#"{"name":"b","email":"y","secret":"12345678"}"#,
+            r#"{"name":"a","email":"y","secret":"123"}"#,
+        ] {
+            assert_eq!(
+                call(&app, "POST", "/api/Customers", Some(body)).await.0,
+                200
+            );
+        }
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/Orders",
+            Some(
+                r#"[{"code":"a","total":1,"customerId":1},{"code":"b","total":2,"customerId":2}]"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let both = r#"[{"name":"b","email":"y","vip":false,"tier":"basic","id":1},{"name":"a","email":"y","vip":false,"tier":"basic","id":2}]"#;
+        for w in [
+            r#"{"secret.length":{"gt":7}}"#,
+            r#"{"secret.length":8}"#,
+            r#"{"or":[{"secret.length":3},{"name":"none"}]}"#,
+            r#"{"and":[{"secret.length":{"lt":0}}]}"#,
+        ] {
+            assert_eq!(
+                call(
+                    &app,
+                    "GET",
+                    &format!("/api/Customers/count?where={w}"),
+                    None
+                )
+                .await,
+                ok(r#"{"count":2}"#),
+                "{store:?}: count {w}"
+            );
+            assert_eq!(
+                call(
+                    &app,
+                    "GET",
+                    &format!(r#"/api/Customers?filter={{"where":{w}}}"#),
+                    None
+                )
+                .await,
+                ok(both),
+                "{store:?}: find {w}"
+            );
+        }
+        assert_eq!(
+            call(
+                &app,
+                "GET",
+                r#"/api/Customers/findOne?filter={"where":{"secret.length":3}}"#,
+                None
+            )
+            .await,
+            ok(r#"{"name":"b","email":"y","vip":false,"tier":"basic","id":1}"#),
+            "{store:?}: findOne"
+        );
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                r#"/api/Customers/update?where={"secret.length":8}"#,
+                Some(r#"{"tier":"gold"}"#)
+            )
+            .await,
+            ok(r#"{"count":2}"#),
+            "{store:?}: /update"
+        );
+        // Ordered by the secret (LoopBack would put "a" with "123" first): id order.
+        for order in ["secret ASC", "secret DESC", "secret.length DESC"] {
+            assert_eq!(
+                call(
+                    &app,
+                    "GET",
+                    &format!(r#"/api/Customers?filter={{"order":"{order}","fields":["name"]}}"#),
+                    None
+                )
+                .await,
+                ok(r#"[{"name":"b"},{"name":"a"}]"#),
+                "{store:?}: order {order}"
+            );
+        }
+        assert_eq!(
+            call(
+                &app,
+                "GET",
+                r#"/api/Customers?filter={"order":["secret DESC","name ASC"],"fields":["name"]}"#,
+                None
+            )
+            .await,
+            ok(r#"[{"name":"a"},{"name":"b"}]"#),
+            "{store:?}: the other keys of an order stay"
+        );
+        // Include scopes: every order gets its customer.
+        let (status, body) = call(
+            &app,
+            "GET",
+            r#"/api/Orders?filter={"include":{"relation":"customer","scope":{"where":{"secret.length":8},"fields":["name","id"]}},"fields":["code","customerId"]}"#,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                200,
+                r#"[{"code":"a","customerId":1,"customer":{"name":"b","id":1}},{"code":"b","customerId":2,"customer":{"name":"a","id":2}}]"#
+            ),
+            "{store:?}: include scope"
+        );
+        let (status, body) = call(
+            &app,
+            "GET",
+            r#"/api/Customers?filter={"include":{"relation":"orders","scope":{"where":{"customer.secret":"x"}}},"fields":["id"]}"#,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{store:?}: {body}");
+        // Change-stream options: the condition on the secret is no condition.
+        let req = test::TestRequest::get()
+            .uri(&encode(
+                r#"/api/Customers/change-stream?_format=event-stream&options={"where":{"secret.length":100}}"#,
+            ))
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), 200);
+        let stream = resp.into_body();
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/api/Customers",
+                Some(r#"{"name":"c","email":"z","secret":"s"}"#)
+            )
+            .await
+            .0,
+            200
+        );
+        let got = drain(stream, 300).await;
+        assert!(
+            got.contains(r#""name":"c""#) && !got.contains(r#""secret""#),
+            "{store:?}: change stream {got:?}"
+        );
+        drop(app);
+        shop.finish().await;
+    }
+}
