@@ -151,11 +151,28 @@ pub fn is_truthy_id(v: &Value) -> bool {
     crate::js::truthy(v)
 }
 
+/// The largest number id a client may give: the counter moves past every id stored, so this
+/// leaves it 2^52 ids of room before ids stop being exact integers (2^53). LoopBack stores any
+/// number, and past 2^53 its counter can no longer move (every later create a 409).
+pub const MAX_GIVEN_ID: f64 = 4_503_599_627_370_496.0;
+
+/// The largest id the counter hands out: every id up to it is exact in a JavaScript number,
+/// an `f64` and a 64-bit integer column.
+pub const MAX_GENERATED_ID: f64 = 9_007_199_254_740_991.0;
+
 /// The memory connector's id rule, which every connector follows: ids come from a counter per
 /// model that every create moves past the id it used (a given id included), and a falsy id
 /// counts as none. Puts the new record's id into `data` (typed as the id property) and returns
 /// the counter's next value; `current` is the counter (1 for a model without one yet).
-pub fn assign_id(def: &ModelDefinition, data: &mut Vec<(String, Value)>, current: f64) -> f64 {
+///
+/// A number id beyond [`MAX_GIVEN_ID`] either way is a 422 naming it, so that no stored id
+/// leaves the counter unable to go on; a counter past [`MAX_GENERATED_ID`] refuses to hand
+/// out an id that would not be exact (507) rather than repeat one.
+pub fn assign_id(
+    def: &ModelDefinition,
+    data: &mut Vec<(String, Value)>,
+    current: f64,
+) -> Result<f64> {
     let id_name = def.id_name();
     let given = data
         .iter()
@@ -166,19 +183,45 @@ pub fn assign_id(def: &ModelDefinition, data: &mut Vec<(String, Value)>, current
     let mut current = current;
     let id = match given {
         Some(id) => {
-            if let Some(n) = js::to_number_opt(&id)
-                && n > current
-            {
-                current = n;
+            let id = typed_id(def, id);
+            if let Some(n) = js::to_number_opt(&id) {
+                if def.id_property().ty == PropertyType::Number
+                    && (n.is_nan() || n.abs() > MAX_GIVEN_ID)
+                {
+                    return Err(id_out_of_range(def, &id));
+                }
+                if n > current {
+                    current = n;
+                }
             }
             id
         }
-        None => js::number_value(current),
+        None => {
+            if current.is_nan() || current > MAX_GENERATED_ID {
+                return Err(crate::error::Error::status_error(
+                    507,
+                    format!("the id counter of {} is past {MAX_GENERATED_ID}", def.name),
+                ));
+            }
+            typed_id(def, js::number_value(current))
+        }
     };
-    let id = typed_id(def, id);
     match data.iter_mut().find(|(k, _)| k == id_name) {
         Some((_, v)) => *v = id,
         None => data.push((id_name.to_owned(), id)),
     }
-    current + 1.0
+    Ok(current + 1.0)
+}
+
+/// The 422 for a given number id beyond [`MAX_GIVEN_ID`].
+fn id_out_of_range(def: &ModelDefinition, id: &Value) -> crate::error::Error {
+    crate::error::Error::Validation(crate::error::ValidationError {
+        model: def.name.to_string(),
+        violations: vec![crate::error::Violation {
+            property: def.id_name().to_owned(),
+            code: "range",
+            message: "is out of range (at most 4503599627370496 either way)",
+            shown_value: js::number_as_parsed(id),
+        }],
+    })
 }

@@ -527,12 +527,13 @@ impl Model {
         if data.is_empty() {
             return Err(Error::bad_request("data object cannot be empty!"));
         }
-        // juggler validates the data as a whole new instance before it coerces the `where`
-        // (a 422 comes first), `forceId` included: an id in the data is never set, whether the
-        // `where` matches or not.
-        if self.def.validate_upsert || self.def.force_id {
+        // juggler validates the data before it coerces the `where` (a 422 comes first), as a
+        // new instance: with `forceId`, an id in the data is "can't be set" whatever matches.
+        if self.def.validate_upsert {
             let inst = Instance::build(&self.def, data.clone(), Defaults::Apply)?;
             inst.validate(&self.def, true)?;
+        } else if self.def.force_id {
+            Instance::build(&self.def, data.clone(), Defaults::Apply)?.check_force_id(&self.def)?;
         }
         let where_ = self.parse_where(where_raw)?;
         let where_ = where_.as_ref();
@@ -651,7 +652,13 @@ impl Model {
             if validate {
                 inst.validate(&def, false)?;
             }
-            Ok(inst.into_record())
+            // The stored id stays the row's key whatever the data (a `"1"` for 1, a hook's
+            // change): a patch never moves a row.
+            let mut record = inst.into_record();
+            if let Some(key) = current.get(def.id_name()) {
+                record.insert(def.id_name().to_owned(), key.clone());
+            }
+            Ok(record)
         });
         match self.connector.modify_by_id(&self.def, &id, modify).await? {
             Some(record) => {
@@ -708,24 +715,28 @@ impl Model {
             }
         }
         // Coerce known properties; unknown ones are dropped on strict models (no 422 here).
+        // The id is not data: the memory connector sets each row's own id over it, so the id
+        // in the body never moves a row (nor reaches a SQL `SET`).
+        let id_name = self.def.id_name();
         let mut patch = Record::new();
         let inst = Instance::build(&self.def, data.clone(), Defaults::Skip);
         let inst = match inst {
             Ok(i) => i,
             Err(e) => return Err(e),
         };
-        // LoopBack ignores an id in updateAll's data: a row never moves.
-        let id_name = self.def.id_name();
         for (k, v) in inst.into_entries() {
-            if data.contains_key(&k) && k != id_name {
+            if data.contains_key(&k) {
                 patch.insert(k, v);
             }
         }
+        // The event shows the data as given, as LoopBack's does.
+        let noted = patch.clone();
+        patch.shift_remove(id_name);
         let count = self
             .connector
             .update_all(&self.def, where_.as_ref(), &patch)
             .await?;
-        let note = ChangeNote::update_all(&self.def, where_.as_ref(), &patch);
+        let note = ChangeNote::update_all(&self.def, where_.as_ref(), &noted);
         let where_json = note.where_.clone();
         let data = match &note.data {
             Some(ChangeData::Value(v)) => v.clone(),

@@ -213,9 +213,9 @@ impl Filter {
         }
         if let Some(order) = obj.get("order").filter(|v| js::truthy(v)) {
             filter.order = parse_order(order)?;
-            // Sorting by a hidden value would reveal it row by row (LoopBack does sort by it:
-            // docs/COMPATIBILITY.md).
-            filter.order.retain(|k| !touches_hidden(def, &k.key));
+            // LoopBack sorts by a hidden property (its order leaks it); oxbow leaves those
+            // keys out (docs/COMPATIBILITY.md).
+            filter.order.retain(|k| !def.hides_path(&k.key));
         }
         if let Some(fields) = obj.get("fields").filter(|v| js::truthy(v)) {
             filter.fields = fields_to_list(def, fields);
@@ -416,22 +416,15 @@ fn fields_to_list(def: &ModelDefinition, fields: &Value) -> Option<Vec<String>> 
     Some(list)
 }
 
-/// Whether `key` is a hidden property of `def` or a dot path with one among its segments.
-fn touches_hidden(def: &ModelDefinition, key: &str) -> bool {
-    def.is_hidden(key) || (key.contains('.') && key.split('.').any(|seg| def.is_hidden(seg)))
-}
-
-/// Parses and coerces a `where` object. Hidden properties are dropped (LoopBack's
-/// `prohibitHiddenPropertiesInQuery`); `None` means "no condition".
+/// Parses and coerces a `where` object. Hidden properties and dot paths through them are
+/// dropped (LoopBack's `prohibitHiddenPropertiesInQuery`); `None` means "no condition".
 pub fn parse_where(def: &ModelDefinition, w: &Value) -> Result<Option<Where>> {
     match w {
         Value::Null => Ok(None),
         Value::Object(o) => {
             let mut conds = Vec::new();
             for (key, value) in o {
-                // juggler's `isProhibited`: the hidden property, or a dot path through it
-                // (`secret.length`, `x.secret`), so no condition can probe a hidden value.
-                if touches_hidden(def, key) {
+                if def.hides_path(key) {
                     continue;
                 }
                 match key.as_str() {

@@ -210,12 +210,8 @@ impl Instance {
                 ));
             }
         }
-        if new_record && def.force_id {
-            let id = def.id_name();
-            let value = self.get(id);
-            if !is_blank(value, None) {
-                violations.push(violation(id, "absence", "can't be set", value, None));
-            }
+        if new_record {
+            violations.extend(self.force_id_violation(def));
         }
         for name in &self.unknown {
             violations.push(violation(
@@ -248,6 +244,26 @@ impl Instance {
                 violations,
             }))
         }
+    }
+
+    /// `forceId`'s absence check alone: a new instance of a `forceId` model may not name its id.
+    pub fn check_force_id(&self, def: &ModelDefinition) -> Result<()> {
+        match self.force_id_violation(def) {
+            None => Ok(()),
+            Some(v) => Err(Error::Validation(ValidationError {
+                model: def.name.to_string(),
+                violations: vec![v],
+            })),
+        }
+    }
+
+    fn force_id_violation(&self, def: &ModelDefinition) -> Option<Violation> {
+        if !def.force_id {
+            return None;
+        }
+        let id = def.id_name();
+        let value = self.get(id);
+        (!is_blank(value, None)).then(|| violation(id, "absence", "can't be set", value, None))
     }
 
     fn oddity(&self, name: &str) -> Option<Oddity> {
@@ -346,7 +362,7 @@ fn show_value(v: Option<&Value>) -> String {
         None => "undefined".to_owned(),
         Some(Value::String(s)) => Value::String(truncate(s)).to_string(),
         Some(v @ (Value::Object(_) | Value::Array(_))) => truncate(&inspect(v, 0)),
-        Some(other) => truncate(&js::to_js_string(other)),
+        Some(other) => truncate(&js::number_as_parsed(other)),
     }
 }
 

@@ -142,6 +142,22 @@ fn number_to_js_string(n: &Number) -> String {
     }
 }
 
+/// `String(n)` of the JavaScript number a JSON number becomes: integers beyond 2^53 rounded to
+/// the nearest double (`9007199254740993` is `9007199254740992`), as LoopBack's messages show
+/// them.
+pub fn number_as_parsed(v: &Value) -> String {
+    match v {
+        Value::Number(n)
+            if n.as_f64()
+                .is_some_and(|f| f.abs() > 9_007_199_254_740_992.0) =>
+        {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            to_js_string(&Value::from(f))
+        }
+        other => to_js_string(other),
+    }
+}
+
 /// JavaScript's abstract equality `a == b` for JSON values (`undefined` is `None`).
 /// `==` of two numbers (exact for integers beyond 2^53, where JavaScript would round).
 pub fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {

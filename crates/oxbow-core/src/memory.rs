@@ -361,7 +361,7 @@ impl Connector for MemoryConnector {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 let id_name = model.id_name();
-                coll.next_id = assign_id(model, &mut data, coll.next_id);
+                coll.next_id = assign_id(model, &mut data, coll.next_id)?;
                 let key = data
                     .iter()
                     .find(|(k, _)| k == id_name)

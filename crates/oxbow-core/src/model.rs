@@ -186,6 +186,16 @@ impl ModelDefinition {
         !self.hidden.is_empty() && self.hidden.contains(name)
     }
 
+    /// Whether a query key reaches a hidden property: the property itself or a dot path
+    /// through it (`secret.length`). No condition or order may use one.
+    pub fn hides_path(&self, key: &str) -> bool {
+        !self.hidden.is_empty()
+            && (self.hidden.contains(key)
+                || key
+                    .split_once('.')
+                    .is_some_and(|(head, _)| self.hidden.contains(head)))
+    }
+
     /// The model exposes the PersistedModel CRUD routes (`base` is not plain `Model`).
     pub fn is_persisted(&self) -> bool {
         !self.base.eq_ignore_ascii_case("Model")

@@ -188,7 +188,7 @@ async fn insert_all(
     let mut changes: Vec<Param> = Vec::with_capacity(n * 6);
     let mut rows = Vec::with_capacity(n);
     for (data, taken) in items.iter_mut().zip(&taken) {
-        oxbow_core::connector::assign_id(def, data, *taken as f64);
+        oxbow_core::connector::assign_id(def, data, *taken as f64)?;
         params.extend(table.encode(data.iter().map(|(k, v)| (k.as_str(), v))));
         let row = Arc::new(Row::from_entries(&table.layout, std::mem::take(data)));
         let note = EncodedNote::record(def, ChangeType::Create, &row);

@@ -655,7 +655,7 @@ async fn take_id(
         .await
         .map_err(|e| pg_error(&e))?
         .get(0);
-    let next = oxbow_core::connector::assign_id(&table.def, data, taken as f64);
+    let next = oxbow_core::connector::assign_id(&table.def, data, taken as f64)?;
     if next - 1.0 > taken as f64 {
         exec(
             db,

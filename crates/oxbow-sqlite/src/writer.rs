@@ -208,7 +208,7 @@ fn apply(conn: &Connection, table: &Table, op: Op) -> Result<Done> {
     match op {
         Op::Create(mut data) => {
             let model = def.name.to_string();
-            let next = assign_id(def, &mut data, next_id(conn, &model)?);
+            let next = assign_id(def, &mut data, next_id(conn, &model)?)?;
             set_next_id(conn, &model, next)?;
             let values = table.encode(data.iter().map(|(k, v)| (k.as_str(), v)));
             let mut stmt = conn

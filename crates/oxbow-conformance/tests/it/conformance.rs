@@ -43,7 +43,7 @@ enum Backend {
 
 /// Rewrites the app's memory datasources to PostgreSQL, each in schema `<prefix>__<name>`;
 /// returns the schemas of those that were not persistent (a restart starts them empty).
-fn to_postgres(dir: &Path, url: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn to_postgres(dir: &Path, url: &str, prefix: &str) -> Vec<String> {
     let mut volatile = Vec::new();
     rewrite_memory_datasources(dir, |name, ds, persistent| {
         let schema = format!("{prefix}__{name}");
@@ -58,7 +58,7 @@ fn to_postgres(dir: &Path, url: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Drops every schema of a replay (`<prefix>__<datasource>`).
-async fn drop_schemas(url: &str, prefix: &str) {
+pub(crate) async fn drop_schemas(url: &str, prefix: &str) {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to OXBOW_TEST_POSTGRES");
@@ -111,7 +111,7 @@ pub(crate) fn postgres_url(test: &str) -> Option<String> {
 
 /// Calls `f(name, settings, persistent)` for each memory datasource of the app, with its
 /// `file` setting removed (`persistent` says whether it had one), and writes the file back.
-fn rewrite_memory_datasources(
+pub(crate) fn rewrite_memory_datasources(
     dir: &Path,
     mut f: impl FnMut(&str, &mut serde_json::Map<String, serde_json::Value>, bool),
 ) {
@@ -138,7 +138,7 @@ fn rewrite_memory_datasources(
 
 /// Rewrites the app's memory datasources to SQLite files; returns the files of those that
 /// were not persistent (a restart starts them empty, as the memory connector does).
-fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn to_sqlite(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut volatile = Vec::new();
     rewrite_memory_datasources(dir, |name, ds, persistent| {
         let file = format!("{name}.sqlite");

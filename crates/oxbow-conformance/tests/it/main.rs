@@ -5,6 +5,7 @@ mod boot;
 mod conformance;
 mod generation;
 mod hooks;
+mod hostile;
 mod include;
 mod lbpg;
 mod pipeline;
