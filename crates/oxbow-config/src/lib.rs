@@ -252,14 +252,46 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
                 .collect();
             scripts.sort();
             for s in scripts {
+                let path = dir.join(&s);
+                // The scaffold's authentication.js (`server.enableAuth()`): LoopBack 3 then
+                // enforces access tokens and ACLs. oxbow does not yet, and serving the app
+                // open would answer what LoopBack denies, so it refuses.
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.contains("enableAuth(") {
+                    problems.push(Problem::new(
+                        &path,
+                        "",
+                        "expected no enableAuth(): this boot script turns on LoopBack's access tokens and ACLs, which oxbow does not enforce yet; serving the app would answer what LoopBack 3 denies, so oxbow refuses to",
+                    ));
+                    continue;
+                }
                 warnings.push(format!(
                     "{}: JavaScript boot scripts are not run by oxbow; port it to a Rust boot plugin",
-                    dir.join(s).display()
+                    path.display()
                 ));
             }
         }
     }
 
+    if config.raw.get("enableAuth") == Some(&Value::Bool(true)) {
+        problems.push(Problem::new(
+            &config_file.path,
+            "/enableAuth",
+            "expected no enableAuth: oxbow does not enforce access tokens and ACLs yet; serving the app would answer what LoopBack 3 denies, so oxbow refuses to",
+        ));
+    }
+    for m in &models {
+        if m.settings
+            .get("acls")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            warnings.push(format!(
+                "model `{}`: its acls are not enforced, as LoopBack 3 does not enforce them in an app that does not enable auth",
+                m.name
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }

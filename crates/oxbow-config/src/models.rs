@@ -59,6 +59,7 @@ pub fn compile_models(
         })
         .unwrap_or_else(|| vec!["./models".to_owned()]);
     let defs = scan_sources(server, &sources, schema, problems);
+    model_scripts(server, &sources, warnings);
 
     let mut out: Vec<ModelDefinition> = Vec::new();
     for (name, entry) in config {
@@ -296,6 +297,31 @@ fn add_implicit_through_models(
             a
         };
         out[i].relations[j].through = Some(through);
+    }
+}
+
+/// Model JavaScript (`common/models/customer.js`: remote methods, hooks, validations) is
+/// never run by oxbow: each file is named in a warning, so nothing it did passes unnoticed.
+fn model_scripts(server: &Path, sources: &[String], warnings: &mut Vec<String>) {
+    for src in sources {
+        if !(src.starts_with("./") || src.starts_with("../") || src.starts_with('/')) {
+            continue;
+        }
+        let dir = normalize(&server.join(src));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut scripts: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "js"))
+            .collect();
+        scripts.sort();
+        for s in scripts {
+            warnings.push(format!(
+                "{}: model JavaScript (remote methods, operation and remote hooks, validations) is not run by oxbow; port it to a Rust boot plugin",
+                s.display()
+            ));
+        }
     }
 }
 

@@ -1,0 +1,6 @@
+'use strict';
+
+module.exports = function enableAuthentication(server) {
+  // enable authentication
+  server.enableAuth();
+};

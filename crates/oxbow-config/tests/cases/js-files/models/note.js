@@ -1,0 +1,3 @@
+module.exports = function(Note) {
+  Note.observe('before save', function(ctx, next) { next(); });
+};
