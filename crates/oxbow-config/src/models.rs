@@ -629,6 +629,13 @@ fn compile_one(
             replace_on_put: setting(json, "replaceOnPUT") != Some(&Value::Bool(false)),
             change_stream: change_stream_enabled(json.get("changeStream")),
             shared_methods: Vec::new(),
+            scopes: match json.get("scopes") {
+                Some(Value::Object(s)) => s
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_object()?.clone())))
+                    .collect(),
+                _ => Vec::new(),
+            },
         },
         settings: json.clone(),
     })

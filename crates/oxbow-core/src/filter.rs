@@ -165,6 +165,11 @@ const OPERATORS: &[&str] = &[
     "nilike", "regexp",
 ];
 
+/// Whether `name` is a `where` operator (`gt`, `inq`, …) rather than a property.
+pub fn is_operator(name: &str) -> bool {
+    OPERATORS.contains(&name) || name == "near"
+}
+
 impl Filter {
     /// Parses a `filter` object (already JSON; bracket syntax gives string leaves).
     pub fn parse(def: &ModelDefinition, v: &Value) -> Result<Self> {

@@ -147,6 +147,8 @@ pub struct Remoting {
     /// model-config's `options.remoting.sharedMethods`, in key order (config.json's map is
     /// merged under it at boot).
     pub shared_methods: Vec<(String, bool)>,
+    /// `scopes`: named filters, each exposed as `/Model/<scope>` (LoopBack's scopeRemoting).
+    pub scopes: Vec<(String, Map<String, Value>)>,
 }
 
 impl Default for Remoting {
@@ -155,6 +157,7 @@ impl Default for Remoting {
             replace_on_put: true,
             change_stream: true,
             shared_methods: Vec::new(),
+            scopes: Vec::new(),
         }
     }
 }

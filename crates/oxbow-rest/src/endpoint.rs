@@ -176,6 +176,20 @@ pub enum Action {
     },
     /// A remote method of the model's JSON `methods`.
     Remote(Arc<RemoteMethod>),
+    /// A method of one of the model's `scopes`.
+    Scope {
+        filter: Arc<serde_json::Map<String, serde_json::Value>>,
+        op: ScopeOp,
+    },
+}
+
+/// What a scope method does (`__get__vintage`, `__create__`, `__delete__`, `__count__`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeOp {
+    List,
+    Create,
+    DeleteAll,
+    Count,
 }
 
 /// One strong-remoting method of a model.
@@ -446,6 +460,7 @@ impl Endpoints {
                 if def.is_persisted() {
                     endpoints.extend(crate::routes::endpoints(def));
                     endpoints.extend(crate::relations::endpoints(def));
+                    endpoints.extend(scope_endpoints(def));
                 }
                 for m in RemoteMethod::declared(def) {
                     endpoints.push(Arc::new(m).endpoint(def.name.as_str()));
@@ -473,6 +488,85 @@ impl Endpoints {
     pub fn models(&self) -> &[ModelEndpoints] {
         &self.models
     }
+}
+
+/// One scope method: what it does, its name's verb, access type, HTTP verb, path tail,
+/// arguments and results.
+type ScopeMethod<'a> = (ScopeOp, &'a str, Access, &'a str, &'a str, Vec<Arg>, Vec<Returns>);
+
+/// The methods of a model's `scopes`, as loopback's `scopeRemoting` defines them: static
+/// `__get__<scope>` (`GET /<scope>`), `__create__` (`POST`), `__delete__` (`DELETE`) and
+/// `__count__` (`GET /<scope>/count`).
+fn scope_endpoints(def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
+    let model = def.name.as_str();
+    let mut out = Vec::new();
+    for (name, filter) in &def.remoting.scopes {
+        let filter = Arc::new(filter.clone());
+        let mut data = Arg::data(model);
+        data.allow_array = true;
+        let defs: [ScopeMethod; 4] = [
+            (
+                ScopeOp::List,
+                "get",
+                Access::Read,
+                "get",
+                "",
+                vec![Arg::object("filter", Source::Any)],
+                vec![Returns::new(name, &format!("[{model}]"), true)],
+            ),
+            (
+                ScopeOp::Create,
+                "create",
+                Access::Write,
+                "post",
+                "",
+                vec![data],
+                vec![Returns::new("data", model, true)],
+            ),
+            (
+                ScopeOp::DeleteAll,
+                "delete",
+                Access::Write,
+                "delete",
+                "",
+                vec![],
+                vec![],
+            ),
+            (
+                ScopeOp::Count,
+                "count",
+                Access::Read,
+                "get",
+                "/count",
+                vec![Arg::object("where", Source::Any)],
+                vec![Returns::new("count", "number", false)],
+            ),
+        ];
+        for (op, verb_name, access, verb, tail, accepts, returns) in defs {
+            out.push(Endpoint {
+                model: model.to_owned(),
+                name: format!("__{verb_name}__{name}"),
+                aliases: Vec::new(),
+                is_static: true,
+                access,
+                accepts,
+                returns,
+                errors: vec![
+                    ErrorCode::NotAnObject,
+                    ErrorCode::ObjectNotParsable,
+                    ErrorCode::ArrayItemNotObject,
+                    ErrorCode::Model,
+                ],
+                action: Action::Scope {
+                    filter: filter.clone(),
+                    op,
+                },
+                shared: true,
+                http: vec![(verb.to_owned(), format!("/{name}{tail}"))],
+            });
+        }
+    }
+    out
 }
 
 /// nestRemoting's methods of the model at `index`: for each to-many relation with

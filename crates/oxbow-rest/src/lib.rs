@@ -436,6 +436,10 @@ async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, R
             let body = before_remote(call, body).await?;
             Outcome::Reply(run(call, *op, body).await?)
         }
+        Action::Scope { filter, op } => {
+            let body = before_remote(call, body).await?;
+            run_scope(call, filter, *op, body).await?
+        }
         Action::Relation { relation, op } => {
             let body = before_remote(call, body).await?;
             let route = relations::RelRoute::of(relation, *op, call.matched);
@@ -452,6 +456,129 @@ async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, R
         }
     };
     after_remote(call, out).await
+}
+
+/// A scope method, as juggler's scope runs it: the request's filter with the scope's merged
+/// in (`mergeQuery`: both `where`s, the request's order else the scope's, the scope's
+/// limit, skip and fields), a create with the scope's equalities set, a delete and a count
+/// within the scope's `where`.
+async fn run_scope(
+    call: &Call<'_>,
+    scope: &Map<String, Value>,
+    op: endpoint::ScopeOp,
+    body: Body,
+) -> Result<Outcome, RestError> {
+    use endpoint::ScopeOp;
+    let (model, req, caller) = (&**call.model, call.req, call.caller);
+    let query = &call.plan.query;
+    let def = model.definition();
+    let scope_where = scope
+        .get("where")
+        .filter(|w| w.as_object().is_some_and(|o| !o.is_empty()));
+    let both = |a: Option<&Value>, b: Option<&Value>| -> Option<Value> {
+        let a = a.filter(|w| w.as_object().is_some_and(|o| !o.is_empty()));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(serde_json::json!({"and": [a, b]})),
+            (Some(w), None) | (None, Some(w)) => Some(w.clone()),
+            (None, None) => None,
+        }
+    };
+    Ok(match op {
+        ScopeOp::List => {
+            let mut f = query_or_header(req, query, "filter")?
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            if let Some(w) = both(f.get("where"), scope_where) {
+                f.insert("where".into(), w);
+            }
+            if !f.get("order").is_some_and(oxbow_core::js::truthy) {
+                if let Some(o) = scope.get("order") {
+                    f.insert("order".into(), o.clone());
+                }
+            }
+            for k in ["limit", "skip", "offset", "fields"] {
+                if let Some(v) = scope.get(k) {
+                    f.insert(k.into(), v.clone());
+                }
+            }
+            match (f.get("include").cloned(), scope.get("include")) {
+                (None, Some(i)) => {
+                    f.insert("include".into(), i.clone());
+                }
+                // juggler nests the request's include under the scope's (`nestedInclude`).
+                (Some(mine), Some(Value::String(s))) => {
+                    let mut nested = Map::new();
+                    nested.insert(s.clone(), mine);
+                    f.insert("include".into(), Value::Object(nested));
+                }
+                _ => {}
+            }
+            let filter = model.parse_filter(&Value::Object(f))?;
+            let rows = model.find(&filter, caller).await?;
+            Outcome::Reply(match &filter.include {
+                Some(inc) => texts_reply(
+                    &oxbow_core::relation::render(
+                        &call.live.registry,
+                        model,
+                        &rows,
+                        filter.fields.as_deref(),
+                        Some(inc),
+                        caller,
+                    )
+                    .await?,
+                ),
+                None => rows_reply(def, &rows, filter.fields.as_deref())?,
+            })
+        }
+        ScopeOp::Create => {
+            // The scope's `where` equalities become the new record's values.
+            let fixed: Vec<(String, Value)> = scope_where
+                .and_then(Value::as_object)
+                .map(|w| {
+                    w.iter()
+                        .filter(|(k, v)| {
+                            !matches!(k.as_str(), "and" | "or" | "nor")
+                                && !v.as_object().is_some_and(|o| {
+                                    o.keys().any(|op| oxbow_core::filter::is_operator(op))
+                                })
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let set = |mut r: Record| {
+                for (k, v) in &fixed {
+                    r.insert(k.clone(), v.clone());
+                }
+                r
+            };
+            Outcome::Reply(match data_arg(body, true)? {
+                DataArg::One(r) => written_reply(def, &*model.create(set(r), caller).await?)?,
+                DataArg::Many(items) => {
+                    let items = items.into_iter().map(set).collect();
+                    rows_reply(def, &model.create_many(items, caller).await?, None)?
+                }
+            })
+        }
+        ScopeOp::DeleteAll => {
+            let w = match scope_where {
+                Some(w) => model.parse_where(w)?,
+                None => None,
+            };
+            model.delete_all(w.as_ref(), caller).await?;
+            relations::no_content()
+        }
+        ScopeOp::Count => {
+            let w = query_or_header(req, query, "where")?;
+            let w = match both(scope_where, w.as_deref()) {
+                Some(w) => model.parse_where(&w)?,
+                None => None,
+            };
+            Outcome::Reply(reply(
+                &serde_json::json!({ "count": model.count(w.as_ref(), caller).await? }),
+            )?)
+        }
+    })
 }
 
 /// Whether the caller may call the endpoint. Every endpoint is open until users, tokens

@@ -329,7 +329,7 @@ pub fn endpoints(def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
 }
 
 /// strong-remoting's 204: no body, but its JSON content type.
-fn no_content() -> Outcome {
+pub(crate) fn no_content() -> Outcome {
     Outcome::Response(
         HttpResponse::NoContent()
             .insert_header((

@@ -527,6 +527,7 @@ transcripts! {
     put_patches => "put-patches",
     hostile_writes => "hostile-writes",
     hidden_queries => "hidden-queries",
+    scopes => "scopes",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
