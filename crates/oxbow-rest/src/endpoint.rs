@@ -492,7 +492,15 @@ impl Endpoints {
 
 /// One scope method: what it does, its name's verb, access type, HTTP verb, path tail,
 /// arguments and results.
-type ScopeMethod<'a> = (ScopeOp, &'a str, Access, &'a str, &'a str, Vec<Arg>, Vec<Returns>);
+type ScopeMethod<'a> = (
+    ScopeOp,
+    &'a str,
+    Access,
+    &'a str,
+    &'a str,
+    Vec<Arg>,
+    Vec<Returns>,
+);
 
 /// The methods of a model's `scopes`, as loopback's `scopeRemoting` defines them: static
 /// `__get__<scope>` (`GET /<scope>`), `__create__` (`POST`), `__delete__` (`DELETE`) and

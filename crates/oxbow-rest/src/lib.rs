@@ -338,11 +338,9 @@ async fn dispatch(
     let Some(model_seg) = segs.next() else {
         return Err(no_method());
     };
-    let Some(index) = live
-        .registry
-        .index_by_path(model_seg)
-        .filter(|&i| live.registry.models()[i].definition().is_persisted())
-    else {
+    // Every public model is a shared class, a `base: "Model"` one too (its remote methods,
+    // and strong-remoting's "no method" 404 for the rest).
+    let Some(index) = live.registry.index_by_path(model_seg) else {
         return Err(no_method());
     };
     let model = &live.registry.models()[index];
