@@ -1,8 +1,12 @@
 //! Hostile clients against a real `oxbow serve` over TCP (issue 21): a big array create on a
-//! memory datasource with a `file` (one file write, other requests keep being answered).
+//! memory datasource with a `file` (one file write, other requests keep being answered),
+//! a change-stream subscriber cut off for overflow and an oversized chunked body (both
+//! connections closed by the server, not left open).
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +124,114 @@ fn memory_file_array_creates_write_once_and_reads_never_wait() {
         request(port, "POST", "/api/Orders", r#"{"code":"z","total":1}"#).unwrap();
     assert_eq!(status, 200);
     assert!(answer.ends_with(r#""id":9161}"#), "{answer}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads `s` until the server closes it or `within` passes; the bytes and whether it closed.
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> (String, bool) {
+    let end = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&out).into_owned(), false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into_owned(), true);
+            }
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// Point 5a: a subscriber cut off for overflow gets its `event: close`, then the server closes
+/// the connection (it does not idle in keep-alive).
+#[test]
+fn an_overflowed_change_stream_is_closed_by_the_server() {
+    let dir = shop(
+        "overflow",
+        serde_json::json!({"changeStreams": {"queueSize": 2}}),
+    );
+    let (mut child, port) = serve(&dir);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /api/Customers/change-stream?_format=event-stream HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let rows: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"name":"n{i}","email":"e"}}"#))
+        .collect();
+    let (status, _) = request(
+        port,
+        "POST",
+        "/api/Customers",
+        &format!("[{}]", rows.join(",")),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let t = Instant::now();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(3));
+    assert!(
+        got.contains("event: close\ndata: {\"lastEventId\":"),
+        "no close event: {got:?}"
+    );
+    assert!(got.contains(r#""reason":"overflow"}"#), "{got:?}");
+    assert!(
+        closed,
+        "the connection is still open {:?} later",
+        t.elapsed()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Point 5b: a chunked body over the size limit gets its 413 and the connection is closed,
+/// though the client never ends its body.
+#[test]
+fn an_oversized_chunked_body_gets_413_and_a_closed_connection() {
+    let dir = shop("chunked", serde_json::json!({}));
+    let (mut child, port) = serve(&dir);
+    for connection in ["Connection: close\r\n", ""] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            format!(
+                "POST /api/Customers HTTP/1.1\r\nHost: x\r\n{connection}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let chunk = vec![b' '; 8192];
+        for _ in 0..16 {
+            let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
+            c.extend_from_slice(&chunk);
+            c.extend_from_slice(b"\r\n");
+            if s.write_all(&c).is_err() {
+                break; // the server already closed
+            }
+        }
+        // No final chunk: the body never ends.
+        let (got, closed) = read_until_closed(&mut s, Duration::from_secs(3));
+        assert!(
+            got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{got:?}"
+        );
+        assert!(
+            got.ends_with(r#"{"error":{"statusCode":413,"name":"PayloadTooLargeError","message":"request entity too large"}}"#),
+            "{got:?}"
+        );
+        assert!(closed, "{connection:?}: the connection is still open");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);

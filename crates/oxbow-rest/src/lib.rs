@@ -318,7 +318,16 @@ async fn dispatch(
 ) -> Result<Outcome, RestError> {
     let query = &plan.query;
     // body-parser runs before routing: an oversized or malformed body fails on any path.
-    let body = read_body(req, payload, api).await?;
+    let mut payload = payload;
+    let body = match read_body(req, &mut payload, api).await {
+        Ok(body) => body,
+        // The rest of an oversized body is never read: the connection closes after the 413.
+        Err(e) if e.status == 413 => {
+            let resp = error_response(req, query, &e);
+            return Ok(Outcome::Response(error::closing_unread(resp, payload)));
+        }
+        Err(e) => return Err(e),
+    };
     let path = req.path();
     let rel = path.strip_prefix(api.root.as_str()).unwrap_or(path);
     let raw_query = req.query_string();
@@ -688,7 +697,7 @@ enum Body {
 
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     api: &RestApi,
 ) -> Result<Body, RestError> {
     let ctype = req
