@@ -93,6 +93,27 @@ pub trait Connector: Send + Sync {
         })
     }
 
+    /// Inserts several records one after another, stopping at the first error, as LoopBack's
+    /// memory connector creates an array: the rows written before it and the error. A
+    /// connector that persists to a file makes them durable together (one write for the
+    /// array). The default calls [`Connector::create`] for each.
+    fn create_each<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> BoxFuture<'a, (Vec<Arc<Row>>, Option<crate::error::Error>)> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(items.len());
+            for data in items {
+                match self.create(model, data).await {
+                    Ok(row) => out.push(row),
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+            (out, None)
+        })
+    }
+
     /// Replaces a stored record whole; `None` when the id does not exist.
     fn replace_by_id<'a>(
         &'a self,

@@ -416,14 +416,19 @@ impl Model {
             }
             return Ok(rows);
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for entries in entries {
-            let record = self.connector.create(&self.def, entries).await?;
-            self.publish(ChangeType::Create, &record);
-            self.after_save(&record, true, caller).await?;
-            out.push(record);
+        // Otherwise element by element, keeping those before a failing one (LoopBack's memory
+        // connector); each written row has its event, whatever follows.
+        let (rows, failed) = self.connector.create_each(&self.def, entries).await;
+        for record in &rows {
+            self.publish(ChangeType::Create, record);
         }
-        Ok(out)
+        for record in &rows {
+            self.after_save(record, true, caller).await?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
     }
 
     /// The id an upsert's body gives, as its instance holds it: `Number()` of a string for a

@@ -3,13 +3,19 @@
 //!
 //! With `file` set, every write is on disk before it is acknowledged: the whole database is
 //! written to a temporary file, fsynced, and renamed over the old one (then the directory is
-//! fsynced), so a crash leaves either the old or the new file, never a torn one.
+//! fsynced), so a crash leaves either the old or the new file, never a torn one. The file is
+//! written by a thread of its own ([`FileWriter`]), never on a request worker: a write changes
+//! the collections, asks for a file write and waits (asynchronously) until one that began after
+//! it has finished. Writes that arrive while the file is being written share the next one
+//! (group commit), an array create asks once, and reads never wait on the file.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use tokio::sync::watch;
 
 use serde_json::{Map, Value};
 
@@ -73,15 +79,16 @@ struct Collection {
     rows: BTreeMap<IdKey, Arc<Row>>,
 }
 
+type Collections = HashMap<String, RwLock<Collection>>;
+
 /// The memory connector of one datasource.
 pub struct MemoryConnector {
-    collections: HashMap<String, RwLock<Collection>>,
+    collections: Arc<Collections>,
     /// The models whose `memory.collection` names another collection than their own name,
     /// read once here (juggler's `getCollection`); every other model's is its name.
     renamed: HashMap<String, String>,
     file: Option<PathBuf>,
-    /// Serialises file writes; held while the snapshot is taken and written.
-    file_lock: Mutex<()>,
+    writer: Option<FileWriter>,
 }
 
 impl std::fmt::Debug for MemoryConnector {
@@ -90,6 +97,178 @@ impl std::fmt::Debug for MemoryConnector {
             .field("file", &self.file)
             .finish_non_exhaustive()
     }
+}
+
+/// What the file writer has done: every write asked for up to `written` is on disk; `failed`
+/// is the last attempt that failed (the requests up to it that were not written by then get
+/// its error).
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    written: u64,
+    failed: Option<(u64, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    /// The number of the last write asked for.
+    asked: u64,
+    stop: bool,
+}
+
+#[derive(Debug, Default)]
+struct WriterShared {
+    requests: Mutex<Requests>,
+    wake: Condvar,
+}
+
+/// The thread that writes a memory datasource's file: each round takes a snapshot of every
+/// collection (the rows are shared, not copied) after the last write asked for, writes it
+/// durably and reports the number it covered.
+struct FileWriter {
+    shared: Arc<WriterShared>,
+    done: watch::Receiver<Durable>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FileWriter {
+    fn start(collections: Arc<Collections>, path: PathBuf) -> std::io::Result<Self> {
+        let shared = Arc::new(WriterShared::default());
+        let (tx, done) = watch::channel(Durable::default());
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("oxbow-memory-file".into())
+                .spawn(move || write_rounds(&shared, &collections, &path, &tx))?
+        };
+        Ok(Self {
+            shared,
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a file write covering every change made so far; its number.
+    fn ask(&self) -> u64 {
+        let mut r = self
+            .shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.asked += 1;
+        self.shared.wake.notify_one();
+        r.asked
+    }
+
+    /// Waits until write `n` (or a later one) is on disk.
+    async fn wait(&self, n: u64, path: &Path) -> Result<()> {
+        let mut done = self.done.clone();
+        let state = done
+            .wait_for(|d| d.written >= n || d.failed.as_ref().is_some_and(|f| f.0 >= n))
+            .await
+            .map_err(|_| Error::internal("the memory file writer stopped"))?
+            .clone();
+        if state.written >= n {
+            return Ok(());
+        }
+        let message = state.failed.map(|f| f.1).unwrap_or_default();
+        Err(Error::internal(format!(
+            "cannot write `{}`: {message}",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        {
+            let mut r = self
+                .shared
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            r.stop = true;
+            self.shared.wake.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread: one durable write per round, until stopped with nothing left to write.
+fn write_rounds(
+    shared: &WriterShared,
+    collections: &Collections,
+    path: &Path,
+    tx: &watch::Sender<Durable>,
+) {
+    let mut covered = 0;
+    loop {
+        let target = {
+            let mut r = shared.requests.lock().unwrap_or_else(|e| e.into_inner());
+            while r.asked == covered && !r.stop {
+                r = shared.wake.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+            if r.asked == covered {
+                return;
+            }
+            r.asked
+        };
+        // Every change asked for up to `target` was made before it was asked for, so the
+        // snapshot taken now holds it.
+        let outcome = snapshot(collections).and_then(|text| {
+            write_durably(path, text.as_bytes()).map_err(|e| Error::internal(e.to_string()))
+        });
+        tx.send_modify(|d| match outcome {
+            Ok(()) => d.written = target,
+            Err(e) => {
+                tracing::error!("cannot write `{}`: {e}", path.display());
+                d.failed = Some((target, e.to_string()));
+            }
+        });
+        covered = target;
+    }
+}
+
+/// One collection as a snapshot took it: name, counter, rows.
+type Taken<'a> = (&'a String, f64, Vec<(IdKey, Arc<Row>)>);
+
+/// The whole database in LoopBack's file format. The collections are read-locked one at a time,
+/// only to take their rows (shared `Arc`s); the text is made after.
+fn snapshot(collections: &Collections) -> Result<String> {
+    let mut names: Vec<&String> = collections.keys().collect();
+    names.sort();
+    let taken: Vec<Taken<'_>> = names
+        .into_iter()
+        .map(|name| {
+            let coll = collections[name].read().unwrap_or_else(|e| e.into_inner());
+            let rows = coll
+                .rows
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect();
+            (name, coll.next_id, rows)
+        })
+        .collect();
+    let mut ids = Map::new();
+    let mut models = Map::new();
+    for (name, next_id, rows) in taken {
+        ids.insert(name.clone(), js::number_value(next_id));
+        let rows: Map<String, Value> = rows
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.file_key(),
+                    Value::String(serde_json::to_string(&StoredJson(r)).unwrap_or_default()),
+                )
+            })
+            .collect();
+        models.insert(name.clone(), Value::Object(rows));
+    }
+    let mut db = Map::new();
+    db.insert("ids".into(), Value::Object(ids));
+    db.insert("models".into(), Value::Object(models));
+    serde_json::to_string_pretty(&Value::Object(db)).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// A problem loading the memory connector's file at boot.
@@ -126,14 +305,22 @@ impl MemoryConnector {
                 }),
             );
         }
-        let connector = Self {
-            collections,
+        let mut connector = Self {
+            collections: Arc::new(collections),
             renamed,
             file,
-            file_lock: Mutex::new(()),
+            writer: None,
         };
         if let Some(path) = &connector.file {
             connector.load(path)?;
+            connector.writer = Some(
+                FileWriter::start(connector.collections.clone(), path.clone()).map_err(
+                    |source| LoadError::Read {
+                        path: path.clone(),
+                        source,
+                    },
+                )?,
+            );
         }
         Ok(connector)
     }
@@ -167,7 +354,7 @@ impl MemoryConnector {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        for (name, coll) in &self.collections {
+        for (name, coll) in self.collections.iter() {
             let mut coll = coll.write().unwrap_or_else(|e| e.into_inner());
             if let Some(next) = ids.get(name).and_then(js::to_number_opt) {
                 coll.next_id = next;
@@ -206,40 +393,23 @@ impl MemoryConnector {
         })
     }
 
-    /// Writes the whole database to the file, durably, if a file is configured.
-    fn persist(&self) -> Result<()> {
-        let Some(path) = &self.file else {
-            return Ok(());
-        };
-        let _guard = self.file_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids = Map::new();
-        let mut models = Map::new();
-        let mut names: Vec<&String> = self.collections.keys().collect();
-        names.sort();
-        for name in names {
-            let coll = self.collections[name]
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            ids.insert(name.clone(), js::number_value(coll.next_id));
-            let rows: Map<String, Value> = coll
-                .rows
-                .iter()
-                .map(|(k, r)| {
-                    (
-                        k.file_key(),
-                        Value::String(serde_json::to_string(&StoredJson(r)).unwrap_or_default()),
-                    )
+    /// Makes every change so far durable when a file is configured, then answers `value`: the
+    /// file is written by the writer thread and this waits for it without blocking the worker.
+    fn durable<'a, T: Send + 'a>(
+        &'a self,
+        value: Result<T>,
+        changed: bool,
+    ) -> BoxFuture<'a, Result<T>> {
+        match (&self.writer, &self.file, value) {
+            (Some(writer), Some(path), Ok(v)) if changed => {
+                let n = writer.ask();
+                Box::pin(async move {
+                    writer.wait(n, path).await?;
+                    Ok(v)
                 })
-                .collect();
-            models.insert(name.clone(), Value::Object(rows));
+            }
+            (_, _, value) => ready(value),
         }
-        let mut db = Map::new();
-        db.insert("ids".into(), Value::Object(ids));
-        db.insert("models".into(), Value::Object(models));
-        let text = serde_json::to_string_pretty(&Value::Object(db))
-            .map_err(|e| Error::internal(e.to_string()))?;
-        write_durably(path, text.as_bytes())
-            .map_err(|e| Error::internal(format!("cannot write `{}`: {e}", path.display())))
     }
 }
 
@@ -275,6 +445,28 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Puts one new record into a collection (id from the counter, 409 on a duplicate id).
+fn insert(
+    coll: &mut Collection,
+    model: &ModelDefinition,
+    mut data: Vec<(String, Value)>,
+) -> Result<Arc<Row>> {
+    let id_name = model.id_name();
+    coll.next_id = assign_id(model, &mut data, coll.next_id)?;
+    let key = data
+        .iter()
+        .find(|(k, _)| k == id_name)
+        .map_or(IdKey::Num(0.0), |(_, id)| IdKey::of(id));
+    if coll.rows.contains_key(&key) {
+        return Err(Error::Conflict {
+            message: format!("Duplicate entry for {}.{}", model.name, id_name),
+        });
+    }
+    let record = Arc::new(Row::from_entries(&coll.layout, data));
+    coll.rows.insert(key, record.clone());
+    Ok(record)
 }
 
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
@@ -352,32 +544,47 @@ impl Connector for MemoryConnector {
     fn create<'a>(
         &'a self,
         model: &'a ModelDefinition,
-        mut data: Vec<(String, Value)>,
+        data: Vec<(String, Value)>,
     ) -> BoxFuture<'a, Result<Arc<Row>>> {
-        ready((|| {
-            let record = {
-                let mut coll = self
-                    .collection(model)?
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                let id_name = model.id_name();
-                coll.next_id = assign_id(model, &mut data, coll.next_id)?;
-                let key = data
-                    .iter()
-                    .find(|(k, _)| k == id_name)
-                    .map_or(IdKey::Num(0.0), |(_, id)| IdKey::of(id));
-                if coll.rows.contains_key(&key) {
-                    return Err(Error::Conflict {
-                        message: format!("Duplicate entry for {}.{}", model.name, id_name),
-                    });
+        let result = self.collection(model).and_then(|coll| {
+            let mut coll = coll.write().unwrap_or_else(|e| e.into_inner());
+            insert(&mut coll, model, data)
+        });
+        self.durable(result, true)
+    }
+
+    fn create_each<'a>(
+        &'a self,
+        model: &'a ModelDefinition,
+        items: Vec<Vec<(String, Value)>>,
+    ) -> BoxFuture<'a, (Vec<Arc<Row>>, Option<Error>)> {
+        let coll = match self.collection(model) {
+            Ok(c) => c,
+            Err(e) => return ready((Vec::new(), Some(e))),
+        };
+        let mut rows = Vec::with_capacity(items.len());
+        let mut failed = None;
+        {
+            let mut coll = coll.write().unwrap_or_else(|e| e.into_inner());
+            for data in items {
+                match insert(&mut coll, model, data) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                let record = Arc::new(Row::from_entries(&coll.layout, data));
-                coll.rows.insert(key, record.clone());
-                record
-            };
-            self.persist()?;
-            Ok(record)
-        })())
+            }
+        }
+        // One file write for the whole array.
+        let changed = !rows.is_empty();
+        let durable = self.durable(Ok(rows), changed);
+        Box::pin(async move {
+            match durable.await {
+                Ok(rows) => (rows, failed),
+                Err(e) => (Vec::new(), Some(e)),
+            }
+        })
     }
 
     fn replace_by_id<'a>(
@@ -386,7 +593,7 @@ impl Connector for MemoryConnector {
         id: &'a Value,
         mut data: Record,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
-        ready((|| {
+        let result = (|| {
             let record = {
                 let mut coll = self
                     .collection(model)?
@@ -402,9 +609,10 @@ impl Connector for MemoryConnector {
                 *slot = record.clone();
                 record
             };
-            self.persist()?;
             Ok(Some(record))
-        })())
+        })();
+        let changed = matches!(result, Ok(Some(_)));
+        self.durable(result, changed)
     }
 
     fn modify_by_id<'a>(
@@ -413,7 +621,7 @@ impl Connector for MemoryConnector {
         id: &'a Value,
         modify: Modify,
     ) -> BoxFuture<'a, Result<Option<Arc<Row>>>> {
-        ready((|| {
+        let result = (|| {
             let record = {
                 let mut coll = self
                     .collection(model)?
@@ -427,9 +635,10 @@ impl Connector for MemoryConnector {
                 *slot = record.clone();
                 record
             };
-            self.persist()?;
             Ok(Some(record))
-        })())
+        })();
+        let changed = matches!(result, Ok(Some(_)));
+        self.durable(result, changed)
     }
 
     fn update_all<'a>(
@@ -438,7 +647,7 @@ impl Connector for MemoryConnector {
         where_: Option<&'a Where>,
         patch: &'a Record,
     ) -> BoxFuture<'a, Result<u64>> {
-        ready((|| {
+        let result = (|| {
             let count = {
                 let mut coll = self
                     .collection(model)?
@@ -457,9 +666,10 @@ impl Connector for MemoryConnector {
                 }
                 count
             };
-            self.persist()?;
             Ok(count)
-        })())
+        })();
+        let changed = matches!(result, Ok(n) if n > 0);
+        self.durable(result, changed)
     }
 
     fn delete_by_id<'a>(
@@ -467,7 +677,7 @@ impl Connector for MemoryConnector {
         model: &'a ModelDefinition,
         id: &'a Value,
     ) -> BoxFuture<'a, Result<u64>> {
-        ready((|| {
+        let result = (|| {
             let removed = {
                 let mut coll = self
                     .collection(model)?
@@ -475,11 +685,10 @@ impl Connector for MemoryConnector {
                     .unwrap_or_else(|e| e.into_inner());
                 coll.rows.remove(&IdKey::of(id)).is_some()
             };
-            if removed {
-                self.persist()?;
-            }
             Ok(u64::from(removed))
-        })())
+        })();
+        let changed = matches!(result, Ok(1));
+        self.durable(result, changed)
     }
 
     fn delete_all<'a>(
@@ -487,7 +696,7 @@ impl Connector for MemoryConnector {
         model: &'a ModelDefinition,
         where_: Option<&'a Where>,
     ) -> BoxFuture<'a, Result<u64>> {
-        ready((|| {
+        let result = (|| {
             let count = {
                 let mut coll = self
                     .collection(model)?
@@ -498,10 +707,9 @@ impl Connector for MemoryConnector {
                     .retain(|_, r| !where_.is_none_or(|w| w.matches(&**r)));
                 (before - coll.rows.len()) as u64
             };
-            if count > 0 {
-                self.persist()?;
-            }
             Ok(count)
-        })())
+        })();
+        let changed = matches!(result, Ok(n) if n > 0);
+        self.durable(result, changed)
     }
 }

@@ -325,3 +325,47 @@ impl From<Error> for RestError {
         }
     }
 }
+
+/// A response to a request whose body was left unread (413), on a connection that closes once
+/// it is sent. actix-web drains an unread chunked body before it reuses or closes the
+/// connection, so a client that never ends its body would hold the socket forever; keeping
+/// the payload alive until the response body is sent makes actix close instead.
+pub fn closing_unread(
+    resp: actix_web::HttpResponse,
+    payload: actix_web::web::Payload,
+) -> actix_web::HttpResponse {
+    let mut resp = resp.map_body(|head, body| {
+        head.set_connection_type(actix_web::http::ConnectionType::Close);
+        HoldPayload {
+            body,
+            _payload: payload,
+        }
+    });
+    resp.head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    resp.map_into_boxed_body()
+}
+
+pin_project_lite::pin_project! {
+    /// A body that keeps the request's unread payload until it is dropped.
+    struct HoldPayload<B> {
+        #[pin]
+        body: B,
+        _payload: actix_web::web::Payload,
+    }
+}
+
+impl<B: actix_web::body::MessageBody> actix_web::body::MessageBody for HoldPayload<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
+}

@@ -326,7 +326,16 @@ async fn dispatch(
     live: &Generation,
 ) -> Result<Outcome, RestError> {
     // body-parser runs before routing: an oversized or malformed body fails on any path.
-    let body = read_body(req, payload, live).await?;
+    let mut payload = payload;
+    let body = match read_body(req, &mut payload, live).await {
+        Ok(body) => body,
+        // The rest of an oversized body is never read: the connection closes after the 413.
+        Err(e) if e.status == 413 => {
+            let resp = error_response(req, &plan.query, &e);
+            return Ok(Outcome::Response(error::closing_unread(resp, payload)));
+        }
+        Err(e) => return Err(e),
+    };
     let path = req.path();
     let rel = path.strip_prefix(api.root.as_str()).unwrap_or(path);
     let mut segs = rel.split('/').filter(|s| !s.is_empty());
@@ -820,7 +829,7 @@ enum Body {
 
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: &mut web::Payload,
     live: &Generation,
 ) -> Result<Body, RestError> {
     let ctype = req

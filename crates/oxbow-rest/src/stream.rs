@@ -320,6 +320,9 @@ pub async fn open(
         Some((Ok::<_, std::convert::Infallible>(chunk), run))
     });
     let mut resp = HttpResponse::Ok();
+    // A stream ends only for good (overflow, shutdown, a closed feed): the connection closes
+    // after its last event instead of idling in keep-alive.
+    resp.force_close();
     match framing {
         Framing::Sse => {
             // `x-no-compression` is LoopBack's way to keep the compression middleware off the
