@@ -300,17 +300,22 @@ fn add_implicit_through_models(
     }
 }
 
+/// The directories of `_meta.sources` that exist, listed. Module paths
+/// (`loopback/common/models`) name LoopBack's own models: accepted, nothing to read.
+fn source_dirs<'a>(
+    server: &'a Path,
+    sources: &'a [String],
+) -> impl Iterator<Item = std::fs::ReadDir> + 'a {
+    sources
+        .iter()
+        .filter(|src| src.starts_with("./") || src.starts_with("../") || src.starts_with('/'))
+        .filter_map(move |src| std::fs::read_dir(normalize(&server.join(src))).ok())
+}
+
 /// Model JavaScript (`common/models/customer.js`: remote methods, hooks, validations) is
 /// never run by oxbow: each file is named in a warning, so nothing it did passes unnoticed.
 fn model_scripts(server: &Path, sources: &[String], warnings: &mut Vec<String>) {
-    for src in sources {
-        if !(src.starts_with("./") || src.starts_with("../") || src.starts_with('/')) {
-            continue;
-        }
-        let dir = normalize(&server.join(src));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
+    for entries in source_dirs(server, sources) {
         let mut scripts: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "js"))
@@ -332,15 +337,7 @@ fn scan_sources(
     problems: &mut Problems,
 ) -> HashMap<String, Source> {
     let mut defs: HashMap<String, Source> = HashMap::new();
-    for src in sources {
-        // Module paths (`loopback/common/models`) name LoopBack's own models: accepted.
-        if !(src.starts_with("./") || src.starts_with("../") || src.starts_with('/')) {
-            continue;
-        }
-        let dir = normalize(&server.join(src));
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
+    for entries in source_dirs(server, sources) {
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
