@@ -922,6 +922,18 @@ fn query_or_header<'a>(
     }
 }
 
+/// The `where` argument of count and destroyAll (query, else header), parsed for `model`.
+fn where_arg(
+    req: &HttpRequest,
+    model: &Model,
+    query: &Map<String, Value>,
+) -> Result<Option<oxbow_core::Where>, RestError> {
+    match query_or_header(req, query, "where")? {
+        Some(w) => Ok(model.parse_where(&w)?),
+        None => Ok(None),
+    }
+}
+
 /// The `filter` argument of find: parsed once per distinct query string (see `plans`) when it
 /// comes from the query string, parsed every time when it comes from a header.
 fn filter_arg(
@@ -1052,11 +1064,7 @@ async fn run(call: &Call<'_>, op: Op, body: Body) -> Result<Reply, RestError> {
             reply(&serde_json::json!({ "exists": exists }))?
         }
         Op::Count => {
-            let w = query_or_header(req, query, "where")?;
-            let w = match &w {
-                Some(w) => model.parse_where(w)?,
-                None => None,
-            };
+            let w = where_arg(req, model, query)?;
             let count = model.count(w.as_ref(), caller).await?;
             reply(&serde_json::json!({ "count": count }))?
         }
@@ -1109,11 +1117,7 @@ async fn run(call: &Call<'_>, op: Op, body: Body) -> Result<Reply, RestError> {
             written_reply(def, &r)?
         }
         Op::DestroyAll => {
-            let w = query_or_header(req, query, "where")?;
-            let w = match &w {
-                Some(w) => model.parse_where(w)?,
-                None => None,
-            };
+            let w = where_arg(req, model, query)?;
             let count = model.delete_all(w.as_ref(), caller).await?;
             reply(&serde_json::json!({ "count": count }))?
         }

@@ -4,15 +4,16 @@
 //! LoopBack 3 defines the answer, the body is LoopBack's, byte for byte (recorded from the rig
 //! on examples/shop).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::{App, test};
+use actix_web::test;
 use serde_json::{Value, json};
 
 use crate::conformance::{drop_schemas, postgres_url, rewrite_memory_datasources, to_postgres};
+use crate::support::{self, encode_path};
 
 /// The storage a case runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,39 +87,13 @@ impl Shop {
     }
 }
 
-async fn boot(
-    dir: &Path,
-) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
-    let plan = oxbow_config::load(dir).unwrap_or_else(|p| panic!("{p}"));
-    let booted = oxbow::boot(plan, &[]).await.expect("boot");
-    test::init_service(
-        App::new()
-            .wrap(booted.pipeline())
-            .configure(booted.configure()),
-    )
-    .await
-}
-
-/// Percent-encodes what a URI may not carry raw (quotes, spaces, …).
-fn encode(path: &str) -> String {
-    let mut out = String::new();
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/?=&%[]{}:,.-_~!$'()*+;@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 async fn call<S>(app: &S, method: &str, path: &str, body: Option<&str>) -> (u16, String)
 where
     S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
 {
     let mut req = test::TestRequest::default()
         .method(Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(&encode(path));
+        .uri(&encode_path(path));
     if let Some(b) = body {
         req = req
             .insert_header(("Content-Type", "application/json"))
@@ -162,7 +137,7 @@ async fn given_ids_never_break_the_id_counter() {
         let Some(shop) = Shop::new(store, "ids").await else {
             continue;
         };
-        let app = boot(&shop.dir).await;
+        let app = support::app(&shop.dir).await;
         let upsert = r#"/api/Customers/upsertWithWhere?where={"name":"nomatch"}"#;
         for (id, shown) in [
             ("18446744073709551616", "18446744073709552000"),
@@ -259,7 +234,7 @@ async fn given_ids_never_break_the_id_counter() {
         drop(app);
 
         // After a restart, creates still go on.
-        let app = boot(&shop.dir).await;
+        let app = support::app(&shop.dir).await;
         let (customer, ticket) = if shop.persistent() {
             (2, 4503599627370498_u64)
         } else {
@@ -296,7 +271,7 @@ async fn ids_in_bodies_never_move_rows() {
         let Some(shop) = Shop::new(store, "moves").await else {
             continue;
         };
-        let app = boot(&shop.dir).await;
+        let app = support::app(&shop.dir).await;
         let (status, _) = call(
             &app,
             "POST",
@@ -410,7 +385,7 @@ async fn hidden_properties_cannot_be_probed() {
         let Some(shop) = Shop::new(store, "hidden").await else {
             continue;
         };
-        let app = boot(&shop.dir).await;
+        let app = support::app(&shop.dir).await;
         for body in [
             r#"{"name":"b","email":"y","secret":"12345678"}"#,
             r#"{"name":"a","email":"y","secret":"123"}"#,
@@ -533,7 +508,7 @@ async fn hidden_properties_cannot_be_probed() {
         assert_eq!(status, 200, "{store:?}: {body}");
         // Change-stream options: the condition on the secret is no condition.
         let req = test::TestRequest::get()
-            .uri(&encode(
+            .uri(&encode_path(
                 r#"/api/Customers/change-stream?_format=event-stream&options={"where":{"secret.length":100}}"#,
             ))
             .to_request();

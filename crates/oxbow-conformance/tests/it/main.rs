@@ -13,5 +13,6 @@ mod remote;
 mod robustness;
 mod rules;
 mod streams;
+mod support;
 mod twin;
 mod validation;

@@ -4,18 +4,7 @@
 use actix_web::http::Method;
 use actix_web::{App, test};
 
-/// Percent-encodes what a URI may not carry raw (quotes, spaces, non-ASCII, …).
-fn encode(path: &str) -> String {
-    let mut out = String::new();
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"/?=&%[]{}:,.-_~!$'()*+;@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::support::encode_path;
 
 #[actix_web::test]
 async fn nasty_requests_get_answers_not_panics() {
@@ -72,7 +61,7 @@ async fn nasty_requests_get_answers_not_panics() {
     for (method, path, body) in cases {
         let mut req = test::TestRequest::default()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(&encode(&path));
+            .uri(&encode_path(&path));
         if let Some(b) = body {
             req = req
                 .insert_header(("Content-Type", "application/json"))

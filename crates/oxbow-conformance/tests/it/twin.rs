@@ -9,23 +9,12 @@
 //! properties, dot paths, order on unknown properties).
 
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{App, test};
+use actix_web::test;
 use serde_json::{Value, json};
 
 use oxbow_conformance::scratch_copy;
 
-async fn app(
-    dir: &std::path::Path,
-) -> impl Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error> {
-    let plan = oxbow_config::load(dir).unwrap_or_else(|p| panic!("{p}"));
-    let booted = oxbow::boot(plan, &[]).await.expect("boot");
-    test::init_service(
-        App::new()
-            .wrap(booted.pipeline())
-            .configure(booted.configure()),
-    )
-    .await
-}
+use crate::support::app;
 
 fn records() -> Vec<Value> {
     vec![
