@@ -37,6 +37,11 @@ pub struct AppConfig {
     pub change_streams: ChangeStreamConfig,
     /// `remoting.sharedMethods`: methods enabled or disabled on every model, in key order.
     pub shared_methods: Vec<(String, bool)>,
+    /// Access tokens and ACLs are enforced: the scaffold's `server/boot/authentication.js`
+    /// (`server.enableAuth()`) or oxbow's `"enableAuth": true`.
+    pub enable_auth: bool,
+    /// `aclErrorStatus`: the status of a denial to a caller with a token (401 default).
+    pub acl_error_status: Option<u16>,
     /// The whole merged config.json (apps keep their own settings there).
     pub raw: Map<String, Value>,
 }
@@ -243,6 +248,7 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         &mut warnings,
     );
 
+    let mut enable_auth = false;
     for dir in [server.join("boot")] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             let mut scripts: Vec<String> = entries
@@ -253,16 +259,18 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
             scripts.sort();
             for s in scripts {
                 let path = dir.join(&s);
-                // The scaffold's authentication.js (`server.enableAuth()`): LoopBack 3 then
-                // enforces access tokens and ACLs. oxbow does not yet, and serving the app
-                // open would answer what LoopBack denies, so it refuses.
+                // The scaffold's authentication.js (`server.enableAuth()`) turns on access
+                // tokens and ACLs, which oxbow enforces; anything else such a script does is
+                // not run, and is named.
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 if text.contains("enableAuth(") {
-                    problems.push(Problem::new(
-                        &path,
-                        "",
-                        "expected no enableAuth(): this boot script turns on LoopBack's access tokens and ACLs, which oxbow does not enforce yet; serving the app would answer what LoopBack 3 denies, so oxbow refuses to",
-                    ));
+                    enable_auth = true;
+                    if !is_scaffold_auth_script(&text) {
+                        warnings.push(format!(
+                            "{}: oxbow honours this boot script's enableAuth() but does not run the rest of it; port it to a Rust boot plugin",
+                            path.display()
+                        ));
+                    }
                     continue;
                 }
                 warnings.push(format!(
@@ -272,19 +280,15 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
             }
         }
     }
-
-    if config.raw.get("enableAuth") == Some(&Value::Bool(true)) {
-        problems.push(Problem::new(
-            &config_file.path,
-            "/enableAuth",
-            "expected no enableAuth: oxbow does not enforce access tokens and ACLs yet; serving the app would answer what LoopBack 3 denies, so oxbow refuses to",
-        ));
-    }
-    for m in &models {
+    let mut config = config;
+    config.enable_auth |= enable_auth;
+    for m in models.iter().filter(|_| !config.enable_auth) {
         if m.settings
             .get("acls")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty())
+            && m.auth.user.is_none()
+            && !matches!(m.name.as_str(), "AccessToken")
         {
             warnings.push(format!(
                 "model `{}`: its acls are not enforced, as LoopBack 3 does not enforce them in an app that does not enable auth",
@@ -359,6 +363,20 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
     let change_streams = compile_change_streams(file, problems);
     let shared_methods =
         models::shared_methods(raw.get("remoting").and_then(|r| r.get("sharedMethods")));
+    let acl_error_status = match raw.get("aclErrorStatus") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(s @ (401 | 403 | 404)) => Some(s as u16),
+            _ => {
+                problems.push(Problem::new(
+                    &file.path,
+                    "/aclErrorStatus",
+                    "expected 401, 403 or 404 (LoopBack has a body for no other status)",
+                ));
+                None
+            }
+        },
+    };
     AppConfig {
         rest_api_root,
         host,
@@ -367,8 +385,25 @@ fn compile_config(file: &read::Artifact, problems: &mut Problems) -> AppConfig {
         urlencoded_limit,
         change_streams,
         shared_methods,
+        enable_auth: raw.get("enableAuth") == Some(&Value::Bool(true)),
+        acl_error_status,
         raw,
     }
+}
+
+/// Whether a boot script is the one `lb app` writes (`server.enableAuth()` and nothing
+/// else), comments, whitespace and `'use strict'` aside.
+fn is_scaffold_auth_script(text: &str) -> bool {
+    let mut code = String::new();
+    for line in text.lines() {
+        let line = line.split("//").next().unwrap_or("");
+        code.extend(line.chars().filter(|c| !c.is_whitespace()));
+    }
+    let code = code
+        .trim_start_matches("'usestrict';")
+        .trim_start_matches("\"usestrict\";");
+    code == "module.exports=functionenableAuthentication(server){server.enableAuth();};"
+        || code == "module.exports=function(server){server.enableAuth();};"
 }
 
 /// Records a problem unless the schema check already reported one at the same place.

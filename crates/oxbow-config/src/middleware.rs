@@ -25,6 +25,14 @@ pub struct MiddlewarePlan {
 }
 
 impl MiddlewarePlan {
+    /// The options of the first `loopback#token` entry, if middleware.json has one.
+    pub fn token_params(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.entries.iter().find_map(|e| match &e.kind {
+            Kind::Token(p) => Some(p),
+            _ => None,
+        })
+    }
+
     /// The mount path of the REST API (`loopback#rest`'s first path), if it is served.
     pub fn rest_root(&self, rest_api_root: &str) -> Option<String> {
         if !self.declared {
@@ -113,8 +121,9 @@ pub enum Kind {
     UrlNotFound,
     /// `strong-error-handler` (and `errorhandler`-style error entries in `final:after`).
     ErrorHandler(ErrorHandlerOptions),
-    /// `loopback#token`: accepted; access tokens arrive with users and ACLs (ROADMAP 1).
-    Token,
+    /// `loopback#token`: where access tokens are looked for (`params`, `headers`,
+    /// `currentUserLiteral`, …); the REST root reads them with these options.
+    Token(serde_json::Map<String, Value>),
     /// `oxbow#requestId`: an `X-Request-Id` on every request and response.
     RequestId(RequestIdOptions),
     /// `oxbow#accessLog`: one structured line per request, through `tracing`.
@@ -140,7 +149,7 @@ impl Kind {
             Kind::Status => "status",
             Kind::UrlNotFound => "urlNotFound",
             Kind::ErrorHandler(_) => "error handler",
-            Kind::Token => "token",
+            Kind::Token(_) => "token",
             Kind::RequestId(_) => "request id",
             Kind::AccessLog(_) => "access log",
             Kind::RateLimit(_) => "rate limit",
@@ -482,13 +491,7 @@ fn compile_entry(
         },
         "loopback#status" => Kind::Status,
         "loopback#urlNotFound" => Kind::UrlNotFound,
-        "loopback#token" => {
-            warnings.push(format!(
-                "{}: {pointer}: loopback#token has no effect yet (access tokens come with users and ACLs)",
-                file.display()
-            ));
-            Kind::Token
-        }
+        "loopback#token" => Kind::Token(arg0.as_object().cloned().unwrap_or_default()),
         "strong-error-handler" | "loopback#errorHandler" => {
             Kind::ErrorHandler(error_handler_options(&mut cx, &arg0))
         }

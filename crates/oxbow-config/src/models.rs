@@ -30,6 +30,30 @@ const BUILT_IN: &[&str] = &[
     "KeyValueModel",
 ];
 
+/// The definitions of LoopBack's built-in models oxbow provides (`loopback/common/models`),
+/// as LoopBack's JSON has them; their JavaScript behaviour is oxbow-auth's.
+const BUILTIN_JSON: &[(&str, &str)] = &[
+    ("User", include_str!("../builtin/user.json")),
+    ("AccessToken", include_str!("../builtin/access-token.json")),
+    ("ACL", include_str!("../builtin/acl.json")),
+    ("Role", include_str!("../builtin/role.json")),
+    ("RoleMapping", include_str!("../builtin/role-mapping.json")),
+];
+
+/// The built-in models are always there to extend and to list in model-config, as in
+/// LoopBack's registry; an app's own definition of the same name wins.
+fn add_builtins(defs: &mut HashMap<String, Source>) {
+    for (name, text) in BUILTIN_JSON {
+        let Ok(Value::Object(json)) = serde_json::from_str::<Value>(text) else {
+            unreachable!("built-in model {name} is valid JSON");
+        };
+        defs.entry((*name).to_owned()).or_insert(Source {
+            file: PathBuf::from(format!("<built-in>/{name}.json")),
+            json,
+        });
+    }
+}
+
 /// A definition file found in a source folder.
 struct Source {
     file: PathBuf,
@@ -58,7 +82,8 @@ pub fn compile_models(
                 .collect::<Vec<_>>()
         })
         .unwrap_or_else(|| vec!["./models".to_owned()]);
-    let defs = scan_sources(server, &sources, schema, problems);
+    let mut defs = scan_sources(server, &sources, schema, problems);
+    add_builtins(&mut defs);
     model_scripts(server, &sources, warnings);
 
     let mut out: Vec<ModelDefinition> = Vec::new();
@@ -427,28 +452,105 @@ fn resolve_base(
         return Some(json);
     }
     let mut merged = resolve_base(&base, defs, problems, seen)?;
+    // juggler's mergeSettings with the legacy policy LoopBack 3 apps get: `description`
+    // replaced, `properties` and `relations` patched key by key, `hidden`/`protected`
+    // cumulated, everything else (acls, options, methods, mixins, …) deep-merged (arrays
+    // concatenated), `null` deleting what the base set.
+    let mut chain = merged
+        .get(CHAIN)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    chain.push(Value::from(base.clone()));
     for (k, v) in json {
+        if v.is_null() {
+            merged.shift_remove(&k);
+            continue;
+        }
         match (k.as_str(), merged.get_mut(&k), v) {
+            // The model's own properties first, then the base's it does not redefine (a
+            // base id only when the model declares none), as `ModelClass.extend` lists them.
             ("properties", Some(Value::Object(bp)), Value::Object(own)) => {
-                for (pk, pv) in own {
-                    if pv.is_null() {
-                        bp.shift_remove(&pk);
-                    } else {
-                        bp.insert(pk, pv);
+                let own_id = own
+                    .values()
+                    .any(|p| p.get("id").is_some_and(|i| i != &Value::Bool(false) && !i.is_null()));
+                let mut props = Map::new();
+                for (pk, pv) in &own {
+                    if !pv.is_null() {
+                        props.insert(pk.clone(), pv.clone());
+                    }
+                }
+                for (pk, pv) in std::mem::take(bp) {
+                    let is_id = pv.get("id").is_some_and(|i| i != &Value::Bool(false) && !i.is_null());
+                    if own.contains_key(&pk) || (own_id && is_id) {
+                        continue;
+                    }
+                    props.insert(pk, pv);
+                }
+                *bp = props;
+            }
+            ("relations", Some(Value::Object(br)), Value::Object(own)) => {
+                for (rk, rv) in own {
+                    br.insert(rk, rv);
+                }
+            }
+            ("hidden" | "protected", Some(Value::Array(b)), Value::Array(own)) => {
+                for item in own {
+                    if !b.contains(&item) {
+                        b.push(item);
                     }
                 }
             }
-            ("hidden" | "protected", Some(Value::Array(b)), Value::Array(own)) => b.extend(own),
-            ("base", _, _) => {
-                merged.insert("base".into(), Value::from(base.clone()));
+            ("base" | "name" | "description", _, v) => {
+                merged.insert(k, v);
             }
-            (_, _, v) => {
+            (_, Some(b), v) => {
+                let old = std::mem::take(b);
+                *b = deep_merge(old, v);
+            }
+            (_, None, v) => {
                 merged.insert(k, v);
             }
         }
     }
+    merged.insert(CHAIN.into(), Value::Array(chain));
+    merged.insert("base".into(), Value::from(base));
     merged.insert("name".into(), Value::from(name));
     Some(merged)
+}
+
+/// Where [`resolve_base`] notes the names of a model's bases, nearest last (`["User"]`).
+pub(crate) const CHAIN: &str = "_oxbow_bases";
+
+/// juggler's `deepMerge`: objects merged key by key, arrays concatenated (primitives once),
+/// anything else replaced.
+fn deep_merge(base: Value, extra: Value) -> Value {
+    match (base, extra) {
+        (Value::Object(mut b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(old) if !old.is_null() && (v.is_object() || v.is_array()) => {
+                        let o = std::mem::take(old);
+                        *old = deep_merge(o, v);
+                    }
+                    Some(old) => *old = v,
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+            Value::Object(b)
+        }
+        (Value::Array(mut b), Value::Array(e)) => {
+            for item in e {
+                if item.is_object() || item.is_array() || !b.contains(&item) {
+                    b.push(item);
+                }
+            }
+            Value::Array(b)
+        }
+        (_, e) => e,
+    }
 }
 
 /// A `sharedMethods` map in key order (the schema has checked that every value is a boolean).
@@ -607,6 +709,7 @@ fn compile_one(
         .to_owned();
     let rules = crate::rules::compile(file, json, &properties, problems)
         .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn oxbow_core::model::Rules>);
+    let (auth, validations) = compile_auth(name, file, json, problems);
     Some(ModelDefinition {
         name: ModelName::new(name),
         plural,
@@ -634,8 +737,130 @@ fn compile_one(
                 _ => Vec::new(),
             },
         },
+        auth,
+        validations,
         settings: json.clone(),
     })
+}
+
+/// A model's access control settings, and what a User-based model gets from `User`'s
+/// JavaScript: its settings with LoopBack's defaults and its email validations.
+fn compile_auth(
+    name: &str,
+    file: &Path,
+    json: &Map<String, Value>,
+    problems: &mut Problems,
+) -> (oxbow_core::Auth, Vec<oxbow_core::Validation>) {
+    use oxbow_core::acl::{AclRule, Permission};
+    let mut auth = oxbow_core::Auth::default();
+    if let Some(Value::Array(acls)) = json.get("acls") {
+        for (i, entry) in acls.iter().enumerate() {
+            match AclRule::from_json(name, entry) {
+                Ok(mut rule) => {
+                    // getStaticACLs: a model's own rules are about the model, whatever they say.
+                    rule.model = name.to_owned();
+                    auth.acls.push(rule);
+                }
+                Err((field, expected)) => {
+                    let pointer = if field.is_empty() {
+                        format!("/acls/{i}")
+                    } else {
+                        format!("/acls/{i}/{field}")
+                    };
+                    problems.push(Problem::new(file, &pointer, &format!("expected {expected}")));
+                }
+            }
+        }
+    }
+    match setting(json, "aclErrorStatus") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_u64() {
+            Some(s @ (401 | 403 | 404)) => auth.acl_error_status = Some(s as u16),
+            _ => problems.push(Problem::new(
+                file,
+                "/aclErrorStatus",
+                "expected 401, 403 or 404 (LoopBack has a body for no other status)",
+            )),
+        },
+    }
+    match setting(json, "defaultPermission") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_str().and_then(Permission::parse) {
+            Some(p) if p != Permission::Default => auth.default_permission = Some(p),
+            _ => problems.push(Problem::new(
+                file,
+                "/defaultPermission",
+                "expected ALLOW or DENY",
+            )),
+        },
+    }
+    auth.owner_relations = match setting(json, "ownerRelations") {
+        Some(Value::Bool(true)) => Some(oxbow_core::OwnerRelations::All),
+        Some(Value::Array(a)) => Some(oxbow_core::OwnerRelations::Named(
+            a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        )),
+        _ => None,
+    };
+    let is_user = name == "User"
+        || json
+            .get(CHAIN)
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|b| b == "User"));
+    let mut validations = Vec::new();
+    if is_user {
+        let num = |k: &str, d: f64| {
+            setting(json, k)
+                .and_then(Value::as_f64)
+                .filter(|n| *n != 0.0)
+                .unwrap_or(d)
+        };
+        let flag = |k: &str, d: bool| setting(json, k).and_then(Value::as_bool).unwrap_or(d);
+        let defaults = oxbow_core::UserSettings::default();
+        let user = oxbow_core::UserSettings {
+            ttl: num("ttl", defaults.ttl),
+            max_ttl: num("maxTTL", defaults.max_ttl),
+            case_sensitive_email: flag("caseSensitiveEmail", false),
+            email_verification_required: flag("emailVerificationRequired", false),
+            realm_required: flag("realmRequired", false)
+                || setting(json, "realmDelimiter").and_then(Value::as_str).is_some_and(|d| !d.is_empty()),
+            realm_delimiter: setting(json, "realmDelimiter")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+            allow_eternal_tokens: flag("allowEternalTokens", false),
+            salt_work_factor: setting(json, "saltWorkFactor")
+                .and_then(Value::as_u64)
+                .map_or(defaults.salt_work_factor, |n| n.clamp(4, 31) as u32),
+            reject_password_changes_via_patch_or_replace: flag(
+                "rejectPasswordChangesViaPatchOrReplace",
+                false,
+            ),
+            restrict_reset_password_token_scope: flag("restrictResetPasswordTokenScope", false),
+            reset_password_token_ttl: num("resetPasswordTokenTTL", defaults.reset_password_token_ttl),
+        };
+        let realm_scoped = setting(json, "realmRequired").and_then(Value::as_bool) == Some(true)
+            && user.realm_delimiter.is_some();
+        let scoped_to = if realm_scoped {
+            vec!["realm".to_owned()]
+        } else {
+            Vec::new()
+        };
+        validations.push(oxbow_core::Validation::Email {
+            property: "email".into(),
+        });
+        validations.push(oxbow_core::Validation::Unique {
+            property: "email".into(),
+            message: "Email already exists",
+            scoped_to: scoped_to.clone(),
+        });
+        validations.push(oxbow_core::Validation::Unique {
+            property: "username".into(),
+            message: "User already exists",
+            scoped_to,
+        });
+        auth.user = Some(user);
+    }
+    (auth, validations)
 }
 
 /// LoopBack defines relation foreign keys as properties: `belongsTo` on the source model,

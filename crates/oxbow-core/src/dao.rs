@@ -228,6 +228,90 @@ impl Model {
         self.hooks.notify(op, &mut ctx).await
     }
 
+    /// Validates a whole instance: the rules model JSON implies, then the uniqueness
+    /// validations (a query each), reported together as juggler reports them.
+    async fn validate(&self, inst: &Instance, new_record: bool, caller: &Caller) -> Result<()> {
+        if !self.has_unique() {
+            return inst.validate(&self.def, new_record);
+        }
+        let id = inst.get(self.def.id_name()).cloned();
+        let more = self
+            .unique_violations(&|k| inst.get(k).cloned(), id.as_ref(), new_record, caller)
+            .await?;
+        inst.validate_with(&self.def, new_record, more)
+    }
+
+    fn has_unique(&self) -> bool {
+        self.def
+            .validations
+            .iter()
+            .any(|v| matches!(v, crate::model::Validation::Unique { .. }))
+    }
+
+    /// `validatesUniquenessOf`: a value another record (with the same `scopedTo` values)
+    /// already has. Blank values pass.
+    async fn unique_violations(
+        &self,
+        get: &(dyn Fn(&str) -> Option<Value> + Sync),
+        own_id: Option<&Value>,
+        new_record: bool,
+        caller: &Caller,
+    ) -> Result<Vec<crate::error::Violation>> {
+        let mut out = Vec::new();
+        for v in &self.def.validations {
+            let crate::model::Validation::Unique {
+                property,
+                message,
+                scoped_to,
+            } = v
+            else {
+                continue;
+            };
+            let Some(value) = get(property) else { continue };
+            let blank = match &value {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if blank {
+                continue;
+            }
+            let mut w = Map::new();
+            w.insert(property.clone(), value.clone());
+            for k in scoped_to {
+                if let Some(v) = get(k) {
+                    w.insert(k.clone(), v);
+                }
+            }
+            let filter = Filter {
+                where_: self.parse_where(&Value::Object(w))?,
+                ..Filter::default()
+            };
+            let found = self.find(&filter, caller).await?;
+            let id_name = self.def.id_name();
+            let other = |row: &Arc<Row>| {
+                let theirs = row.to_record().get(id_name).cloned();
+                match (own_id.filter(|v| js::truthy(v)), theirs.filter(|v| js::truthy(v))) {
+                    (Some(a), Some(b)) => js::to_js_string(a) != js::to_js_string(&b),
+                    _ => true,
+                }
+            };
+            let taken = found.len() > 1
+                || (found.len() == 1 && property == id_name && new_record)
+                || found.first().is_some_and(other);
+            if taken {
+                out.push(crate::error::Violation {
+                    property: property.clone(),
+                    code: "uniqueness",
+                    message,
+                    shown_value: crate::instance::show_value(Some(&value)),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub fn definition(&self) -> &ModelDefinition {
         &self.def
     }
@@ -383,7 +467,7 @@ impl Model {
     pub async fn create(&self, data: Record, caller: &Caller) -> Result<Arc<Row>> {
         let inst = Instance::build(&self.def, data, Defaults::Apply)?;
         let inst = self.before_save_instance(inst, true, None, caller).await?;
-        inst.validate(&self.def, true)?;
+        self.validate(&inst, true, caller).await?;
         let entries = self.persist(inst.into_entries(), caller).await?;
         let record = self.connector.create(&self.def, entries).await?;
         self.publish(ChangeType::Create, &record);
@@ -400,7 +484,7 @@ impl Model {
         for data in items {
             let inst = Instance::build(&self.def, data, Defaults::Apply)?;
             let inst = self.before_save_instance(inst, true, None, caller).await?;
-            inst.validate(&self.def, true)?;
+            self.validate(&inst, true, caller).await?;
             built.push(inst);
         }
         let mut entries = Vec::with_capacity(built.len());
@@ -592,7 +676,7 @@ impl Model {
         let inst = self
             .before_save_instance(inst, false, Some(Value::Object(w)), caller)
             .await?;
-        inst.validate(&self.def, false)?;
+        self.validate(&inst, false, caller).await?;
         let entries = self.persist(inst.into_entries(), caller).await?;
         let replaced = if self.storable(&id) {
             self.connector
@@ -650,6 +734,18 @@ impl Model {
             };
             self.hooks.notify(Operation::BeforeSave, &mut ctx).await?;
             data = ctx.data.unwrap_or_default();
+        }
+        if validate && self.has_unique() {
+            let get = |k: &str| data.get(k).cloned();
+            let found = self
+                .unique_violations(&get, Some(&id), false, caller)
+                .await?;
+            if !found.is_empty() {
+                return Err(Error::Validation(crate::error::ValidationError {
+                    model: self.def.name.to_string(),
+                    violations: found,
+                }));
+            }
         }
         let def = self.def.clone();
         let modify = Box::new(move |current: &Record| -> Result<Record> {

@@ -129,6 +129,13 @@ impl Instance {
                 .iter_mut()
                 .find(|(k, v)| *k == prop.name && v.is_some())
                 .and_then(|(k, v)| Some((std::mem::take(k), v.take()?)));
+            // A setter (a User's password) sees the client's value first, and may drop it.
+            let given = match (given, &def.auth.setter) {
+                (Some((key, v)), Some(setter)) if setter.applies(&prop.name) => {
+                    setter.set(&prop.name, v)?.map(|v| (key, v))
+                }
+                (given, _) => given,
+            };
             if let Some((key, v)) = given {
                 let (v, odd) = coerce(&prop.ty, v)?;
                 if let Some(odd) = odd {
@@ -169,7 +176,7 @@ impl Instance {
         self.entries.into_iter().collect()
     }
 
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
@@ -177,6 +184,14 @@ impl Instance {
     pub fn merge(def: &ModelDefinition, current: &Record, patch: Record) -> Result<Self> {
         let mut merged = current.clone();
         for (k, v) in patch {
+            // A value a setter drops leaves the stored one in place.
+            let v = match &def.auth.setter {
+                Some(setter) if setter.applies(&k) => match setter.set(&k, v)? {
+                    Some(v) => v,
+                    None => continue,
+                },
+                _ => v,
+            };
             merged.insert(k, v);
         }
         // Re-build without defaults: stored values are already coerced, patch values are not.
@@ -187,6 +202,17 @@ impl Instance {
     ///
     /// `new_record` adds the `forceId` absence check on the id.
     pub fn validate(&self, def: &ModelDefinition, new_record: bool) -> Result<()> {
+        self.validate_with(def, new_record, Vec::new())
+    }
+
+    /// [`Instance::validate`] with violations found elsewhere (uniqueness, which needs a
+    /// query) reported after these, as juggler reports asynchronous validations last.
+    pub fn validate_with(
+        &self,
+        def: &ModelDefinition,
+        new_record: bool,
+        more: Vec<Violation>,
+    ) -> Result<()> {
         let mut violations = Vec::new();
         for prop in &def.properties {
             let value = self.get(&prop.name);
@@ -208,6 +234,20 @@ impl Instance {
                     value,
                     odd,
                 ));
+            }
+        }
+        for v in &def.validations {
+            if let crate::model::Validation::Email { property } = v {
+                let value = self.get(property);
+                let kind = match value {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) if s.is_empty() || is_email(s) => None,
+                    Some(Value::String(_)) => Some("custom.email"),
+                    Some(_) => Some("custom.string"),
+                };
+                if let Some(code) = kind {
+                    violations.push(violation(property, code, "is invalid", value, None));
+                }
             }
         }
         if new_record {
@@ -236,6 +276,7 @@ impl Instance {
                 violations.push(violation(&name, code, message, value.as_ref(), None));
             }
         }
+        violations.extend(more);
         if violations.is_empty() {
             Ok(())
         } else {
@@ -272,6 +313,43 @@ impl Instance {
             .find(|(n, _)| n == name)
             .map(|(_, o)| *o)
     }
+}
+
+/// Whether `s` is an email address as the `isemail` package (LoopBack's User validator)
+/// accepts one without DNS checks: a dot-atom or quoted local part of at most 64 bytes, `@`,
+/// and a domain of dot-separated labels (letters, digits, inner hyphens; at most 63 bytes
+/// each) or an address literal in brackets, 254 bytes in all.
+pub fn is_email(s: &str) -> bool {
+    if s.len() > 254 {
+        return false;
+    }
+    let Some(at) = s.rfind('@') else {
+        return false;
+    };
+    let (local, domain) = (&s[..at], &s[at + 1..]);
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let local_ok = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
+        let inner = &local[1..local.len() - 1];
+        !inner.contains(|c: char| c == '"' || c == '\\' || c.is_ascii_control())
+    } else {
+        !local.is_empty() && local.split('.').all(|p| !p.is_empty() && p.chars().all(atext))
+    };
+    if !local_ok || local.len() > 64 || domain.is_empty() {
+        return false;
+    }
+    if domain.starts_with('[') && domain.ends_with(']') {
+        return domain[1..domain.len() - 1].parse::<std::net::IpAddr>().is_ok()
+            || domain[1..domain.len() - 1]
+                .strip_prefix("IPv6:")
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    domain.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+    })
 }
 
 /// The value a `default` or `defaultFn` gives a property on create/replace.
@@ -357,7 +435,7 @@ fn violation(
 
 /// How LoopBack's `formatPropertyError` prints a value (strings quoted, long ones truncated,
 /// objects as `util.inspect` shows them).
-fn show_value(v: Option<&Value>) -> String {
+pub(crate) fn show_value(v: Option<&Value>) -> String {
     match v {
         None => "undefined".to_owned(),
         Some(Value::String(s)) => Value::String(truncate(s)).to_string(),

@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this crate knows nothing about HTTP, files of the app directory,
 //! JSON Schema or YAML. It is given compiled [`ModelDefinition`]s and does the model work.
 
+pub mod acl;
 pub mod caller;
 pub mod change;
 pub mod connector;
@@ -19,7 +20,7 @@ pub mod registry;
 pub mod relation;
 pub mod row;
 
-pub use caller::{Caller, CallerInfo};
+pub use caller::{AccessToken, Caller, CallerInfo};
 pub use change::{
     ChangeData, ChangeEvent, ChangeFeed, ChangeLog, ChangeNote, ChangeStream, ChangeType,
     FeedSettings, RecvError, Resume,
@@ -31,7 +32,10 @@ pub use filter::{Filter, Include, IncludeItem, Where};
 pub use hooks::{HookContext, Operation};
 pub use instance::Record;
 pub use memory::MemoryConnector;
-pub use model::{ModelDefinition, ModelName, Property, PropertyType, Remoting, Strict};
+pub use model::{
+    Auth, ModelDefinition, ModelName, OwnerRelations, Property, PropertyType, Remoting, Setter,
+    Strict, UserSettings, Validation,
+};
 pub use registry::Registry;
 pub use relation::{Relation, RelationKind};
 pub use row::{Fields, Layout, Row};

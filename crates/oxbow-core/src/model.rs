@@ -131,8 +131,100 @@ pub struct ModelDefinition {
     pub rules: Option<Arc<dyn Rules>>,
     /// What the REST layer exposes of the model, compiled from its settings.
     pub remoting: Remoting,
+    /// Access control and, for a User-based model, what makes it one.
+    pub auth: Auth,
+    /// Validations LoopBack's built-in models register in JavaScript (a User's email format
+    /// and uniqueness), run with the ones model JSON implies.
+    pub validations: Vec<Validation>,
     /// Every other setting, kept for plugins and later features.
     pub settings: Map<String, Value>,
+}
+
+/// A model's access control settings, and a User-based model's own.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// `acls`: the model's own after its base's (juggler concatenates them), in order.
+    pub acls: Vec<crate::acl::AclRule>,
+    /// `aclErrorStatus` (401, 403 or 404) when the model sets it.
+    pub acl_error_status: Option<u16>,
+    /// `defaultPermission` when the model sets it.
+    pub default_permission: Option<crate::acl::Permission>,
+    /// `ownerRelations`: `None` = LoopBack's legacy owner check (`userId`/`owner`, else the
+    /// first belongsTo to a User-based model); `Some(list)` = only those relations
+    /// (`true` = every belongsTo to a User-based model, given as an empty list with `all`).
+    pub owner_relations: Option<OwnerRelations>,
+    /// Set when the model is `User` or extends it.
+    pub user: Option<UserSettings>,
+    /// Property setters (a User's `password` and `email`), applied to client values before
+    /// they are coerced, as juggler applies `Model.setter`.
+    pub setter: Option<Arc<dyn Setter>>,
+}
+
+/// `ownerRelations` in model settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerRelations {
+    All,
+    Named(Vec<String>),
+}
+
+/// A User-based model's settings, with LoopBack's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSettings {
+    /// `ttl` of the tokens its logins make (seconds, default two weeks).
+    pub ttl: f64,
+    /// `maxTTL` (seconds, default one year).
+    pub max_ttl: f64,
+    pub case_sensitive_email: bool,
+    pub email_verification_required: bool,
+    pub realm_required: bool,
+    pub realm_delimiter: Option<String>,
+    pub allow_eternal_tokens: bool,
+    pub salt_work_factor: u32,
+    pub reject_password_changes_via_patch_or_replace: bool,
+    pub restrict_reset_password_token_scope: bool,
+    /// `resetPasswordTokenTTL` (seconds, default 15 minutes).
+    pub reset_password_token_ttl: f64,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        Self {
+            ttl: 1_209_600.0,
+            max_ttl: 31_556_926.0,
+            case_sensitive_email: true,
+            email_verification_required: false,
+            realm_required: false,
+            realm_delimiter: None,
+            allow_eternal_tokens: false,
+            salt_work_factor: 10,
+            reject_password_changes_via_patch_or_replace: false,
+            restrict_reset_password_token_scope: false,
+            reset_password_token_ttl: 900.0,
+        }
+    }
+}
+
+/// A property setter (juggler's `Model.setter[name]`): sees a client value before coercion.
+pub trait Setter: Send + Sync + fmt::Debug {
+    /// Whether `property` has a setter.
+    fn applies(&self, property: &str) -> bool;
+    /// `Ok(Some(v))` stores `v`, `Ok(None)` ignores the value (the property stays as it
+    /// was), `Err` rejects the write.
+    fn set(&self, property: &str, value: Value) -> crate::error::Result<Option<Value>>;
+}
+
+/// A validation a built-in model registers in JavaScript.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Validation {
+    /// `validatesUniquenessOf(property, {message, scopedTo})`: code `uniqueness`.
+    Unique {
+        property: String,
+        message: &'static str,
+        scoped_to: Vec<String>,
+    },
+    /// User's email validator: a string that is an address (`custom.email`), or not a
+    /// string (`custom.string`); null, absent and `""` pass.
+    Email { property: String },
 }
 
 /// A model's REST surface as its settings and model-config describe it.

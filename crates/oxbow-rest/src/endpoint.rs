@@ -214,6 +214,9 @@ pub struct Endpoint {
     pub shared: bool,
     /// Its routes: (verb as strong-remoting writes it, lower case; path under the model).
     pub http: Vec<(String, String)>,
+    /// The model's static ACL rules for this method, ranked once at boot
+    /// ([`Endpoints::compile_acls`]); empty until then.
+    pub acl: oxbow_auth::MethodRules,
 }
 
 impl Endpoint {
@@ -480,6 +483,25 @@ impl Endpoints {
     }
 
     /// The endpoints of the model at `index` in the registry.
+    /// Ranks each endpoint's static ACL rules for it (`models` in registry order).
+    pub fn compile_acls(&mut self, models: &[Arc<oxbow_core::Model>]) {
+        for (table, model) in self.models.iter_mut().zip(models) {
+            for ep in &mut table.endpoints {
+                let aliases: Vec<String> = ep
+                    .aliases
+                    .iter()
+                    .map(|a| a.strip_prefix("prototype.").unwrap_or(a).to_owned())
+                    .collect();
+                ep.acl = oxbow_auth::MethodRules::compile(
+                    model,
+                    ep.property(),
+                    &aliases,
+                    ep.access.as_str(),
+                );
+            }
+        }
+    }
+
     pub fn at(&self, index: usize) -> Option<&ModelEndpoints> {
         self.models.get(index)
     }
@@ -571,6 +593,7 @@ fn scope_endpoints(def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
                 },
                 shared: true,
                 http: vec![(verb.to_owned(), format!("/{name}{tail}"))],
+                acl: Default::default(),
             });
         }
     }
@@ -664,6 +687,7 @@ fn nested_endpoints(
                     },
                     shared: true,
                     http,
+                    acl: Default::default(),
                 });
             }
         }
@@ -818,6 +842,7 @@ mod tests {
             action: Action::Crud(Op::Find),
             shared,
             http: Vec::new(),
+            acl: Default::default(),
         };
         let mut eps = vec![
             ep("find", true),

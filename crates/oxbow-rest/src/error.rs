@@ -61,6 +61,29 @@ pub enum ErrorCode {
     TooManyRequests,
     /// A remote method the model declares that no boot plugin implements.
     NotImplemented,
+    /// An ACL denied a caller without a token (or `aclErrorStatus` 401).
+    AuthorizationRequired,
+    /// An ACL denied a caller with a token, `aclErrorStatus` 403.
+    AccessDenied,
+    /// An ACL denied a caller with a token, `aclErrorStatus` 404.
+    AclNotFound,
+    /// The request's access token has expired (it is deleted).
+    InvalidToken,
+    /// Login: no such user, or the wrong password.
+    LoginFailed,
+    /// Login with `emailVerificationRequired` and an unverified email.
+    LoginEmailNotVerified,
+    /// Login without `email` or `username`.
+    UsernameEmailRequired,
+    InvalidUsername,
+    InvalidEmail,
+    /// Login to a model with `realmRequired` without a realm.
+    RealmRequired,
+    InvalidRealm,
+    /// Logout without a token.
+    LogoutNoToken,
+    /// Logout with a token that is not there (any more).
+    LogoutUnknownToken,
     /// A model operation's own error ([`oxbow_core::Error`]: 400, 404 `MODEL_NOT_FOUND`,
     /// 409, 422 `ValidationError`, a hook's status).
     Model,
@@ -175,6 +198,52 @@ impl ErrorCode {
                 "Error",
                 "{}.{} is declared in the model's methods but no boot plugin implements it",
             ),
+            Self::AuthorizationRequired => ErrorSpec {
+                code: Some("AUTHORIZATION_REQUIRED"),
+                ..e(401, "Error", "Authorization Required")
+            },
+            Self::AccessDenied => ErrorSpec {
+                code: Some("ACCESS_DENIED"),
+                ..e(403, "Error", "Access Denied")
+            },
+            Self::AclNotFound => ErrorSpec {
+                code: Some("MODEL_NOT_FOUND"),
+                ..e(404, "Error", "could not find {} with id {}")
+            },
+            Self::InvalidToken => ErrorSpec {
+                code: Some("INVALID_TOKEN"),
+                ..e(401, "Error", "Invalid Access Token")
+            },
+            Self::LoginFailed => ErrorSpec {
+                code: Some("LOGIN_FAILED"),
+                ..e(401, "Error", "login failed")
+            },
+            Self::LoginEmailNotVerified => ErrorSpec {
+                code: Some("LOGIN_FAILED_EMAIL_NOT_VERIFIED"),
+                ..e(401, "Error", "login failed as the email has not been verified")
+            },
+            Self::UsernameEmailRequired => ErrorSpec {
+                code: Some("USERNAME_EMAIL_REQUIRED"),
+                ..e(400, "Error", "username or email is required")
+            },
+            Self::InvalidUsername => ErrorSpec {
+                code: Some("INVALID_USERNAME"),
+                ..e(400, "Error", "Invalid username")
+            },
+            Self::InvalidEmail => ErrorSpec {
+                code: Some("INVALID_EMAIL"),
+                ..e(400, "Error", "Invalid email")
+            },
+            Self::RealmRequired => ErrorSpec {
+                code: Some("REALM_REQUIRED"),
+                ..e(400, "Error", "realm is required")
+            },
+            Self::InvalidRealm => ErrorSpec {
+                code: Some("INVALID_REALM"),
+                ..e(400, "Error", "Invalid realm")
+            },
+            Self::LogoutNoToken => e(401, "Error", "accessToken is required to logout"),
+            Self::LogoutUnknownToken => e(401, "Error", "Could not find accessToken"),
             Self::Model => e(400, "Error", ""),
             Self::Internal => e(500, "Error", "{}"),
         }

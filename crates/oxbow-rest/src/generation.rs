@@ -37,6 +37,8 @@ pub struct Generation {
     pub streams: stream::StreamOptions,
     /// Express's `etag` setting (config.json `etag`).
     pub etag: etag::EtagMode,
+    /// Access tokens and ACLs (`enableAuth`), with their caches.
+    pub auth: Arc<oxbow_auth::Auth>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -325,6 +325,8 @@ async fn dispatch(
     api: &RestApi,
     live: &Generation,
 ) -> Result<Outcome, RestError> {
+    // `loopback#token` runs before the REST handler: an expired token fails on any path.
+    let caller = caller_of(req, plan, live).await?;
     // body-parser runs before routing: an oversized or malformed body fails on any path.
     let mut payload = payload;
     let body = match read_body(req, &mut payload, live).await {
@@ -353,7 +355,22 @@ async fn dispatch(
         return Err(no_method());
     };
     let model = &live.registry.models()[index];
-    let rest: Vec<&str> = segs.collect();
+    let mut rest: Vec<&str> = segs.collect();
+    // `currentUserLiteral` (`/Users/me`): the caller's own id, or 401 without a token.
+    let own_id;
+    if let Some(literal) = live.auth.token_options.current_user_literal.as_deref() {
+        if rest.contains(&literal) {
+            match caller.token().and_then(|t| t.user_key()) {
+                Some(id) => {
+                    own_id = id;
+                    for s in rest.iter_mut().filter(|s| **s == literal) {
+                        *s = own_id.as_str();
+                    }
+                }
+                None => return Err(ErrorCode::AuthorizationRequired.err()),
+            }
+        }
+    }
     let matched = live
         .endpoints
         .at(index)
@@ -366,7 +383,6 @@ async fn dispatch(
         let shown = with_query(req, &sub);
         return Err(ErrorCode::NoSharedMethod.with(&[&model.name(), &req.method(), &shown]));
     };
-    let caller = caller_of(req);
     let call = Call {
         live,
         model,
@@ -379,15 +395,36 @@ async fn dispatch(
 }
 
 /// The caller of a request (LoopBack's `options`): made once, before routing, and passed to
-/// every step of [`invoke`].
-fn caller_of(req: &HttpRequest) -> Caller {
-    Caller::new(oxbow_core::CallerInfo {
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    })
+/// every step of [`invoke`]. With auth enabled its access token is looked for as
+/// `loopback#token` looks (query, then headers) and resolved: an unknown id is anonymous,
+/// an expired one a 401 `INVALID_TOKEN`.
+async fn caller_of(
+    req: &HttpRequest,
+    plan: &plans::Parsed,
+    live: &Generation,
+) -> Result<Caller, RestError> {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut token = None;
+    let auth = &live.auth;
+    if auth.enabled {
+        let query = &plan.query;
+        let id = auth.token_options.id_for_request(
+            |k| query.get(k),
+            |h| req.headers().get(h).and_then(|v| v.to_str().ok()),
+        );
+        if let Some(id) = id {
+            match auth.resolve(&id).await? {
+                oxbow_auth::TokenState::None => {}
+                oxbow_auth::TokenState::Valid(t) => token = Some(t),
+                oxbow_auth::TokenState::Invalid => return Err(ErrorCode::InvalidToken.err()),
+            }
+        }
+    }
+    Ok(Caller::new(oxbow_core::CallerInfo { request_id, token }))
 }
 
 /// The one call path of every REST method: authorization, `beforeRemote` hooks, the
@@ -411,7 +448,7 @@ impl Call<'_> {
 
 async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, RestError> {
     let ep = call.endpoint();
-    authorize(call.live, ep, call.caller)?;
+    authorize(call, &body).await?;
     let out = match &ep.action {
         Action::Remote(m) => return call_remote(call, m, body).await,
         Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {
@@ -588,14 +625,57 @@ async fn run_scope(
     })
 }
 
-/// Whether the caller may call the endpoint. Every endpoint is open until users, tokens
-/// and ACLs land; this is where their check runs, before any hook or the method.
-fn authorize(
-    _gen: &Generation,
-    _ep: &endpoint::Endpoint,
-    _caller: &Caller,
-) -> Result<(), RestError> {
-    Ok(())
+/// Whether the caller may call the endpoint (`remotes.authorization` of `enableAuth`):
+/// checked before any hook or the method, against the id the call is about (the path's
+/// `id`, else the body's, else the query's, as LoopBack takes it). A denial is 401 without
+/// a token, else the model's (or app's) `aclErrorStatus`.
+async fn authorize(call: &Call<'_>, body: &Body) -> Result<(), RestError> {
+    let auth = &call.live.auth;
+    if !auth.enabled {
+        return Ok(());
+    }
+    let ep = call.endpoint();
+    let model_id = match call.matched.param("id") {
+        Some(raw) => Some(Value::String(decode(raw))),
+        None => match body {
+            Body::Json(Value::Object(b)) => b.get("id").cloned(),
+            Body::Form(b) => b.get("id").cloned(),
+            _ => None,
+        }
+        .or_else(|| call.plan.query.get("id").cloned()),
+    };
+    let check = oxbow_auth::Check {
+        registry: &call.live.registry,
+        model: call.model,
+        rules: &ep.acl,
+        access_scopes: None,
+        model_id,
+        caller: call.caller,
+    };
+    if auth.acls.allows(&check).await? {
+        return Ok(());
+    }
+    let status = match call.caller.token() {
+        None => 401,
+        Some(_) => call
+            .model
+            .definition()
+            .auth
+            .acl_error_status
+            .or(auth.acl_error_status)
+            .unwrap_or(401),
+    };
+    Err(match status {
+        403 => ErrorCode::AccessDenied.err(),
+        404 => {
+            let shown = check
+                .model_id
+                .as_ref()
+                .map_or_else(|| "undefined".to_owned(), oxbow_core::js::to_js_string);
+            ErrorCode::AclNotFound.with(&[&call.model.name(), &shown])
+        }
+        _ => ErrorCode::AuthorizationRequired.err(),
+    })
 }
 
 /// The arguments remote hooks see for a built-in method: `id` (and a relation's `fk`),
@@ -805,6 +885,14 @@ async fn call_remote(
         instance,
     })
     .await?;
+    // No `returns`: strong-remoting has no result to send, and answers 204 (unless the
+    // method declares another status), still typed as JSON.
+    if m.returns.is_empty() && matches!(m.status, 200 | 204) {
+        let resp = HttpResponse::NoContent()
+            .insert_header((CONTENT_TYPE, JSON))
+            .finish();
+        return after_remote(call, Outcome::Response(resp)).await;
+    }
     let shaped = m.shape(result);
     let json = serde_json::to_vec(&shaped).map_err(|e| ErrorCode::Internal.with(&[&e]))?;
     let out = Outcome::Reply(Reply {

@@ -166,7 +166,7 @@ impl Compiled {
                     errors.get_or_insert_with(|| o.clone());
                     continue;
                 }
-                Kind::Token => Run::Nothing,
+                Kind::Token(_) => Run::Nothing,
                 Kind::Compression(o) => Run::Compression(*o),
                 Kind::Cors(o) => {
                     let cors = Cors::new(o)?;

@@ -131,6 +131,7 @@ pub fn endpoints(def: &oxbow_core::ModelDefinition) -> Vec<Endpoint> {
                 },
                 shared: true,
                 http: vec![(verb.to_owned(), format!("/:id/{name}{tail}"))],
+                acl: Default::default(),
             });
         };
         let one = Returns::new;

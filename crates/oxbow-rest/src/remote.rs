@@ -218,6 +218,7 @@ impl RemoteMethod {
             action: crate::endpoint::Action::Remote(self.clone()),
             shared: true,
             http: self.http.clone(),
+            acl: Default::default(),
         }
     }
 

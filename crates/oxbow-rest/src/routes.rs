@@ -66,6 +66,7 @@ pub fn endpoints(def: &ModelDefinition) -> Vec<Endpoint> {
         action: Action::Crud(op),
         shared: op != Op::DestroyAll,
         http,
+        acl: Default::default(),
     };
     use Access::{Read, Write};
     use ErrorCode as E;

@@ -48,6 +48,8 @@ fn model() -> ModelDefinition {
         relations: Vec::new(),
         rules: None,
         remoting: Default::default(),
+        auth: Default::default(),
+        validations: Vec::new(),
         settings: Map::new(),
     }
 }

@@ -1,0 +1,122 @@
+//! A User's password as LoopBack keeps it: checked when set (not empty, at most 72 bytes),
+//! stored as a bcrypt hash in the `$2a$` form LoopBack writes (so users of an existing
+//! LoopBack database still log in, and LoopBack can read ours), compared with bcrypt.
+//! Hashing and comparing cost tens of milliseconds; they run on tokio's blocking threads,
+//! never on a request worker.
+
+use oxbow_core::{Error, Result, Setter};
+use serde_json::Value;
+
+/// bcrypt reads at most this many bytes.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+
+/// Whether `s` is already a hash (`$2a$`/`$2b$`, 60 characters): stored as given, as
+/// LoopBack's setter keeps a hash read back from the database.
+pub fn is_hash(s: &str) -> bool {
+    (s.starts_with("$2a$") || s.starts_with("$2b$")) && s.len() == 60
+}
+
+/// `User.validatePassword`: 422 `INVALID_PASSWORD` for an empty one, `PASSWORD_TOO_LONG`
+/// past 72 bytes.
+pub fn validate(plain: &str) -> Result<()> {
+    if plain.is_empty() {
+        return Err(Error::Status {
+            status: 422,
+            message: "Invalid password.".into(),
+            code: Some("INVALID_PASSWORD".into()),
+        });
+    }
+    if plain.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::Status {
+            status: 422,
+            message: format!(
+                "The password entered was too long. Max length is {MAX_PASSWORD_BYTES} (entered {})",
+                plain.len()
+            ),
+            code: Some("PASSWORD_TOO_LONG".into()),
+        });
+    }
+    Ok(())
+}
+
+/// A bcrypt hash of `plain` with `cost` rounds, `$2a$` as LoopBack's bcryptjs writes it.
+pub async fn hash(plain: String, cost: u32) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        bcrypt::hash_with_result(plain.as_bytes(), cost)
+            .map(|parts| parts.format_for_version(bcrypt::Version::TwoA))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("password hashing stopped: {e}")))?
+    .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+}
+
+/// Whether `plain` matches `hash` (any bcrypt version LoopBack may have written). A value
+/// that is not a bcrypt hash matches nothing.
+pub async fn verify(plain: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || bcrypt::verify(plain.as_bytes(), &hash).unwrap_or(false))
+        .await
+        .unwrap_or(false)
+}
+
+/// The setters of a User-based model: `password` checked and kept for hashing (a value that
+/// is not a string is ignored, so a missing password stays "can't be blank"), `email`
+/// lower-cased unless `caseSensitiveEmail`.
+#[derive(Debug)]
+pub struct UserSetter {
+    pub case_sensitive_email: bool,
+}
+
+impl Setter for UserSetter {
+    fn applies(&self, property: &str) -> bool {
+        property == "password" || (property == "email" && !self.case_sensitive_email)
+    }
+
+    fn set(&self, property: &str, value: Value) -> Result<Option<Value>> {
+        match (property, value) {
+            ("password", Value::String(s)) => {
+                if !is_hash(&s) {
+                    validate(&s)?;
+                }
+                Ok(Some(Value::String(s)))
+            }
+            ("password", _) => Ok(None),
+            ("email", Value::String(s)) => Ok(Some(Value::String(s.to_lowercase()))),
+            (_, v) => Ok(Some(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made by LoopBack 3.28's bcryptjs (10 rounds, `hashSync`) for these passwords.
+    const LOOPBACK_HASHES: &[(&str, &str)] = &[
+        ("opensesame", "$2a$10$wMvfRPwZMBKyXgI44R/xt.HsyIi9zrtr3f7AyCjuidd.PVFDU6XZe"),
+        ("ünïcödé pässwörd", "$2a$10$rLKs4n4ZxCOjLloB0c9/Beglf97iXeFvxxxPYi4pesuswH97/0GMi"),
+    ];
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashes_in_loopbacks_form_and_verifies_both_ways() {
+        let h = hash("opensesame".into(), 4).await.unwrap();
+        assert!(h.starts_with("$2a$04$") && h.len() == 60, "{h}");
+        assert!(verify("opensesame".into(), h.clone()).await);
+        assert!(!verify("open sesame".into(), h).await);
+        assert!(!verify("x".into(), "not a hash".into()).await);
+        for (plain, lb) in LOOPBACK_HASHES {
+            assert!(is_hash(lb));
+            assert!(verify((*plain).into(), (*lb).into()).await, "{plain}");
+            assert!(!verify(format!("{plain}!"), (*lb).into()).await);
+        }
+    }
+
+    #[test]
+    fn checks_what_loopback_checks() {
+        assert!(validate("").is_err());
+        assert!(validate(&"é".repeat(36)).is_ok());
+        assert!(validate(&"é".repeat(37)).is_err());
+        let s = UserSetter { case_sensitive_email: false };
+        assert_eq!(s.set("password", Value::from(5)).unwrap(), None);
+        assert_eq!(s.set("email", Value::from("A@B.c")).unwrap(), Some(Value::from("a@b.c")));
+    }
+}
