@@ -19,7 +19,11 @@
 // same temp dir (so a memory datasource `file` survives). `{"stream": "s1", method, path, …}`
 // steps open a request that is never waited for (change streams never end; status + headers
 // are recorded at once) and `{"collect": "s1", "settleMs": 300}` steps wait, then record the
-// bytes received on it so far and close it. Node built-ins only.
+// bytes received on it so far and close it. `"capture": {"tok": "/id"}` takes a value out of a
+// step's JSON response for later steps, which write `{{tok}}` (or `{{base64:tok}}`) in their
+// path, header values and body; the file keeps the placeholders, and every captured value in a
+// recorded body or header value is written back as `{{tok}}` (random tokens never reach the
+// file). Node built-ins only.
 'use strict';
 
 const fs = require('fs');
@@ -369,9 +373,103 @@ function closeStream(stream) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// captured values: `capture`, `captureShape`, `{{name}}` and `{{base64:name}}`
+
+// A placeholder in a request field: `{{name}}` or `{{base64:name}}`.
+const PLACEHOLDER = /\{\{(base64:)?([A-Za-z_][A-Za-z0-9_]*)\}\}/g;
+const CAPTURE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+// Captured values shorter than this are substituted into requests but never written back as
+// placeholders into recorded answers (an id `1` would turn every digit 1 into `{{id}}`).
+const MIN_REDACTED_LENGTH = 8;
+// What an access token of LoopBack's default length looks like, to warn about one that no
+// capture names (it would end up in the file).
+const TOKEN_LIKE = /(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])/;
+
+// `text` with every placeholder whose name has been captured replaced by its value (base64 of
+// its UTF-8 text for `{{base64:name}}`); unknown names stay as written.
+function substitute(text, vars) {
+  return text.replace(PLACEHOLDER, (whole, b64, name) => {
+    if (!vars.has(name)) return whole;
+    const value = String(vars.get(name));
+    return b64 ? Buffer.from(value, 'utf8').toString('base64') : value;
+  });
+}
+
+// The request a step sends: its path, header values and body with the captured values in.
+function withVars(step, vars) {
+  const sent = { ...step, path: substitute(step.path, vars) };
+  if (step.headers) {
+    sent.headers = {};
+    for (const [k, v] of Object.entries(step.headers)) sent.headers[k] = substitute(String(v), vars);
+  }
+  if (step.body !== undefined) sent.body = substitute(String(step.body), vars);
+  return sent;
+}
+
+// RFC 6901: the value at `pointer` in `doc`, or `undefined`.
+function resolvePointer(doc, pointer) {
+  if (pointer === '') return doc;
+  let cur = doc;
+  for (const raw of pointer.slice(1).split('/')) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (cur === null || typeof cur !== 'object') return undefined;
+    if (Array.isArray(cur)) {
+      if (!/^(0|[1-9][0-9]*)$/.test(key) || Number(key) >= cur.length) return undefined;
+      cur = cur[Number(key)];
+    } else {
+      if (!Object.prototype.hasOwnProperty.call(cur, key)) return undefined;
+      cur = cur[key];
+    }
+  }
+  return cur;
+}
+
+// Takes the step's captures out of LoopBack's answer into `vars`; throws when a pointer is
+// missing, names something other than a string or a number, or the value fails its shape.
+function captureValues(step, response, vars, where) {
+  if (!step.capture) return;
+  let doc;
+  try {
+    doc = JSON.parse(response.body);
+  } catch (_) {
+    throw new Error(`${where}: "capture" needs a JSON answer, LoopBack answered ${response.status} ${JSON.stringify(response.body)}`);
+  }
+  for (const [name, pointer] of Object.entries(step.capture)) {
+    const value = resolvePointer(doc, pointer);
+    if (typeof value !== 'string' && typeof value !== 'number') {
+      throw new Error(`${where}: capture "${name}": ${pointer} is ${value === undefined ? 'missing' : JSON.stringify(value)} in LoopBack's answer ${response.status} ${response.body} (a string or a number is needed)`);
+    }
+    const shape = step.captureShape && step.captureShape[name];
+    if (shape !== undefined && !new RegExp(shape).test(String(value))) {
+      throw new Error(`${where}: capture "${name}" = ${JSON.stringify(value)} does not match its captureShape ${shape}`);
+    }
+    vars.set(name, value);
+  }
+}
+
+// Every captured value (long enough to be unique) in a recorded text written as `{{name}}`,
+// longest values first.
+function redact(text, vars) {
+  const values = [...vars.entries()]
+    .map(([name, v]) => [name, String(v)])
+    .filter(([, v]) => v.length >= MIN_REDACTED_LENGTH)
+    .sort((a, b) => b[1].length - a[1].length);
+  for (const [name, v] of values) text = text.split(v).join(`{{${name}}}`);
+  return text;
+}
+
+function redactResponse(response, vars) {
+  if (typeof response.body === 'string') response.body = redact(response.body, vars);
+  if (response.headers) {
+    for (const k of Object.keys(response.headers)) response.headers[k] = redact(response.headers[k], vars);
+  }
+  return response;
+}
+
+// ---------------------------------------------------------------------------------------------
 // transcript files
 
-const STEP_KEYS = ['title', 'stream', 'collect', 'settleMs', 'restart', 'method', 'path', 'headers', 'body', 'mask', 'compare'];
+const STEP_KEYS = ['title', 'stream', 'collect', 'settleMs', 'restart', 'method', 'path', 'headers', 'body', 'mask', 'compare', 'capture', 'captureShape'];
 const TOP_KEYS = ['description', 'app', 'lb3App'];
 
 function orderKeys(obj, first, last) {
@@ -393,8 +491,13 @@ function normalizeTranscript(t) {
 function validate(t, file) {
   if (!t || typeof t !== 'object' || !Array.isArray(t.steps)) throw new Error(`${file}: no "steps" array`);
   const open = new Set(); // stream names opened and not collected yet
+  const captured = new Set(); // names captured by earlier steps
   t.steps.forEach((s, i) => {
     const where = `${file} step ${i + 1} (${s.title || 'untitled'})`;
+    const plain = !s.restart && s.collect === undefined && s.stream === undefined;
+    if (!plain && (s.capture !== undefined || s.captureShape !== undefined)) {
+      throw new Error(`${where}: only an ordinary request step can "capture"`);
+    }
     if (s.restart) return;
     if (s.collect !== undefined) {
       if (typeof s.collect !== 'string' || !open.has(s.collect)) {
@@ -422,6 +525,39 @@ function validate(t, file) {
     if (s.compare !== undefined && !['exact', 'status'].includes(s.compare)) {
       throw new Error(`${where}: "compare" must be "exact" or "status"`);
     }
+    // A placeholder must name a value captured before: a typo would send the braces as is.
+    const fields = [s.path, ...Object.values(s.headers || {}).map(String), s.body === undefined ? '' : s.body];
+    for (const text of fields) {
+      for (const m of text.matchAll(PLACEHOLDER)) {
+        if (!captured.has(m[2])) throw new Error(`${where}: ${m[0]} names no value captured by an earlier step`);
+      }
+    }
+    if (s.capture !== undefined) {
+      if (!s.capture || typeof s.capture !== 'object' || Array.isArray(s.capture)) {
+        throw new Error(`${where}: "capture" must be an object of name -> JSON pointer`);
+      }
+      for (const [name, pointer] of Object.entries(s.capture)) {
+        if (!CAPTURE_NAME.test(name)) throw new Error(`${where}: capture name "${name}" must match ${CAPTURE_NAME}`);
+        if (typeof pointer !== 'string' || (pointer !== '' && !pointer.startsWith('/'))) {
+          throw new Error(`${where}: capture "${name}" must be a JSON pointer ("" or starting with /)`);
+        }
+      }
+    }
+    if (s.captureShape !== undefined) {
+      if (!s.captureShape || typeof s.captureShape !== 'object' || Array.isArray(s.captureShape)) {
+        throw new Error(`${where}: "captureShape" must be an object of name -> regular expression`);
+      }
+      for (const [name, shape] of Object.entries(s.captureShape)) {
+        if (!s.capture || !(name in s.capture)) throw new Error(`${where}: captureShape "${name}" names no capture of this step`);
+        if (typeof shape !== 'string') throw new Error(`${where}: captureShape "${name}" must be a string`);
+        try {
+          new RegExp(shape);
+        } catch (e) {
+          throw new Error(`${where}: captureShape "${name}": ${e.message}`);
+        }
+      }
+    }
+    for (const name of Object.keys(s.capture || {})) captured.add(name);
   });
 }
 
@@ -457,6 +593,7 @@ async function recordOne(file) {
   let server = null;
   let changed = 0;
   const streams = new Map(); // name -> open stream (see openStream)
+  const vars = new Map(); // captured name -> value (string or number)
   try {
     server = await startServer(appDir, logStream);
     for (let i = 0; i < t.steps.length; i++) {
@@ -468,6 +605,7 @@ async function recordOne(file) {
         server = await startServer(appDir, logStream);
         continue;
       }
+      const where = `${name} step ${i + 1} (${step.title || 'untitled'})`;
       let response;
       if (step.collect !== undefined) {
         const settle = step.settleMs === undefined ? DEFAULT_SETTLE_MS : step.settleMs;
@@ -480,12 +618,17 @@ async function recordOne(file) {
         response = bodyField(buf);
       } else if (step.stream !== undefined) {
         logStream.write(`\n----- step ${i + 1}: open stream ${step.stream}: ${step.method} ${step.path} -----\n`);
-        const opened = await openStream(server.port, step);
+        const opened = await openStream(server.port, withVars(step, vars));
         streams.set(step.stream, opened.stream);
         response = opened.response;
       } else {
         logStream.write(`\n----- step ${i + 1}: ${step.method} ${step.path} -----\n`);
-        response = await play(server.port, step);
+        response = await play(server.port, withVars(step, vars));
+        captureValues(step, response, vars, where);
+      }
+      redactResponse(response, vars);
+      if (typeof response.body === 'string' && TOKEN_LIKE.test(response.body)) {
+        console.error(`${where}: warning: the answer holds a 64-character token no capture names: ${response.body}`);
       }
       if (JSON.stringify(response) !== JSON.stringify(step.response)) changed++;
       step.response = response;
@@ -530,7 +673,7 @@ async function main() {
 }
 
 // scripts/fuzz-differential.js drives LoopBack 3 with the same helpers.
-module.exports = { ensureRig, prepareApp, startServer, stopServer, play, freePort, canConnect, sleep, tempDirs, children, RIG, ROOT };
+module.exports = { ensureRig, prepareApp, startServer, stopServer, play, freePort, canConnect, sleep, tempDirs, children, RIG, ROOT, substitute, redact, resolvePointer };
 
 if (require.main === module) {
   main().catch((e) => {

@@ -63,6 +63,16 @@ pub struct Step {
     /// Collects what the named stream received so far (in `response.body`) and closes it.
     #[serde(default)]
     pub collect: Option<String>,
+    /// How long a `collect` step waits before it takes the stream's bytes (milliseconds).
+    #[serde(default, rename = "settleMs")]
+    pub settle_ms: Option<f64>,
+    /// Values this step's JSON answer hands to later steps: name → JSON pointer (a string or a
+    /// number must be there). Later steps write `{{name}}` or `{{base64:name}}`.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+    /// Regular expressions a captured value must match: name → pattern.
+    #[serde(default, rename = "captureShape")]
+    pub capture_shape: BTreeMap<String, String>,
     pub response: Option<Expected>,
 }
 
@@ -222,4 +232,164 @@ pub fn masked(body: &str, pointers: &[String]) -> Result<Value, String> {
         }
     }
     Ok(v)
+}
+
+/// Values captured from earlier answers (`capture`): name → the value as text (a number as its
+/// JSON text).
+pub type Captured = BTreeMap<String, String>;
+
+/// `text` with every `{{name}}` replaced by the captured value and every `{{base64:name}}` by
+/// the base64 of its UTF-8 text. Names not captured (yet, or because the capture failed) stay
+/// as the literal placeholder.
+pub fn substitute(text: &str, vars: &Captured) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let replaced = after.find("}}").and_then(|end| {
+            let inner = &after[..end];
+            let (b64, name) = match inner.strip_prefix("base64:") {
+                Some(n) => (true, n),
+                None => (false, inner),
+            };
+            if !is_capture_name(name) {
+                return None;
+            }
+            let value = vars.get(name)?;
+            let text = if b64 {
+                base64(value.as_bytes())
+            } else {
+                value.clone()
+            };
+            Some((text, end))
+        });
+        match replaced {
+            Some((text, end)) => {
+                out.push_str(&text);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `text` holds a placeholder (`{{name}}` or `{{base64:name}}`) of any name.
+pub fn has_placeholder(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        if let Some(end) = after.find("}}") {
+            let inner = &after[..end];
+            if is_capture_name(inner.strip_prefix("base64:").unwrap_or(inner)) {
+                return true;
+            }
+        }
+        rest = after;
+    }
+    false
+}
+
+/// A capture name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_capture_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The values a step captures from an answer body: `(name, value as text)` for each pointer
+/// that names a string or a number, and a message for each that does not.
+pub fn capture_values(
+    body: &str,
+    capture: &BTreeMap<String, String>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    if capture.is_empty() {
+        return (found, problems);
+    }
+    let doc: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(_) => {
+            for (name, pointer) in capture {
+                problems.push(format!(
+                    "capture `{name}` ({pointer}): the answer is not JSON: {body}"
+                ));
+            }
+            return (found, problems);
+        }
+    };
+    for (name, pointer) in capture {
+        match doc.pointer(pointer) {
+            Some(Value::String(s)) => found.push((name.clone(), s.clone())),
+            Some(Value::Number(n)) => found.push((name.clone(), n.to_string())),
+            Some(other) => problems.push(format!(
+                "capture `{name}`: {pointer} is {other}, not a string or a number, in {body}"
+            )),
+            None => problems.push(format!(
+                "capture `{name}`: {pointer} is missing in {body}; later steps keep `{{{{{name}}}}}` as written"
+            )),
+        }
+    }
+    (found, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Captured {
+        [("tok", "abc"), ("n", "7")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn substitutes_known_names_only() {
+        assert_eq!(
+            substitute("/a/{{tok}}?n={{n}}&x={{nope}}&b={{base64:tok}}", &vars()),
+            "/a/abc?n=7&x={{nope}}&b=YWJj"
+        );
+        assert_eq!(substitute("{{\"a\":{{tok}}}}", &vars()), "{{\"a\":abc}}");
+        assert_eq!(substitute("{{ tok }} {{", &vars()), "{{ tok }} {{");
+    }
+
+    #[test]
+    fn finds_placeholders() {
+        assert!(has_placeholder("{\"id\":\"{{tok}}\"}"));
+        assert!(has_placeholder("Bearer {{base64:tok}}"));
+        assert!(!has_placeholder("{\"where\":{\"a\":{}}}"));
+    }
+
+    #[test]
+    fn captures_strings_and_numbers() {
+        let capture: BTreeMap<String, String> =
+            [("tok", "/id"), ("uid", "/userId"), ("u", "/user")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let (found, problems) = capture_values(r#"{"id":"xyz","userId":3,"user":{}}"#, &capture);
+        assert_eq!(
+            found,
+            vec![
+                ("tok".to_owned(), "xyz".to_owned()),
+                ("uid".to_owned(), "3".to_owned())
+            ]
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (found, problems) = capture_values("[]", &capture);
+        assert!(found.is_empty());
+        assert!(
+            problems.iter().all(|p| p.contains("missing")),
+            "{problems:?}"
+        );
+    }
 }

@@ -9,7 +9,10 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{App, test};
 
-use oxbow_conformance::{Deviations, Pending, load_json, load_transcript, masked, scratch_copy};
+use oxbow_conformance::{
+    Captured, Deviations, Pending, capture_values, has_placeholder, load_json, load_transcript,
+    masked, scratch_copy, substitute,
+};
 
 async fn boot(
     dir: &Path,
@@ -205,6 +208,9 @@ async fn replay(name: &str, backend: Backend) {
     let mut used = BTreeSet::new();
     let mut pending_hits = 0;
     let mut checked = 0;
+    // Values captured from oxbow's answers (`capture`), put into later requests and into the
+    // recorded answers where LoopBack's own values were written as placeholders.
+    let mut vars = Captured::new();
     for step in &transcript.steps {
         if step.restart {
             drop(app);
@@ -222,6 +228,9 @@ async fn replay(name: &str, backend: Backend) {
         };
         if let Some(name) = &step.collect {
             checked += 1;
+            if let Some(ms) = step.settle_ms.filter(|ms| *ms > 0.0) {
+                actix_rt::time::sleep(std::time::Duration::from_secs_f64(ms / 1000.0)).await;
+            }
             let got = match streams.remove(name) {
                 Some(body) => drain(body).await,
                 None => String::from("<stream never opened>"),
@@ -233,6 +242,7 @@ async fn replay(name: &str, backend: Backend) {
                 }
                 None => expected.body.clone(),
             };
+            let recorded = substitute(&recorded, &vars);
             let (got, want) = (
                 oxbow_conformance::normalize_stream_id(&got),
                 oxbow_conformance::normalize_stream_id(&recorded),
@@ -243,12 +253,14 @@ async fn replay(name: &str, backend: Backend) {
             continue;
         }
         let method = Method::from_bytes(step.method.as_bytes()).expect("method");
-        let mut req = test::TestRequest::default().method(method).uri(&step.path);
+        let mut req = test::TestRequest::default()
+            .method(method)
+            .uri(&substitute(&step.path, &vars));
         for (k, v) in &step.headers {
-            req = req.insert_header((k.as_str(), v.as_str()));
+            req = req.insert_header((k.as_str(), substitute(v, &vars)));
         }
         if let Some(b) = &step.body {
-            req = req.set_payload(b.clone());
+            req = req.set_payload(substitute(b, &vars));
         }
         let resp = test::call_service(&app, req.to_request()).await;
         if let Some(name) = &step.stream {
@@ -269,10 +281,42 @@ async fn replay(name: &str, backend: Backend) {
         let status = resp.status().as_u16();
         let ctype = header(&resp, "content-type").unwrap_or_default();
         let etag = header(&resp, "etag");
-        let header_problems = compare_headers(&resp, &expected.headers, step);
         let coding = header(&resp, "content-encoding");
+        let resp_headers = resp.headers().clone();
         let raw = decode(coding.as_deref(), &test::read_body(resp).await);
         let body = String::from_utf8_lossy(&raw).into_owned();
+
+        // Captures come from oxbow's answer; the recorded answer then reads with oxbow's values
+        // where LoopBack's were (its tokens were written as `{{name}}`).
+        let mut capture_problems = Vec::new();
+        let (found, missing) = capture_values(&body, &step.capture);
+        capture_problems.extend(missing);
+        for (name, value) in found {
+            if let Some(shape) = step.capture_shape.get(&name) {
+                let re = regex::Regex::new(shape)
+                    .unwrap_or_else(|e| panic!("{name}: captureShape {shape:?}: {e}"));
+                if !re.is_match(&value) {
+                    capture_problems.push(format!(
+                        "capture `{name}` = {value:?} does not match its captureShape {shape}"
+                    ));
+                }
+            }
+            vars.insert(name, value);
+        }
+        let placeholders = has_placeholder(&expected.body);
+        let want_body_text = substitute(&expected.body, &vars);
+        let mut want_headers: std::collections::BTreeMap<String, String> = expected
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), substitute(v, &vars)))
+            .collect();
+        if placeholders {
+            // LoopBack's length was that of its own token; the body with oxbow's has its own.
+            if let Some(len) = want_headers.get_mut("content-length") {
+                *len = want_body_text.len().to_string();
+            }
+        }
+        let header_problems = compare_headers(&resp_headers, &want_headers, step);
 
         let (want_status, want_body, exact) = match devs.get(&step.title) {
             Some(d) => {
@@ -281,18 +325,19 @@ async fn replay(name: &str, backend: Backend) {
             }
             None => (
                 expected.status,
-                Some(expected.body.clone()),
+                Some(want_body_text.clone()),
                 step.compare.as_deref() != Some("status"),
             ),
         };
-        let mut problems = Vec::new();
+        let want_body = want_body.map(|b| substitute(&b, &vars));
+        let mut problems = capture_problems;
         if !devs.contains_key(&step.title) {
             problems.extend(header_problems);
         }
         if status != want_status {
             problems.push(format!("status {status}, LoopBack {want_status}"));
         }
-        if let Some(want_ct) = expected.headers.get("content-type") {
+        if let Some(want_ct) = want_headers.get("content-type") {
             if !devs.contains_key(&step.title)
                 && ctype != *want_ct
                 && !(step.method == "HEAD" && ctype.is_empty())
@@ -303,14 +348,17 @@ async fn replay(name: &str, backend: Backend) {
         // Express tags every body `res.send` writes (not errors): same body, same tag, and
         // none where LoopBack sent none. Masked bodies (dates, ids) carry their own tags.
         if exact && step.mask.is_empty() && !devs.contains_key(&step.title) {
-            let want_etag = expected.headers.get("etag");
-            // A HEAD's body is not compared, so neither is its tag, only its presence.
-            let differs =
-                if step.method == "HEAD" || step.ignore_headers.iter().any(|h| h == "etag") {
-                    etag.is_some() != want_etag.is_some()
-                } else {
-                    etag.as_ref() != want_etag
-                };
+            let want_etag = want_headers.get("etag");
+            // A HEAD's body is not compared, so neither is its tag, only its presence; nor is
+            // the tag of a body LoopBack computed over its own captured values.
+            let differs = if step.method == "HEAD"
+                || placeholders
+                || step.ignore_headers.iter().any(|h| h == "etag")
+            {
+                etag.is_some() != want_etag.is_some()
+            } else {
+                etag.as_ref() != want_etag
+            };
             if differs {
                 problems.push(format!("etag {etag:?}, LoopBack {want_etag:?}"));
             }
@@ -396,7 +444,7 @@ fn decode(coding: Option<&str>, bytes: &[u8]) -> Vec<u8> {
 /// Framing headers, dates, ETags (compared above, with their own rules) and `X-Powered-By`
 /// (oxbow never claims to be Express; docs/COMPATIBILITY.md) are left out.
 fn compare_headers(
-    resp: &ServiceResponse,
+    resp: &actix_web::http::header::HeaderMap,
     want: &std::collections::BTreeMap<String, String>,
     step: &oxbow_conformance::Step,
 ) -> Vec<String> {
@@ -416,7 +464,7 @@ fn compare_headers(
         if SKIP.contains(&name.as_str()) {
             continue;
         }
-        let got = header(resp, name);
+        let got = map_header(resp, name);
         if step.ignore_headers.iter().any(|h| h == name) {
             if got.is_none() {
                 out.push(format!("header {name}: missing, LoopBack sends one"));
@@ -428,7 +476,7 @@ fn compare_headers(
         }
     }
     // And nothing LoopBack did not send among the headers middleware sets.
-    for (name, _) in resp.headers() {
+    for (name, _) in resp.iter() {
         let n = name.as_str();
         if SKIP.contains(&n) || want.contains_key(n) {
             continue;
@@ -436,9 +484,10 @@ fn compare_headers(
         out.push(format!("header {n}: oxbow sends it, LoopBack does not"));
     }
     // Content-Length where LoopBack sent one, for bodies compared byte for byte.
-    if let (Some(want_len), Some(got_len)) =
-        (want.get("content-length"), header(resp, "content-length"))
-    {
+    if let (Some(want_len), Some(got_len)) = (
+        want.get("content-length"),
+        map_header(resp, "content-length"),
+    ) {
         if *want_len != got_len && step.method != "HEAD" && step.mask.is_empty() {
             out.push(format!(
                 "header content-length: {got_len:?}, LoopBack {want_len:?}"
@@ -446,6 +495,13 @@ fn compare_headers(
         }
     }
     out
+}
+
+/// A header of a header map as text.
+fn map_header(map: &actix_web::http::header::HeaderMap, name: &str) -> Option<String> {
+    map.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Everything a stream body yields until it has been quiet for 100 ms.
@@ -528,6 +584,8 @@ transcripts! {
     hostile_writes => "hostile-writes",
     hidden_queries => "hidden-queries",
     scopes => "scopes",
+    auth_users => "auth-users",
+    auth_acls => "auth-acls",
 }
 
 /// Every transcript in the folder is replayed: a new file nobody added to the list above
