@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod password;
 pub mod token;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;

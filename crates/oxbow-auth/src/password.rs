@@ -63,12 +63,14 @@ pub async fn verify(plain: String, hash: String) -> bool {
 /// lower-cased unless `caseSensitiveEmail`.
 #[derive(Debug)]
 pub struct UserSetter {
+    /// The model's name, for the 422 of an email that is not a string.
+    pub model: String,
     pub case_sensitive_email: bool,
 }
 
 impl Setter for UserSetter {
     fn applies(&self, property: &str) -> bool {
-        property == "password" || (property == "email" && !self.case_sensitive_email)
+        property == "password" || property == "email"
     }
 
     fn set(&self, property: &str, value: Value) -> Result<Option<Value>> {
@@ -80,7 +82,25 @@ impl Setter for UserSetter {
                 Ok(Some(Value::String(s)))
             }
             ("password", _) => Ok(None),
-            ("email", Value::String(s)) => Ok(Some(Value::String(s.to_lowercase()))),
+            ("email", Value::String(s)) if !self.case_sensitive_email => {
+                Ok(Some(Value::String(s.to_lowercase())))
+            }
+            // User's email validator: `err('string')` (before coercion makes it one).
+            ("email", v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => {
+                let shown = match &v {
+                    Value::Array(_) | Value::Object(_) => v.to_string(),
+                    other => oxbow_core::js::to_js_string(other),
+                };
+                Err(Error::Validation(oxbow_core::ValidationError {
+                    model: self.model.clone(),
+                    violations: vec![oxbow_core::Violation {
+                        property: "email".into(),
+                        code: "custom.string",
+                        message: "is invalid",
+                        shown_value: shown,
+                    }],
+                }))
+            }
             (_, v) => Ok(Some(v)),
         }
     }
@@ -115,7 +135,10 @@ mod tests {
         assert!(validate("").is_err());
         assert!(validate(&"é".repeat(36)).is_ok());
         assert!(validate(&"é".repeat(37)).is_err());
-        let s = UserSetter { case_sensitive_email: false };
+        let s = UserSetter {
+            model: "User".into(),
+            case_sensitive_email: false,
+        };
         assert_eq!(s.set("password", Value::from(5)).unwrap(), None);
         assert_eq!(s.set("email", Value::from("A@B.c")).unwrap(), Some(Value::from("a@b.c")));
     }

@@ -23,6 +23,7 @@ pub mod relations;
 pub mod remote;
 pub mod routes;
 pub mod stream;
+pub mod users;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -817,7 +818,8 @@ async fn call_remote(
                 match &body {
                     Body::Json(v) => Some(v.clone()),
                     Body::Form(m) => Some(Value::Object(m.clone())),
-                    Body::None => None,
+                    // body-parser leaves `{}` when there is no body.
+                    Body::None => Some(Value::Object(Map::new())),
                 },
                 true,
             ),

@@ -263,6 +263,10 @@ pub fn coerce_arg(
         return Ok(None);
     };
     if from_json_body {
+        // A JSON array where an object is declared (`login` with `[]`).
+        if accept.ty == "object" && v.is_array() {
+            return Err(ErrorCode::NotAnObject.err());
+        }
         return Ok(Some(v));
     }
     let text = match &v {

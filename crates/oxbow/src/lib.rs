@@ -50,6 +50,8 @@ pub struct BootContext {
     middleware: HashMap<String, MiddlewareFactory>,
     mixins: HashMap<String, MixinFn>,
     remotes: oxbow_rest::remote::Remotes,
+    role_resolvers: HashMap<String, oxbow_auth::RoleResolver>,
+    user_listeners: Vec<(String, oxbow_rest::users::UserEventListener)>,
 }
 
 /// A mixin a plugin provides: applied to every model whose JSON names it in `mixins`, with the
@@ -57,6 +59,35 @@ pub struct BootContext {
 pub type MixinFn = Arc<dyn Fn(&Arc<Model>, &Value) -> anyhow::Result<()> + Send + Sync>;
 
 impl BootContext {
+    /// `Role.registerResolver(name, fn)`: decides whether the caller is in the role `name`
+    /// (an ACL's `principalId`), for roles `Role`/`RoleMapping` rows do not give.
+    pub fn role_resolver<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn(oxbow_auth::RoleContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = oxbow_core::Result<bool>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.role_resolvers.insert(
+            name.to_owned(),
+            Arc::new(move |c| {
+                let f = f.clone();
+                Box::pin(async move { f(c).await })
+            }),
+        );
+    }
+
+    /// Listens to a User model's event (LoopBack's `User.on(event, fn)`): today
+    /// `resetPasswordRequest`, with `email`, `accessToken`, `user` and `options`; the
+    /// listener gets the model's name too. oxbow has no mail connector: this is where an
+    /// app sends the reset link.
+    pub fn on_user_event(
+        &mut self,
+        event: &str,
+        f: impl Fn(&str, &Value) + Send + Sync + 'static,
+    ) {
+        self.user_listeners.push((event.to_owned(), Arc::new(f)));
+    }
+
     /// A model by name; an error names the models that exist.
     pub fn model(&self, name: &str) -> anyhow::Result<Arc<Model>> {
         self.registry.model(name).cloned().ok_or_else(|| {
@@ -197,7 +228,16 @@ pub async fn build_registry(plan: &AppPlan) -> anyhow::Result<Arc<Registry>> {
             .iter()
             .filter(|m| m.data_source == ds.name)
             .cloned()
-            .map(Arc::new)
+            .map(|mut d| {
+                // A User-based model's password and email setters.
+                if let Some(u) = &d.auth.user {
+                    d.auth.setter = Some(Arc::new(oxbow_auth::password::UserSetter {
+                        model: d.name.to_string(),
+                        case_sensitive_email: u.case_sensitive_email,
+                    }));
+                }
+                Arc::new(d)
+            })
             .collect();
         use oxbow_config::ConnectorPlan;
         let connector: Arc<dyn oxbow_core::Connector> = match &ds.kind {
@@ -310,6 +350,10 @@ fn resolve_data_file(root: &Path, file: &str) -> PathBuf {
 pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Result<Booted> {
     let plan = Arc::new(plan);
     let registry = build_registry(&plan).await?;
+    // LoopBack's User hooks come first, before any a plugin adds.
+    for m in registry.models() {
+        oxbow_auth::users::install(m, registry.model("AccessToken"));
+    }
     let mut ctx = BootContext {
         registry: registry.clone(),
         routes: Vec::new(),
@@ -317,6 +361,8 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
         middleware: HashMap::new(),
         mixins: HashMap::new(),
         remotes: Default::default(),
+        role_resolvers: HashMap::new(),
+        user_listeners: Vec::new(),
     };
     let mut ordered: Vec<&Box<dyn BootPlugin>> = plugins.iter().collect();
     ordered.sort_by_key(|p| p.name().to_lowercase());
@@ -329,10 +375,30 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
     let pipeline = oxbow_rest::pipeline::Compiled::new(&plan.pipeline, &ctx.middleware)?;
     let defs: Vec<&oxbow_core::ModelDefinition> =
         registry.models().iter().map(|m| m.definition()).collect();
-    let endpoints = Arc::new(oxbow_rest::endpoint::Endpoints::build(
-        &defs,
-        &plan.config.shared_methods,
+    let mut endpoints = oxbow_rest::endpoint::Endpoints::build(&defs, &plan.config.shared_methods);
+    let cfg = &plan.config;
+    let token_options = plan
+        .pipeline
+        .token_params()
+        .map(oxbow_auth::TokenOptions::from_params)
+        .unwrap_or_default();
+    let auth = Arc::new(oxbow_auth::Auth::new(
+        &registry,
+        cfg.enable_auth,
+        cfg.acl_error_status,
+        token_options,
+        std::mem::take(&mut ctx.role_resolvers),
     ));
+    if auth.enabled {
+        endpoints.compile_acls(registry.models());
+    }
+    let endpoints = Arc::new(endpoints);
+    oxbow_rest::users::register(
+        &mut ctx.remotes,
+        &registry,
+        &auth,
+        std::mem::take(&mut ctx.user_listeners),
+    );
     for table in endpoints.models() {
         for ep in &table.endpoints {
             let oxbow_rest::endpoint::Action::Remote(_) = ep.action else {
@@ -351,7 +417,6 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
             }
         }
     }
-    let cfg = &plan.config;
     let current = oxbow_rest::generation::Current::new(oxbow_rest::generation::Generation {
         id: 0,
         registry: registry.clone(),
@@ -367,6 +432,7 @@ pub async fn boot(plan: AppPlan, plugins: &[Box<dyn BootPlugin>]) -> anyhow::Res
                 .then(|| std::time::Duration::from_secs_f64(cfg.change_streams.heartbeat_seconds)),
         },
         etag: oxbow_rest::etag::EtagMode::from_config(cfg.raw.get("etag")),
+        auth,
     });
     let (shutdown, _) = tokio::sync::watch::channel(false);
     Ok(Booted {
