@@ -807,6 +807,21 @@ fn compile_auth(
             .and_then(Value::as_array)
             .is_some_and(|c| c.iter().any(|b| b == "User"));
     let mut validations = Vec::new();
+    let extends = |base: &str| {
+        name == base
+            || json
+                .get(CHAIN)
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(|b| b == base))
+    };
+    // role.js: `Role.validatesUniquenessOf('name', {message: 'already exists'})`.
+    if extends("Role") {
+        validations.push(oxbow_core::Validation::Unique {
+            property: "name".into(),
+            message: "already exists",
+            scoped_to: Vec::new(),
+        });
+    }
     if is_user {
         let num = |k: &str, d: f64| {
             setting(json, k)

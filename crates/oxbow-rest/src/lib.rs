@@ -449,7 +449,28 @@ impl Call<'_> {
 
 async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, RestError> {
     let ep = call.endpoint();
-    authorize(call, &body).await?;
+    if let Err(e) = authorize(call, &body).await {
+        // A denied change stream is an ordinary error, with the headers LoopBack's stream
+        // route had already set (and strong-remoting's warning for `_format=event-stream`).
+        if let Action::Crud(Op::ChangeStream | Op::RecordChangeStream) = &ep.action {
+            let mut resp = error_response(call.req, &call.plan.query, &e);
+            let h = resp.headers_mut();
+            h.insert(
+                actix_web::http::header::CONTENT_ENCODING,
+                actix_web::http::header::HeaderValue::from_static("x-no-compression"),
+            );
+            if call.plan.query.get("_format").and_then(Value::as_str) == Some("event-stream") {
+                h.insert(
+                    actix_web::http::header::HeaderName::from_static("x-warning"),
+                    actix_web::http::header::HeaderValue::from_static(
+                        "Response _format \"event-stream\" is not supportedused \"json\" instead\"",
+                    ),
+                );
+            }
+            return Ok(Outcome::Response(resp));
+        }
+        return Err(e);
+    }
     let out = match &ep.action {
         Action::Remote(m) => return call_remote(call, m, body).await,
         Action::Crud(op @ (Op::ChangeStream | Op::RecordChangeStream)) => {

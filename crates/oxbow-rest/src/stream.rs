@@ -156,6 +156,8 @@ struct Run {
     framing: Framing,
     opts: StreamOptions,
     shutdown: watch::Receiver<bool>,
+    /// The shutdown sender is gone (an in-process app dropped): no shutdown will come.
+    shutdown_gone: bool,
     id: String,
     /// Chunks to send before reading the feed.
     queued: std::collections::VecDeque<Bytes>,
@@ -204,10 +206,16 @@ impl Run {
             }
             let heartbeat = self.opts.heartbeat.filter(|_| self.framing == Framing::Sse);
             let recv = self.changes.recv();
+            let gone = self.shutdown_gone;
             let shutdown = self.shutdown.changed();
             let got = tokio::select! {
                 r = recv => Some(r),
-                _ = shutdown => None,
+                r = shutdown, if !gone => {
+                    if r.is_err() {
+                        self.shutdown_gone = true;
+                    }
+                    None
+                }
                 _ = sleep_or_never(heartbeat) => return Some(Bytes::from_static(b":heartbeat\n\n")),
             };
             match got {
@@ -310,6 +318,7 @@ pub async fn open(
         framing,
         opts,
         shutdown,
+        shutdown_gone: false,
         id,
         queued,
         last_sent,

@@ -212,6 +212,9 @@ async fn replay(name: &str, backend: Backend) {
     // recorded answers where LoopBack's own values were written as placeholders.
     let mut vars = Captured::new();
     for step in &transcript.steps {
+        if std::env::var_os("OXBOW_REPLAY_TRACE").is_some() {
+            eprintln!("step: {}", step.title);
+        }
         if step.restart {
             drop(app);
             volatile.iter().for_each(|f| remove_database(f));
