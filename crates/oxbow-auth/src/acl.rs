@@ -64,20 +64,45 @@ impl MethodRules {
 pub(crate) struct Snapshot<T> {
     model: Arc<Model>,
     state: Mutex<(ChangeStream, Option<Arc<T>>)>,
+    /// Set by this process's own writes at once (a logged feed delivers them a few
+    /// milliseconds later).
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A flag the model's own writes set (after save, after delete), so what is cached from it
+/// is dropped before the next read even where the feed delivers the change later.
+pub(crate) fn written_flag(model: &Model, creates_too: bool) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    model.observe(oxbow_core::Operation::AfterSave, move |ctx| {
+        if creates_too || ctx.is_new_instance != Some(true) {
+            f.store(true, Ordering::Release);
+        }
+        Box::pin(async { Ok(()) })
+    });
+    let f = flag.clone();
+    model.observe(oxbow_core::Operation::AfterDelete, move |_| {
+        f.store(true, Ordering::Release);
+        Box::pin(async { Ok(()) })
+    });
+    flag
 }
 
 impl<T> Snapshot<T> {
     pub(crate) fn new(model: Arc<Model>) -> Self {
         let changes = model.subscribe();
+        let dirty = written_flag(&model, true);
         Self {
             model,
             state: Mutex::new((changes, None)),
+            dirty,
         }
     }
 
     /// Drains the feed; `true` when something changed.
-    fn drain(state: &mut (ChangeStream, Option<Arc<T>>)) -> bool {
-        let mut changed = false;
+    fn drain(&self, state: &mut (ChangeStream, Option<Arc<T>>)) -> bool {
+        let mut changed = self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
         while let Some(r) = state.0.try_recv() {
             changed = true;
             if matches!(r, Err(oxbow_core::RecvError::Closed)) {
@@ -90,10 +115,13 @@ impl<T> Snapshot<T> {
         changed
     }
 
-    pub(crate) async fn get(&self, build: impl FnOnce(Vec<Arc<Row>>) -> T) -> oxbow_core::Result<Arc<T>> {
+    pub(crate) async fn get(
+        &self,
+        build: impl FnOnce(Vec<Arc<Row>>) -> T,
+    ) -> oxbow_core::Result<Arc<T>> {
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            Self::drain(&mut st);
+            self.drain(&mut st);
             if let Some(v) = &st.1 {
                 return Ok(v.clone());
             }
@@ -105,7 +133,7 @@ impl<T> Snapshot<T> {
         let value = Arc::new(build(rows));
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // A change while loading: use what was read for this call, keep nothing.
-        if !Self::drain(&mut st) {
+        if !self.drain(&mut st) {
             st.1 = Some(value.clone());
         }
         Ok(value)
@@ -171,8 +199,14 @@ pub struct Check<'a> {
 }
 
 impl Acls {
-    pub fn new(registry: &Registry, resolvers: HashMap<String, RoleResolver>) -> Self {
-        let model = |name: &str| registry.model(name).cloned();
+    /// The data of `registry`'s ACL, Role and RoleMapping models (watched only when
+    /// `enabled`: an app without auth reads none of it).
+    pub fn new(
+        registry: &Registry,
+        resolvers: HashMap<String, RoleResolver>,
+        enabled: bool,
+    ) -> Self {
+        let model = |name: &str| registry.model(name).filter(|_| enabled).cloned();
         Self {
             rows: model("ACL").map(Snapshot::new),
             roles: model("Role").map(Snapshot::new),
@@ -307,7 +341,11 @@ impl Acls {
 
     /// The `$owner` resolver (`Role.isOwner`).
     async fn is_owner(&self, check: &Check<'_>, user: Option<Value>) -> oxbow_core::Result<bool> {
-        let Some(model_id) = check.model_id.as_ref().filter(|v| oxbow_core::js::truthy(v)) else {
+        let Some(model_id) = check
+            .model_id
+            .as_ref()
+            .filter(|v| oxbow_core::js::truthy(v))
+        else {
             return Ok(false);
         };
         let Some(user) = user.filter(oxbow_core::js::truthy) else {
@@ -338,15 +376,18 @@ impl Acls {
                 .model(name)
                 .is_some_and(|m| m.definition().auth.user.is_some())
         };
-        let user_relations = def.relations.iter().filter(|r| {
-            r.kind == oxbow_core::RelationKind::BelongsTo && is_user_model(&r.target)
-        });
+        let user_relations = def
+            .relations
+            .iter()
+            .filter(|r| r.kind == oxbow_core::RelationKind::BelongsTo && is_user_model(&r.target));
         let named: Vec<&oxbow_core::Relation> = match &def.auth.owner_relations {
             None => {
                 // Legacy: `userId`, else `owner` (unless a relation of that name hides it).
                 let relation_named = |n: &str| def.relations.iter().any(|r| r.name == n);
                 let owner_id = match record.get("userId") {
-                    Some(v) if oxbow_core::js::truthy(v) && !relation_named("userId") => Some(v.clone()),
+                    Some(v) if oxbow_core::js::truthy(v) && !relation_named("userId") => {
+                        Some(v.clone())
+                    }
                     _ if relation_named("owner") => None,
                     _ => record.get("owner").cloned(),
                 };
@@ -383,7 +424,9 @@ impl Acls {
 fn principal_of(caller: &Caller) -> Option<(String, String)> {
     let t = caller.token()?;
     Some((
-        t.principal_type.clone().unwrap_or_else(|| "USER".to_owned()),
+        t.principal_type
+            .clone()
+            .unwrap_or_else(|| "USER".to_owned()),
         t.user_key()?,
     ))
 }

@@ -59,7 +59,13 @@ impl Auth {
             .map(|m| token::TokenCache::new(m.clone(), TOKEN_CACHE_CAPACITY));
         let eternal_allowed = registry
             .model("User")
-            .and_then(|m| m.definition().auth.user.as_ref().map(|u| u.allow_eternal_tokens))
+            .and_then(|m| {
+                m.definition()
+                    .auth
+                    .user
+                    .as_ref()
+                    .map(|u| u.allow_eternal_tokens)
+            })
             .unwrap_or(false);
         Self {
             enabled,
@@ -67,7 +73,7 @@ impl Auth {
             token_options,
             tokens,
             eternal_allowed,
-            acls: acl::Acls::new(registry, resolvers),
+            acls: acl::Acls::new(registry, resolvers, enabled),
         }
     }
 
@@ -93,7 +99,10 @@ impl Auth {
         cache.forget(id);
         cache
             .model()
-            .delete_by_id(&serde_json::Value::String(id.to_owned()), &Caller::anonymous())
+            .delete_by_id(
+                &serde_json::Value::String(id.to_owned()),
+                &Caller::anonymous(),
+            )
             .await?;
         Ok(TokenState::Invalid)
     }

@@ -86,7 +86,10 @@ impl Setter for UserSetter {
                 Ok(Some(Value::String(s.to_lowercase())))
             }
             // User's email validator: `err('string')` (before coercion makes it one).
-            ("email", v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => {
+            (
+                "email",
+                v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_)),
+            ) => {
                 let shown = match &v {
                     Value::Array(_) | Value::Object(_) => v.to_string(),
                     other => oxbow_core::js::to_js_string(other),
@@ -112,8 +115,14 @@ mod tests {
 
     // Made by LoopBack 3.28's bcryptjs (10 rounds, `hashSync`) for these passwords.
     const LOOPBACK_HASHES: &[(&str, &str)] = &[
-        ("opensesame", "$2a$10$wMvfRPwZMBKyXgI44R/xt.HsyIi9zrtr3f7AyCjuidd.PVFDU6XZe"),
-        ("ünïcödé pässwörd", "$2a$10$rLKs4n4ZxCOjLloB0c9/Beglf97iXeFvxxxPYi4pesuswH97/0GMi"),
+        (
+            "opensesame",
+            "$2a$10$wMvfRPwZMBKyXgI44R/xt.HsyIi9zrtr3f7AyCjuidd.PVFDU6XZe",
+        ),
+        (
+            "ünïcödé pässwörd",
+            "$2a$10$rLKs4n4ZxCOjLloB0c9/Beglf97iXeFvxxxPYi4pesuswH97/0GMi",
+        ),
     ];
 
     #[tokio::test(flavor = "current_thread")]
@@ -140,6 +149,9 @@ mod tests {
             case_sensitive_email: false,
         };
         assert_eq!(s.set("password", Value::from(5)).unwrap(), None);
-        assert_eq!(s.set("email", Value::from("A@B.c")).unwrap(), Some(Value::from("a@b.c")));
+        assert_eq!(
+            s.set("email", Value::from("A@B.c")).unwrap(),
+            Some(Value::from("a@b.c"))
+        );
     }
 }

@@ -66,7 +66,11 @@ impl TokenOptions {
     pub fn from_params(p: &serde_json::Map<String, Value>) -> Self {
         let list = |k: &str| -> Vec<String> {
             match p.get(k) {
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
                 _ => Vec::new(),
             }
         };
@@ -91,8 +95,17 @@ impl TokenOptions {
         query: impl Fn(&str) -> Option<&'a Value>,
         header: impl Fn(&str) -> Option<&'a str>,
     ) -> Option<String> {
-        let defaults_p: &[&str] = if self.search_default_keys { &["access_token"] } else { &[] };
-        for name in self.params.iter().map(String::as_str).chain(defaults_p.iter().copied()) {
+        let defaults_p: &[&str] = if self.search_default_keys {
+            &["access_token"]
+        } else {
+            &[]
+        };
+        for name in self
+            .params
+            .iter()
+            .map(String::as_str)
+            .chain(defaults_p.iter().copied())
+        {
             if let Some(Value::String(s)) = query(name) {
                 if s.is_empty() {
                     return None;
@@ -105,7 +118,12 @@ impl TokenOptions {
         } else {
             &[]
         };
-        for name in self.headers.iter().map(String::as_str).chain(defaults_h.iter().copied()) {
+        for name in self
+            .headers
+            .iter()
+            .map(String::as_str)
+            .chain(defaults_h.iter().copied())
+        {
             let Some(v) = header(name) else { continue };
             if v.is_empty() {
                 continue;
@@ -143,7 +161,11 @@ fn lossy_base64(s: &str) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/')
         .collect();
     // A lone last character carries no whole byte: Node drops it.
-    let usable = if clean.len() % 4 == 1 { clean.len() - 1 } else { clean.len() };
+    let usable = if clean.len() % 4 == 1 {
+        clean.len() - 1
+    } else {
+        clean.len()
+    };
     const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
@@ -167,7 +189,12 @@ pub fn from_row(row: &Row) -> Option<AccessToken> {
     let created = record.get("created").and_then(Value::as_str)?;
     let created_ms = oxbow_core::js::parse_date_str(created)?.timestamp_millis();
     let scopes = match record.get("scopes") {
-        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
         _ => None,
     };
     Some(AccessToken {
@@ -176,7 +203,10 @@ pub fn from_row(row: &Row) -> Option<AccessToken> {
         ttl,
         created_ms,
         scopes,
-        principal_type: record.get("principalType").and_then(Value::as_str).map(str::to_owned),
+        principal_type: record
+            .get("principalType")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         record,
     })
 }
@@ -206,6 +236,8 @@ pub enum Lookup {
 /// deleted or changed token is never served from here.
 pub struct TokenCache {
     model: Arc<Model>,
+    /// Set by this process's own updates and deletes of tokens (see [`crate::acl`]).
+    dirty: Arc<std::sync::atomic::AtomicBool>,
     state: Mutex<CacheState>,
     capacity: usize,
 }
@@ -217,15 +249,19 @@ struct CacheState {
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache").field("model", &self.model.name()).finish()
+        f.debug_struct("TokenCache")
+            .field("model", &self.model.name())
+            .finish()
     }
 }
 
 impl TokenCache {
     pub fn new(model: Arc<Model>, capacity: usize) -> Self {
         let changes = model.subscribe();
+        let dirty = crate::acl::written_flag(&model, false);
         Self {
             model,
+            dirty,
             state: Mutex::new(CacheState {
                 changes,
                 tokens: HashMap::new(),
@@ -240,6 +276,9 @@ impl TokenCache {
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, CacheState> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            state.tokens.clear();
+        }
         while let Some(change) = state.changes.try_recv() {
             match change {
                 Ok(e) if e.kind == ChangeType::Create => {}
@@ -266,7 +305,10 @@ impl TokenCache {
         }
         let row = self
             .model
-            .find_by_id(&Value::String(id.to_owned()), &oxbow_core::Caller::anonymous())
+            .find_by_id(
+                &Value::String(id.to_owned()),
+                &oxbow_core::Caller::anonymous(),
+            )
             .await?;
         let Some(row) = row else {
             return Ok(Lookup::Unknown);
@@ -319,7 +361,10 @@ mod tests {
         let h = |k: &str| (k == "authorization").then_some("Bearer VE9L");
         assert_eq!(o.id_for_request(|_| None, h).as_deref(), Some("TOK"));
         let basic = |k: &str| (k == "authorization").then_some("Basic OmxvbmdlcnRva2Vu");
-        assert_eq!(o.id_for_request(|_| None, basic).as_deref(), Some("longertoken"));
+        assert_eq!(
+            o.id_for_request(|_| None, basic).as_deref(),
+            Some("longertoken")
+        );
         let raw = |k: &str| (k == "x-access-token").then_some("RAW");
         assert_eq!(o.id_for_request(|_| None, raw).as_deref(), Some("RAW"));
         let arr = serde_json::json!({"access_token": ["a", "b"]});

@@ -49,7 +49,11 @@ pub fn install(user: &Arc<Model>, tokens: Option<&Arc<Model>>) {
                 let id = record
                     .get(&id_name)
                     .cloned()
-                    .or_else(|| ctx.current_instance.as_ref().and_then(|c| c.get(&id_name).cloned()))
+                    .or_else(|| {
+                        ctx.current_instance
+                            .as_ref()
+                            .and_then(|c| c.get(&id_name).cloned())
+                    })
                     .or_else(|| ctx.where_.as_ref().and_then(|w| w.get(&id_name).cloned()))
                     .filter(|v| !v.is_object() && !v.is_null());
                 let Some(id) = id else { return Ok(()) };
@@ -94,11 +98,16 @@ pub fn install(user: &Arc<Model>, tokens: Option<&Arc<Model>>) {
                     return Ok(());
                 };
                 let key = oxbow_core::js::to_js_string(&id);
-                let was = ending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                let was = ending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 if !was {
                     return Ok(());
                 }
-                let Some(tokens) = tokens.upgrade() else { return Ok(()) };
+                let Some(tokens) = tokens.upgrade() else {
+                    return Ok(());
+                };
                 let mut w = json!({"userId": id});
                 if let Some(own) = ctx.caller.token() {
                     w["id"] = json!({"neq": own.id});
@@ -147,7 +156,10 @@ pub fn install(user: &Arc<Model>, tokens: Option<&Arc<Model>>) {
 /// token model's `before save` makes it).
 pub fn new_token(ttl: f64, user_id: Value) -> Record {
     let mut r = Record::new();
-    r.insert("id".into(), Value::String(crate::token::new_id(crate::token::DEFAULT_ID_LENGTH)));
+    r.insert(
+        "id".into(),
+        Value::String(crate::token::new_id(crate::token::DEFAULT_ID_LENGTH)),
+    );
     r.insert("ttl".into(), oxbow_core::js::number_value(ttl));
     r.insert("userId".into(), user_id);
     r

@@ -471,9 +471,10 @@ fn resolve_base(
             // The model's own properties first, then the base's it does not redefine (a
             // base id only when the model declares none), as `ModelClass.extend` lists them.
             ("properties", Some(Value::Object(bp)), Value::Object(own)) => {
-                let own_id = own
-                    .values()
-                    .any(|p| p.get("id").is_some_and(|i| i != &Value::Bool(false) && !i.is_null()));
+                let own_id = own.values().any(|p| {
+                    p.get("id")
+                        .is_some_and(|i| i != &Value::Bool(false) && !i.is_null())
+                });
                 let mut props = Map::new();
                 for (pk, pv) in &own {
                     if !pv.is_null() {
@@ -481,7 +482,9 @@ fn resolve_base(
                     }
                 }
                 for (pk, pv) in std::mem::take(bp) {
-                    let is_id = pv.get("id").is_some_and(|i| i != &Value::Bool(false) && !i.is_null());
+                    let is_id = pv
+                        .get("id")
+                        .is_some_and(|i| i != &Value::Bool(false) && !i.is_null());
                     if own.contains_key(&pk) || (own_id && is_id) {
                         continue;
                     }
@@ -767,7 +770,11 @@ fn compile_auth(
                     } else {
                         format!("/acls/{i}/{field}")
                     };
-                    problems.push(Problem::new(file, &pointer, &format!("expected {expected}")));
+                    problems.push(Problem::new(
+                        file,
+                        &pointer,
+                        &format!("expected {expected}"),
+                    ));
                 }
             }
         }
@@ -797,7 +804,10 @@ fn compile_auth(
     auth.owner_relations = match setting(json, "ownerRelations") {
         Some(Value::Bool(true)) => Some(oxbow_core::OwnerRelations::All),
         Some(Value::Array(a)) => Some(oxbow_core::OwnerRelations::Named(
-            a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
         )),
         _ => None,
     };
@@ -837,7 +847,9 @@ fn compile_auth(
             case_sensitive_email: flag("caseSensitiveEmail", false),
             email_verification_required: flag("emailVerificationRequired", false),
             realm_required: flag("realmRequired", false)
-                || setting(json, "realmDelimiter").and_then(Value::as_str).is_some_and(|d| !d.is_empty()),
+                || setting(json, "realmDelimiter")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.is_empty()),
             realm_delimiter: setting(json, "realmDelimiter")
                 .and_then(Value::as_str)
                 .filter(|d| !d.is_empty())
@@ -851,7 +863,10 @@ fn compile_auth(
                 false,
             ),
             restrict_reset_password_token_scope: flag("restrictResetPasswordTokenScope", false),
-            reset_password_token_ttl: num("resetPasswordTokenTTL", defaults.reset_password_token_ttl),
+            reset_password_token_ttl: num(
+                "resetPasswordTokenTTL",
+                defaults.reset_password_token_ttl,
+            ),
         };
         let realm_scoped = setting(json, "realmRequired").and_then(Value::as_bool) == Some(true)
             && user.realm_delimiter.is_some();

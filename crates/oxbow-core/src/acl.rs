@@ -91,7 +91,10 @@ impl AclRule {
         Self::from_map(model, o)
     }
 
-    pub fn from_map(model: &str, o: &Map<String, Value>) -> Result<Self, (&'static str, &'static str)> {
+    pub fn from_map(
+        model: &str,
+        o: &Map<String, Value>,
+    ) -> Result<Self, (&'static str, &'static str)> {
         let text = |k: &'static str| -> Result<Option<String>, (&'static str, &'static str)> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -106,13 +109,22 @@ impl AclRule {
             Some(Value::String(s)) => PropertySpec::One(s.clone()),
             Some(Value::Array(a)) => PropertySpec::Many(
                 a.iter()
-                    .map(|v| v.as_str().map(str::to_owned).ok_or(("property", "a method name or an array of method names")))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or(("property", "a method name or an array of method names"))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             Some(_) => return Err(("property", "a method name or an array of method names")),
         };
-        let access_type = text("accessType")?.filter(|s| !s.is_empty()).unwrap_or_else(|| ALL.to_owned());
-        if !matches!(access_type.as_str(), "READ" | "WRITE" | "EXECUTE" | "REPLICATE" | ALL) {
+        let access_type = text("accessType")?
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ALL.to_owned());
+        if !matches!(
+            access_type.as_str(),
+            "READ" | "WRITE" | "EXECUTE" | "REPLICATE" | ALL
+        ) {
             return Err(("accessType", "READ, WRITE, EXECUTE, REPLICATE or *"));
         }
         let permission = match text("permission")? {
@@ -162,7 +174,12 @@ impl AclRule {
         let parts = [
             (self.model.as_str(), req.model.as_str(), false, false),
             (self.property_value(), req.property.as_str(), true, false),
-            (self.access_type.as_str(), req.access_type.as_str(), false, true),
+            (
+                self.access_type.as_str(),
+                req.access_type.as_str(),
+                false,
+                true,
+            ),
         ];
         for (rule, asked, is_property, is_access) in parts {
             score *= 4;
@@ -248,27 +265,38 @@ mod tests {
 
     #[test]
     fn the_more_specific_rule_wins_and_deny_wins_ties() {
-        let deny_all = rule(json!({"principalType":"ROLE","principalId":"$everyone","permission":"DENY"}));
-        let allow_read = rule(json!({"accessType":"READ","principalType":"ROLE","principalId":"$everyone","permission":"ALLOW"}));
+        let deny_all =
+            rule(json!({"principalType":"ROLE","principalId":"$everyone","permission":"DENY"}));
+        let allow_read = rule(
+            json!({"accessType":"READ","principalType":"ROLE","principalId":"$everyone","permission":"ALLOW"}),
+        );
         let r = req("find", "READ");
         assert!(allow_read.score(&r) > deny_all.score(&r));
-        let allow_all = rule(json!({"principalType":"ROLE","principalId":"$everyone","permission":"ALLOW"}));
+        let allow_all =
+            rule(json!({"principalType":"ROLE","principalId":"$everyone","permission":"ALLOW"}));
         assert!(deny_all.score(&r) > allow_all.score(&r));
         // A rule for another access type does not apply.
-        let write = rule(json!({"accessType":"WRITE","principalType":"ROLE","principalId":"$everyone"}));
+        let write =
+            rule(json!({"accessType":"WRITE","principalType":"ROLE","principalId":"$everyone"}));
         assert_eq!(write.score(&r), None);
         // EXECUTE matches every access type exactly.
-        let exec = rule(json!({"accessType":"EXECUTE","principalType":"ROLE","principalId":"$everyone"}));
+        let exec =
+            rule(json!({"accessType":"EXECUTE","principalType":"ROLE","principalId":"$everyone"}));
         assert!(exec.score(&r).is_some());
     }
 
     #[test]
     fn static_rules_name_the_real_method_only() {
-        let r = rule(json!({"property":["find","create"],"principalType":"ROLE","principalId":"$everyone"}));
+        let r = rule(
+            json!({"property":["find","create"],"principalType":"ROLE","principalId":"$everyone"}),
+        );
         assert!(r.for_method("find").is_some());
         assert!(r.for_method("findById").is_none());
         let star = rule(json!({"principalType":"ROLE","principalId":"$everyone"}));
-        assert_eq!(star.for_method("x").unwrap().property, PropertySpec::One("*".into()));
+        assert_eq!(
+            star.for_method("x").unwrap().property,
+            PropertySpec::One("*".into())
+        );
         assert!(AclRule::from_json("Car", &json!({"permission":"MAYBE"})).is_err());
     }
 }

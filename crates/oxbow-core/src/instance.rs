@@ -327,18 +327,24 @@ pub fn is_email(s: &str) -> bool {
         return false;
     };
     let (local, domain) = (&s[..at], &s[at + 1..]);
-    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
     let local_ok = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
         let inner = &local[1..local.len() - 1];
         !inner.contains(|c: char| c == '"' || c == '\\' || c.is_ascii_control())
     } else {
-        !local.is_empty() && local.split('.').all(|p| !p.is_empty() && p.chars().all(atext))
+        !local.is_empty()
+            && local
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(atext))
     };
     if !local_ok || local.len() > 64 || domain.is_empty() {
         return false;
     }
     if domain.starts_with('[') && domain.ends_with(']') {
-        return domain[1..domain.len() - 1].parse::<std::net::IpAddr>().is_ok()
+        return domain[1..domain.len() - 1]
+            .parse::<std::net::IpAddr>()
+            .is_ok()
             || domain[1..domain.len() - 1]
                 .strip_prefix("IPv6:")
                 .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
@@ -348,7 +354,9 @@ pub fn is_email(s: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
     })
 }
 

@@ -220,7 +220,11 @@ impl ErrorCode {
             },
             Self::LoginEmailNotVerified => ErrorSpec {
                 code: Some("LOGIN_FAILED_EMAIL_NOT_VERIFIED"),
-                ..e(401, "Error", "login failed as the email has not been verified")
+                ..e(
+                    401,
+                    "Error",
+                    "login failed as the email has not been verified",
+                )
             },
             Self::UsernameEmailRequired => ErrorSpec {
                 code: Some("USERNAME_EMAIL_REQUIRED"),

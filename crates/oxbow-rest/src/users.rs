@@ -48,7 +48,9 @@ pub fn register(
         let methods: [(&str, fn(Ctx, RemoteCall) -> Fut); 7] = [
             ("login", |c, call| Box::pin(login(c, call))),
             ("logout", |c, call| Box::pin(logout(c, call))),
-            ("changePassword", |c, call| Box::pin(change_password(c, call))),
+            ("changePassword", |c, call| {
+                Box::pin(change_password(c, call))
+            }),
             ("setPassword", |c, call| Box::pin(set_password(c, call))),
             ("resetPassword", |c, call| Box::pin(reset_password(c, call))),
             ("confirm", |c, call| Box::pin(confirm(c, call))),
@@ -117,19 +119,34 @@ async fn login(ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> {
     let split = |v: &Value| -> (Option<String>, Value) {
         match (v, s.realm_delimiter.as_deref()) {
             (Value::String(name), Some(d)) => match name.find(d) {
-                Some(i) => (Some(name[..i].to_owned()), Value::String(name[i + d.len()..].to_owned())),
+                Some(i) => (
+                    Some(name[..i].to_owned()),
+                    Value::String(name[i + d.len()..].to_owned()),
+                ),
                 None => (None, v.clone()),
             },
             _ => (None, v.clone()),
         }
     };
-    let mut realm = if s.realm_required { truthy("realm") } else { None };
+    let mut realm = if s.realm_required {
+        truthy("realm")
+    } else {
+        None
+    };
     if let Some(email) = truthy("email") {
-        let (r, e) = if s.realm_required { split(&email) } else { (None, email) };
+        let (r, e) = if s.realm_required {
+            split(&email)
+        } else {
+            (None, email)
+        };
         realm = r.map(Value::String).or(realm);
         query.push(("email", e));
     } else if let Some(username) = truthy("username") {
-        let (r, u) = if s.realm_required { split(&username) } else { (None, username) };
+        let (r, u) = if s.realm_required {
+            split(&username)
+        } else {
+            (None, username)
+        };
         realm = r.map(Value::String).or(realm);
         query.push(("username", u));
     }
@@ -235,7 +252,11 @@ async fn token_user(call: &RemoteCall) -> Result<(Value, oxbow_core::Record), Re
         .unwrap_or(Value::Null);
     let row = match id.is_null() {
         true => None,
-        false => call.model.find_by_id(&call.model.coerce_id(&id), &call.caller).await?,
+        false => {
+            call.model
+                .find_by_id(&call.model.coerce_id(&id), &call.caller)
+                .await?
+        }
     };
     match row {
         Some(r) => Ok((id, r.to_record())),
@@ -244,7 +265,11 @@ async fn token_user(call: &RemoteCall) -> Result<(Value, oxbow_core::Record), Re
 }
 
 fn user_not_found(id: &Value) -> RestError {
-    let shown = if id.is_null() { "undefined".to_owned() } else { js::to_js_string(id) };
+    let shown = if id.is_null() {
+        "undefined".to_owned()
+    } else {
+        js::to_js_string(id)
+    };
     let mut e = RestError::new(401, format!("User {shown} not found"));
     e.code = Some("USER_NOT_FOUND".into());
     e
@@ -337,7 +362,8 @@ async fn reset_password(ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> 
         .get(model.definition().id_name())
         .cloned()
         .unwrap_or(Value::Null);
-    let mut token = oxbow_auth::users::new_token(s.reset_password_token_ttl.min(s.max_ttl), user_id);
+    let mut token =
+        oxbow_auth::users::new_token(s.reset_password_token_ttl.min(s.max_ttl), user_id);
     if s.restrict_reset_password_token_scope {
         token.insert("scopes".into(), json!(["reset-password"]));
     }
@@ -362,7 +388,10 @@ async fn confirm(_ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> {
     let model = &call.model;
     let uid = call.args.get("uid").cloned().unwrap_or(Value::Null);
     let token = call.args.get("token").cloned().unwrap_or(Value::Null);
-    let Some(user) = model.find_by_id(&model.coerce_id(&uid), &call.caller).await? else {
+    let Some(user) = model
+        .find_by_id(&model.coerce_id(&uid), &call.caller)
+        .await?
+    else {
         let mut e = RestError::new(404, format!("User not found: {}", js::to_js_string(&uid)));
         e.code = Some("USER_NOT_FOUND".into());
         return Err(e);
@@ -380,11 +409,16 @@ async fn confirm(_ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> {
         .get(model.definition().id_name())
         .cloned()
         .unwrap_or(Value::Null);
-    model.patch_attributes(&id, patch, true, &call.caller).await?;
+    model
+        .patch_attributes(&id, patch, true, &call.caller)
+        .await?;
     Ok(Value::Null)
 }
 
 /// `verify` sends a mail; oxbow has no mail connector (LoopBack 3 without one crashes).
 async fn verify(_ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> {
-    Err(ErrorCode::NotImplemented.with(&[&call.model.name(), &"prototype.verify (it needs a mail connector)"]))
+    Err(ErrorCode::NotImplemented.with(&[
+        &call.model.name(),
+        &"prototype.verify (it needs a mail connector)",
+    ]))
 }

@@ -80,11 +80,7 @@ impl BootContext {
     /// `resetPasswordRequest`, with `email`, `accessToken`, `user` and `options`; the
     /// listener gets the model's name too. oxbow has no mail connector: this is where an
     /// app sends the reset link.
-    pub fn on_user_event(
-        &mut self,
-        event: &str,
-        f: impl Fn(&str, &Value) + Send + Sync + 'static,
-    ) {
+    pub fn on_user_event(&mut self, event: &str, f: impl Fn(&str, &Value) + Send + Sync + 'static) {
         self.user_listeners.push((event.to_owned(), Arc::new(f)));
     }
 
