@@ -241,7 +241,7 @@ pub struct AccessRequest {
 pub fn rank(rules: Vec<AclRule>, req: &AccessRequest) -> Vec<(Option<i64>, AclRule)> {
     let mut scored: Vec<(Option<i64>, AclRule)> =
         rules.into_iter().map(|r| (r.score(req), r)).collect();
-    scored.sort_by(|a, b| b.0.unwrap_or(-1).cmp(&a.0.unwrap_or(-1)));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0.unwrap_or(-1)));
     scored
 }
 

@@ -292,10 +292,7 @@ impl Model {
             let id_name = self.def.id_name();
             let other = |row: &Arc<Row>| {
                 let theirs = row.to_record().get(id_name).cloned();
-                match (
-                    own_id.filter(|v| js::truthy(v)),
-                    theirs.filter(|v| js::truthy(v)),
-                ) {
+                match (own_id.filter(|v| js::truthy(v)), theirs.filter(js::truthy)) {
                     (Some(a), Some(b)) => js::to_js_string(a) != js::to_js_string(&b),
                     _ => true,
                 }

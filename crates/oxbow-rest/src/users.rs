@@ -45,7 +45,7 @@ pub fn register(
             continue;
         }
         let name = model.name().to_owned();
-        let methods: [(&str, fn(Ctx, RemoteCall) -> Fut); 7] = [
+        let methods: [(&str, Method); 7] = [
             ("login", |c, call| Box::pin(login(c, call))),
             ("logout", |c, call| Box::pin(logout(c, call))),
             ("changePassword", |c, call| {
@@ -79,6 +79,9 @@ pub fn register(
 }
 
 type Fut = futures_util::future::LocalBoxFuture<'static, Result<Value, RestError>>;
+
+/// One User method's implementation.
+type Method = fn(Ctx, RemoteCall) -> Fut;
 
 fn settings(model: &Model) -> oxbow_core::UserSettings {
     model.definition().auth.user.clone().unwrap_or_default()
