@@ -84,6 +84,20 @@ pub enum ErrorCode {
     LogoutNoToken,
     /// Logout with a token that is not there (any more).
     LogoutUnknownToken,
+    /// changePassword / setPassword: the token's user is gone.
+    UserNotFound,
+    /// changePassword with the wrong old password.
+    InvalidCurrentPassword,
+    /// resetPassword without an email.
+    EmailRequired,
+    /// resetPassword for an email no user has.
+    EmailNotFound,
+    /// resetPassword with `emailVerificationRequired` and an unverified email.
+    ResetEmailNotVerified,
+    /// confirm for a user that does not exist.
+    ConfirmUserNotFound,
+    /// confirm with the wrong verification token.
+    ConfirmInvalidToken,
     /// A model operation's own error ([`oxbow_core::Error`]: 400, 404 `MODEL_NOT_FOUND`,
     /// 409, 422 `ValidationError`, a hook's status).
     Model,
@@ -248,6 +262,34 @@ impl ErrorCode {
             },
             Self::LogoutNoToken => e(401, "Error", "accessToken is required to logout"),
             Self::LogoutUnknownToken => e(401, "Error", "Could not find accessToken"),
+            Self::UserNotFound => ErrorSpec {
+                code: Some("USER_NOT_FOUND"),
+                ..e(401, "Error", "User {} not found")
+            },
+            Self::InvalidCurrentPassword => ErrorSpec {
+                code: Some("INVALID_PASSWORD"),
+                ..e(400, "Error", "Invalid current password")
+            },
+            Self::EmailRequired => ErrorSpec {
+                code: Some("EMAIL_REQUIRED"),
+                ..e(400, "Error", "Email is required")
+            },
+            Self::EmailNotFound => ErrorSpec {
+                code: Some("EMAIL_NOT_FOUND"),
+                ..e(404, "Error", "Email not found")
+            },
+            Self::ResetEmailNotVerified => ErrorSpec {
+                code: Some("RESET_FAILED_EMAIL_NOT_VERIFIED"),
+                ..e(401, "Error", "Email has not been verified")
+            },
+            Self::ConfirmUserNotFound => ErrorSpec {
+                code: Some("USER_NOT_FOUND"),
+                ..e(404, "Error", "User not found: {}")
+            },
+            Self::ConfirmInvalidToken => ErrorSpec {
+                code: Some("INVALID_TOKEN"),
+                ..e(400, "Error", "Invalid token: {}")
+            },
             Self::Model => e(400, "Error", ""),
             Self::Internal => e(500, "Error", "{}"),
         }

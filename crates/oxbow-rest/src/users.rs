@@ -273,9 +273,7 @@ fn user_not_found(id: &Value) -> RestError {
     } else {
         js::to_js_string(id)
     };
-    let mut e = RestError::new(401, format!("User {shown} not found"));
-    e.code = Some("USER_NOT_FOUND".into());
-    e
+    ErrorCode::UserNotFound.with(&[&shown])
 }
 
 /// `setPassword`'s last step: a patch of the password alone (hashed by the User hooks,
@@ -309,9 +307,7 @@ async fn change_password(_ctx: Ctx, call: RemoteCall) -> Result<Value, RestError
         _ => false,
     };
     if !matches {
-        let mut e = RestError::new(400, "Invalid current password");
-        e.code = Some("INVALID_PASSWORD".into());
-        return Err(e);
+        return Err(ErrorCode::InvalidCurrentPassword.err());
     }
     let new = call.args.get("newPassword").cloned().unwrap_or(Value::Null);
     store_password(&call, &id, &new).await?;
@@ -336,9 +332,7 @@ async fn reset_password(ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> 
         _ => Map::new(),
     };
     let Some(Value::String(email)) = options.get("email") else {
-        let mut e = RestError::new(400, "Email is required");
-        e.code = Some("EMAIL_REQUIRED".into());
-        return Err(e);
+        return Err(ErrorCode::EmailRequired.err());
     };
     if let Some(p) = options.get("password").filter(|v| js::truthy(v)) {
         match p {
@@ -351,15 +345,11 @@ async fn reset_password(ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> 
         pairs.push(("realm", realm.clone()));
     }
     let Some(user) = model.find_one(&equal(model, &pairs)?, &call.caller).await? else {
-        let mut e = RestError::new(404, "Email not found");
-        e.code = Some("EMAIL_NOT_FOUND".into());
-        return Err(e);
+        return Err(ErrorCode::EmailNotFound.err());
     };
     let record = user.to_record();
     if s.email_verification_required && !record.get("emailVerified").is_some_and(js::truthy) {
-        let mut e = RestError::new(401, "Email has not been verified");
-        e.code = Some("RESET_FAILED_EMAIL_NOT_VERIFIED".into());
-        return Err(e);
+        return Err(ErrorCode::ResetEmailNotVerified.err());
     }
     let user_id = record
         .get(model.definition().id_name())
@@ -395,15 +385,11 @@ async fn confirm(_ctx: Ctx, call: RemoteCall) -> Result<Value, RestError> {
         .find_by_id(&model.coerce_id(&uid), &call.caller)
         .await?
     else {
-        let mut e = RestError::new(404, format!("User not found: {}", js::to_js_string(&uid)));
-        e.code = Some("USER_NOT_FOUND".into());
-        return Err(e);
+        return Err(ErrorCode::ConfirmUserNotFound.with(&[&js::to_js_string(&uid)]));
     };
     let record = user.to_record();
     if record.get("verificationToken") != Some(&token) {
-        let mut e = RestError::new(400, format!("Invalid token: {}", js::to_js_string(&token)));
-        e.code = Some("INVALID_TOKEN".into());
-        return Err(e);
+        return Err(ErrorCode::ConfirmInvalidToken.with(&[&js::to_js_string(&token)]));
     }
     let mut patch = oxbow_core::Record::new();
     patch.insert("verificationToken".into(), Value::Null);
