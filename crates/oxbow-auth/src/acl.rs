@@ -217,6 +217,16 @@ impl Acls {
 
     /// Whether the call is allowed.
     pub async fn allows(&self, check: &Check<'_>) -> oxbow_core::Result<bool> {
+        self.decide(check, &mut Trace::default()).await
+    }
+
+    /// The decision, with `trace.assume_owner` standing in for the `$owner` lookup when set,
+    /// and noting in `trace` whether a plugin's role resolver was asked.
+    pub(crate) async fn decide(
+        &self,
+        check: &Check<'_>,
+        trace: &mut Trace,
+    ) -> oxbow_core::Result<bool> {
         let Some(req) = check.rules.request.as_deref() else {
             return Ok(true);
         };
@@ -267,7 +277,7 @@ impl Acls {
             if score.is_none() {
                 break;
             }
-            if self.applies(rule, check).await? {
+            if self.applies(rule, check, trace).await? {
                 permission = rule.permission.unwrap_or(Permission::Default);
                 break;
             }
@@ -284,7 +294,12 @@ impl Acls {
     }
 
     /// Whether a rule's principal is the caller, or a role the caller is in.
-    async fn applies(&self, rule: &AclRule, check: &Check<'_>) -> oxbow_core::Result<bool> {
+    async fn applies(
+        &self,
+        rule: &AclRule,
+        check: &Check<'_>,
+        trace: &mut Trace,
+    ) -> oxbow_core::Result<bool> {
         let principal = principal_of(check.caller);
         if let Some((ty, id)) = &principal {
             if *ty == rule.principal_type && *id == rule.principal_id {
@@ -294,7 +309,7 @@ impl Acls {
         if rule.principal_type != "ROLE" {
             return Ok(false);
         }
-        self.in_role(&rule.principal_id, check, principal.as_ref())
+        self.in_role(&rule.principal_id, check, principal.as_ref(), trace)
             .await
     }
 
@@ -303,8 +318,10 @@ impl Acls {
         role: &str,
         check: &Check<'_>,
         principal: Option<&(String, String)>,
+        trace: &mut Trace,
     ) -> oxbow_core::Result<bool> {
         if let Some(resolver) = self.resolvers.get(role) {
+            trace.resolver = true;
             let req = check.rules.request.as_deref();
             return resolver(RoleContext {
                 model: check.model.name().to_owned(),
@@ -320,7 +337,12 @@ impl Acls {
             acl::EVERYONE => return Ok(true),
             acl::AUTHENTICATED => return Ok(user.is_some()),
             acl::UNAUTHENTICATED => return Ok(user.is_none()),
-            acl::OWNER => return self.is_owner(check, user).await,
+            acl::OWNER => {
+                if let Some(assumed) = trace.assume_owner {
+                    return Ok(assumed && user.as_ref().is_some_and(oxbow_core::js::truthy));
+                }
+                return self.is_owner(check, user).await;
+            }
             _ => {}
         }
         let Some((ty, id)) = principal else {
@@ -360,8 +382,8 @@ impl Acls {
         {
             return Ok(false);
         }
-        let def = check.model.definition();
-        if def.auth.user.is_some() {
+        let owners = Owners::of(check.model, check.registry);
+        if owners.by_id {
             return Ok(same_id(model_id, &user));
         }
         let anon = Caller::anonymous();
@@ -370,9 +392,70 @@ impl Acls {
             return Ok(false);
         };
         let record = row.to_record();
+        for owner in owners.candidates(&|k| record.get(k).cloned()) {
+            match owner {
+                Owner::Direct(owner) => return Ok(same_id(&owner, &user)),
+                Owner::Via { target, fk } => {
+                    let Some(target) = check.registry.model(target) else {
+                        continue;
+                    };
+                    let fk = target.coerce_id(&fk);
+                    if let Some(u) = target.find_by_id(&fk, &anon).await? {
+                        let uid = u.to_record().get(target.definition().id_name()).cloned();
+                        if uid.is_some_and(|uid| same_id(&uid, &user)) {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// What a decision saw: an assumed answer to `$owner`, and whether a resolver was asked.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    pub assume_owner: Option<bool>,
+    pub resolver: bool,
+}
+
+/// How `Role.isOwner` finds a record's owner, for one model.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    /// The model is User-based: a record is its own owner (the id is the user's).
+    pub by_id: bool,
+    /// LoopBack's legacy check: `userId`, else `owner`, before the relations (`None`:
+    /// `ownerRelations` is set, only relations count).
+    legacy: Option<Legacy>,
+    /// The belongsTo relations to User-based models that may name the owner: (foreign
+    /// key, target model).
+    relations: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Legacy {
+    /// A relation is named `userId` (so the property does not count).
+    user_id_is_relation: bool,
+    /// A relation is named `owner`.
+    owner_is_relation: bool,
+}
+
+/// One way a record names its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owner<'a> {
+    /// The owner's id itself (`userId`/`owner`): decisive.
+    Direct(Value),
+    /// A belongsTo foreign key: the owner when that user exists.
+    Via { target: &'a str, fk: Value },
+}
+
+impl Owners {
+    /// The owner rules of `model`, as `Role.isOwner` applies them.
+    pub fn of(model: &Model, registry: &Registry) -> Self {
+        let def = model.definition();
         let is_user_model = |name: &str| {
-            check
-                .registry
+            registry
                 .model(name)
                 .is_some_and(|m| m.definition().auth.user.is_some())
         };
@@ -380,43 +463,52 @@ impl Acls {
             .relations
             .iter()
             .filter(|r| r.kind == oxbow_core::RelationKind::BelongsTo && is_user_model(&r.target));
-        let named: Vec<&oxbow_core::Relation> = match &def.auth.owner_relations {
-            None => {
-                // Legacy: `userId`, else `owner` (unless a relation of that name hides it).
-                let relation_named = |n: &str| def.relations.iter().any(|r| r.name == n);
-                let owner_id = match record.get("userId") {
-                    Some(v) if oxbow_core::js::truthy(v) && !relation_named("userId") => {
-                        Some(v.clone())
-                    }
-                    _ if relation_named("owner") => None,
-                    _ => record.get("owner").cloned(),
-                };
-                if let Some(owner) = owner_id.filter(oxbow_core::js::truthy) {
-                    return Ok(same_id(&owner, &user));
-                }
-                user_relations.take(1).collect()
-            }
-            Some(oxbow_core::OwnerRelations::All) => user_relations.collect(),
-            Some(oxbow_core::OwnerRelations::Named(names)) => {
-                user_relations.filter(|r| names.contains(&r.name)).collect()
-            }
+        let pair = |r: &oxbow_core::Relation| (r.foreign_key.clone(), r.target.clone());
+        let relation_named = |n: &str| def.relations.iter().any(|r| r.name == n);
+        let (legacy, relations) = match &def.auth.owner_relations {
+            None => (
+                Some(Legacy {
+                    user_id_is_relation: relation_named("userId"),
+                    owner_is_relation: relation_named("owner"),
+                }),
+                user_relations.take(1).map(pair).collect(),
+            ),
+            Some(oxbow_core::OwnerRelations::All) => (None, user_relations.map(pair).collect()),
+            Some(oxbow_core::OwnerRelations::Named(names)) => (
+                None,
+                user_relations
+                    .filter(|r| names.contains(&r.name))
+                    .map(pair)
+                    .collect(),
+            ),
         };
-        for rel in named {
-            let Some(fk) = record.get(&rel.foreign_key).filter(|v| !v.is_null()) else {
-                continue;
+        Self {
+            by_id: def.auth.user.is_some(),
+            legacy,
+            relations,
+        }
+    }
+
+    /// The record's owners, in the order `isOwner` tries them (a `Direct` one decides).
+    pub fn candidates(&self, get: &dyn Fn(&str) -> Option<Value>) -> Vec<Owner<'_>> {
+        if let Some(l) = self.legacy {
+            // `userId`, else `owner` (unless a relation of that name hides it).
+            let owner = match get("userId") {
+                Some(v) if oxbow_core::js::truthy(&v) && !l.user_id_is_relation => Some(v),
+                _ if l.owner_is_relation => None,
+                _ => get("owner"),
             };
-            let Some(target) = check.registry.model(&rel.target) else {
-                continue;
-            };
-            let fk = target.coerce_id(fk);
-            if let Some(u) = target.find_by_id(&fk, &anon).await? {
-                let uid = u.to_record().get(target.definition().id_name()).cloned();
-                if uid.is_some_and(|uid| same_id(&uid, &user)) {
-                    return Ok(true);
-                }
+            if let Some(owner) = owner.filter(oxbow_core::js::truthy) {
+                return vec![Owner::Direct(owner)];
             }
         }
-        Ok(false)
+        self.relations
+            .iter()
+            .filter_map(|(fk, target)| {
+                let fk = get(fk).filter(|v| !v.is_null())?;
+                Some(Owner::Via { target, fk })
+            })
+            .collect()
     }
 }
 

@@ -239,7 +239,7 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
         &mut problems,
         &mut warnings,
     );
-    let models = models::compile_models(
+    let mut models = models::compile_models(
         &server,
         &mc_file,
         &datasources,
@@ -282,6 +282,9 @@ pub fn load(dir: &Path) -> Result<AppPlan, Problems> {
     }
     let mut config = config;
     config.enable_auth |= enable_auth;
+    for m in models.iter_mut().filter(|_| config.enable_auth) {
+        m.auth.enforced = true;
+    }
     for m in models.iter().filter(|_| !config.enable_auth) {
         if m.settings
             .get("acls")

@@ -7,12 +7,13 @@
 //! events with the same ids. Every subscriber reads from a bounded queue; publishing never
 //! waits for a subscriber, and a subscriber that falls behind learns how many events it missed.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::connector::BoxFuture;
 use crate::dao::{RecordView, where_to_json};
@@ -81,6 +82,9 @@ pub struct ChangeNote {
     pub where_: Option<Value>,
     /// The instance (hidden properties removed when shown), or the patch of `updateAll`.
     pub data: Option<ChangeData>,
+    /// The record a `deleteById` removed, for rights checks only (never shown): kept when
+    /// the model's `keeps_removed` says a subscriber's rights may depend on it.
+    pub removed: Option<Arc<Row>>,
 }
 
 impl ChangeNote {
@@ -91,6 +95,7 @@ impl ChangeNote {
             target: row.value_of(def.id_name()),
             where_: None,
             data: Some(ChangeData::Record(def.clone(), row.clone())),
+            removed: None,
         }
     }
 
@@ -122,11 +127,13 @@ impl ChangeNote {
             target,
             where_: Some(where_json),
             data: Some(ChangeData::Value(data)),
+            removed: None,
         }
     }
 
-    /// `deleteById`: target the id, where `{<id>: id}`, whether or not it existed.
-    pub fn delete_by_id(def: &ModelDefinition, id: &Value) -> Self {
+    /// `deleteById`: target the id, where `{<id>: id}`, whether or not it existed;
+    /// `removed`, the record it deleted (see [`ChangeNote::removed`]).
+    pub fn delete_by_id(def: &ModelDefinition, id: &Value, removed: Option<Arc<Row>>) -> Self {
         let mut w = Map::new();
         w.insert(def.id_name().to_owned(), id.clone());
         Self {
@@ -134,6 +141,7 @@ impl ChangeNote {
             target: Some(id.clone()),
             where_: Some(Value::Object(w)),
             data: None,
+            removed,
         }
     }
 
@@ -148,17 +156,20 @@ impl ChangeNote {
                     .unwrap_or_else(|| Value::Object(Map::new())),
             ),
             data: None,
+            removed: None,
         }
     }
 
     /// The note as a change log stores it (JSON texts; a record whole, hidden properties
-    /// included, so a follower can match `where` filters as the writer would).
+    /// included, so a follower can match `where` filters as the writer would; a remove's
+    /// `removed` record as its data).
     pub fn encode(&self) -> EncodedNote {
         let json = |v: &Option<Value>| v.as_ref().map(Value::to_string);
-        let (data, is_record) = match &self.data {
-            Some(ChangeData::Record(_, row)) => (Some(stored_json(row)), true),
-            Some(ChangeData::Value(v)) => (Some(v.to_string()), false),
-            None => (None, false),
+        let (data, is_record) = match (&self.data, &self.removed) {
+            (Some(ChangeData::Record(_, row)), _) => (Some(stored_json(row)), true),
+            (Some(ChangeData::Value(v)), _) => (Some(v.to_string()), false),
+            (None, Some(row)) => (Some(stored_json(row)), true),
+            (None, None) => (None, false),
         };
         EncodedNote {
             kind: self.kind.as_str(),
@@ -184,6 +195,7 @@ impl ChangeNote {
             s.map(|s| serde_json::from_str(s).map_err(|_| bad(what)))
                 .transpose()
         };
+        let kind = ChangeType::parse(kind).ok_or_else(|| bad("type"))?;
         let data = match (json(data, "data")?, is_record) {
             (Some(Value::Object(m)), true) => Some(ChangeData::Record(
                 def.clone(),
@@ -193,11 +205,17 @@ impl ChangeNote {
             (Some(v), false) => Some(ChangeData::Value(v)),
             (None, _) => None,
         };
+        // A remove's record is what it deleted, not data to show.
+        let (data, removed) = match (kind, data) {
+            (ChangeType::Remove, Some(ChangeData::Record(_, row))) => (None, Some(row)),
+            (_, data) => (data, None),
+        };
         Ok(Self {
-            kind: ChangeType::parse(kind).ok_or_else(|| bad("type"))?,
+            kind,
             target: json(target, "target")?,
             where_: json(where_, "where")?,
             data,
+            removed,
         })
     }
 }
@@ -267,6 +285,8 @@ pub struct ChangeEvent {
     pub where_: Option<Value>,
     /// The instance (hidden properties removed when shown), or the patch of `updateAll`.
     pub data: Option<ChangeData>,
+    /// See [`ChangeNote::removed`]; never part of the payload.
+    pub removed: Option<Arc<Row>>,
     /// The payload's JSON, made once, by the first subscriber that asks.
     json: OnceLock<String>,
 }
@@ -356,17 +376,24 @@ impl Default for FeedSettings {
     }
 }
 
-/// The change feed of one model: sequence numbers, a bounded retention for resuming, and a
-/// broadcast to live subscribers.
+/// The keys an event is routed by, for subscribers that asked for one key only: the
+/// owners of its record, as the access rules name them (empty: no keyed subscriber gets it).
+pub type EventKeys = Arc<dyn Fn(&ChangeEvent) -> Vec<String> + Send + Sync>;
+
+/// The change feed of one model: sequence numbers, a bounded retention for resuming, a
+/// broadcast to live subscribers, and delivery by key to subscribers that may see only the
+/// events of one key (so a change wakes only the subscribers it concerns).
 pub struct ChangeFeed {
     model: ModelName,
     settings: FeedSettings,
     tx: broadcast::Sender<Arc<ChangeEvent>>,
     /// Held while publishing and while subscribing, so a subscriber's replay and its live
     /// events meet with no gap and no duplicate.
-    state: Mutex<FeedState>,
+    state: Arc<Mutex<FeedState>>,
     /// Set for a logged feed: where its events come from and how to replay older ones.
     log: Option<Logged>,
+    /// How keyed subscribers are found for an event (set once, at boot, by access control).
+    keys: OnceLock<EventKeys>,
 }
 
 struct Logged {
@@ -391,6 +418,19 @@ struct FeedState {
     /// Every event numbered above this one is in `retained` (what a logged feed can replay
     /// without asking the log).
     complete_after: u64,
+    /// Keyed subscribers by key.
+    keyed: HashMap<String, Vec<KeyedSub>>,
+    keyed_count: usize,
+    next_keyed: u64,
+}
+
+/// A subscriber that receives only the events of one key, through its own bounded queue.
+#[derive(Debug)]
+struct KeyedSub {
+    id: u64,
+    tx: mpsc::Sender<Arc<ChangeEvent>>,
+    /// Set when its queue was full: the feed dropped it, and it reports that it lagged.
+    lagged: Arc<AtomicBool>,
 }
 
 impl FeedState {
@@ -409,6 +449,32 @@ impl FeedState {
             .is_some_and(|(at, _)| now.duration_since(*at) > settings.retain_age)
         {
             drop_front(self);
+        }
+    }
+
+    /// Sends `event` to the keyed subscribers of `keys`; one whose queue is full is dropped
+    /// (it learns it lagged), one that is gone is forgotten.
+    fn send_keyed(&mut self, keys: &[String], event: &Arc<ChangeEvent>) {
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].contains(key) {
+                continue;
+            }
+            let Some(subs) = self.keyed.get_mut(key) else {
+                continue;
+            };
+            let before = subs.len();
+            subs.retain(|sub| match sub.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.lagged.store(true, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            self.keyed_count -= before - subs.len();
+            if subs.is_empty() {
+                self.keyed.remove(key);
+            }
         }
     }
 
@@ -457,8 +523,9 @@ impl ChangeFeed {
             model,
             settings,
             tx,
-            state: Mutex::new(FeedState::default()),
+            state: Arc::new(Mutex::new(FeedState::default())),
             log: None,
+            keys: OnceLock::new(),
         }
     }
 
@@ -504,6 +571,7 @@ impl ChangeFeed {
             target: note.target,
             where_: note.where_,
             data: note.data,
+            removed: note.removed,
             json: OnceLock::new(),
         })
     }
@@ -514,9 +582,49 @@ impl ChangeFeed {
         let mut state = self.lock();
         let event = self.event(state.seq + 1, note);
         state.push(&self.settings, &event);
+        self.send(&mut state, event);
+        state.seq
+    }
+
+    /// Sets how keyed subscribers are found for an event (once; later calls are ignored).
+    pub fn route_by(&self, keys: EventKeys) {
+        let _ = self.keys.set(keys);
+    }
+
+    fn send(&self, state: &mut FeedState, event: Arc<ChangeEvent>) {
+        if state.keyed_count > 0 {
+            if let Some(keys) = self.keys.get() {
+                state.send_keyed(&keys(&event), &event);
+            }
+        }
         // No subscribers is not an error.
         let _ = self.tx.send(event);
-        state.seq
+    }
+
+    /// The live half of a new subscription: the broadcast, or a queue of its own for `key`.
+    fn live(&self, state: &mut FeedState, key: Option<String>) -> Live {
+        let Some(key) = key else {
+            return Live::All(self.tx.subscribe());
+        };
+        let (tx, rx) = mpsc::channel(self.settings.queue.max(1));
+        let lagged = Arc::new(AtomicBool::new(false));
+        state.next_keyed += 1;
+        let id = state.next_keyed;
+        state.keyed.entry(key.clone()).or_default().push(KeyedSub {
+            id,
+            tx,
+            lagged: lagged.clone(),
+        });
+        state.keyed_count += 1;
+        Live::Keyed {
+            rx,
+            lagged,
+            _guard: KeyedGuard {
+                state: Arc::downgrade(&self.state),
+                key,
+                id,
+            },
+        }
     }
 
     /// Where a logged feed starts: the log's number of the model's last change at boot.
@@ -536,15 +644,21 @@ impl ChangeFeed {
         }
         let event = self.event(seq, note);
         state.push(&self.settings, &event);
-        let _ = self.tx.send(event);
+        self.send(&mut state, event);
     }
 
     /// A new subscription that sees every event published from now on.
     pub fn subscribe(&self) -> ChangeStream {
-        let state = self.lock();
+        self.subscribe_for(None)
+    }
+
+    /// A new subscription to every event from now on, or with `key` only to the events
+    /// [`ChangeFeed::route_by`] gives that key (replayed events are not filtered).
+    pub fn subscribe_for(&self, key: Option<String>) -> ChangeStream {
+        let mut state = self.lock();
         ChangeStream {
             backlog: VecDeque::new(),
-            rx: self.tx.subscribe(),
+            rx: self.live(&mut state, key),
             floor: state.seq,
         }
     }
@@ -553,25 +667,39 @@ impl ChangeFeed {
     /// before the call was delivered: a subscriber never sees writes answered before it
     /// subscribed, as with a local feed.
     pub async fn subscribe_now(&self) -> Result<ChangeStream> {
+        self.subscribe_now_for(None).await
+    }
+
+    /// [`ChangeFeed::subscribe_now`] with a key (see [`ChangeFeed::subscribe_for`]).
+    pub async fn subscribe_now_for(&self, key: Option<String>) -> Result<ChangeStream> {
         if let Some(logged) = &self.log {
             logged.log.sync().await?;
         }
-        Ok(self.subscribe())
+        Ok(self.subscribe_for(key))
     }
 
     /// A subscription that first replays the events after `last_id` (a `seq` this feed
     /// handed out), then continues live. A local feed replays what it retains; a logged feed
     /// also what the log still holds (at most [`MAX_REPLAY`] events).
     pub async fn subscribe_after(&self, last_id: u64) -> Result<(ChangeStream, Resume)> {
+        self.subscribe_after_for(last_id, None).await
+    }
+
+    /// [`ChangeFeed::subscribe_after`] with a key (see [`ChangeFeed::subscribe_for`]).
+    pub async fn subscribe_after_for(
+        &self,
+        last_id: u64,
+        key: Option<String>,
+    ) -> Result<(ChangeStream, Resume)> {
         let Some(logged) = &self.log else {
-            return Ok(self.subscribe_after_local(last_id));
+            return Ok(self.subscribe_after_local(last_id, key));
         };
         let (mut stream, seq, complete_after) = {
             let mut state = self.lock();
             state.trim(&self.settings, Instant::now());
             let mut stream = ChangeStream {
                 backlog: VecDeque::new(),
-                rx: self.tx.subscribe(),
+                rx: self.live(&mut state, key),
                 floor: last_id.min(state.seq),
             };
             if last_id >= state.complete_after {
@@ -621,10 +749,10 @@ impl ChangeFeed {
         Ok((stream, Resume::Replayed))
     }
 
-    fn subscribe_after_local(&self, last_id: u64) -> (ChangeStream, Resume) {
+    fn subscribe_after_local(&self, last_id: u64, key: Option<String>) -> (ChangeStream, Resume) {
         let mut state = self.lock();
         state.trim(&self.settings, Instant::now());
-        let rx = self.tx.subscribe();
+        let rx = self.live(&mut state, key);
         let oldest = state.retained.front().map_or(state.seq + 1, |(_, e)| e.seq);
         if last_id > state.seq || last_id + 1 < oldest {
             return (
@@ -654,7 +782,7 @@ impl ChangeFeed {
 
     /// How many subscriptions are open.
     pub fn subscriber_count(&self) -> usize {
-        self.tx.receiver_count()
+        self.tx.receiver_count() + self.lock().keyed_count
     }
 
     /// The sequence number of the last published event (0 before the first).
@@ -672,9 +800,82 @@ impl ChangeFeed {
 pub struct ChangeStream {
     /// Retained events to replay before the live ones.
     backlog: VecDeque<Arc<ChangeEvent>>,
-    rx: broadcast::Receiver<Arc<ChangeEvent>>,
+    rx: Live,
     /// Live events numbered at or below this were replayed (or were before the subscription).
     floor: u64,
+}
+
+/// Where a subscription's live events come from.
+#[derive(Debug)]
+enum Live {
+    All(broadcast::Receiver<Arc<ChangeEvent>>),
+    Keyed {
+        rx: mpsc::Receiver<Arc<ChangeEvent>>,
+        lagged: Arc<AtomicBool>,
+        _guard: KeyedGuard,
+    },
+}
+
+/// Removes a keyed subscriber from its feed when the subscription is dropped.
+#[derive(Debug)]
+struct KeyedGuard {
+    state: Weak<Mutex<FeedState>>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for KeyedGuard {
+    fn drop(&mut self) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(subs) = state.keyed.get_mut(&self.key) else {
+            return;
+        };
+        let before = subs.len();
+        subs.retain(|s| s.id != self.id);
+        let gone = before - subs.len();
+        if subs.is_empty() {
+            state.keyed.remove(&self.key);
+        }
+        state.keyed_count -= gone;
+    }
+}
+
+impl Live {
+    async fn recv(&mut self) -> Result<Arc<ChangeEvent>, RecvError> {
+        match self {
+            Self::All(rx) => rx.recv().await.map_err(|e| match e {
+                broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
+                broadcast::error::RecvError::Closed => RecvError::Closed,
+            }),
+            Self::Keyed { rx, lagged, .. } => match rx.recv().await {
+                Some(e) => Ok(e),
+                None if lagged.load(Ordering::Acquire) => Err(RecvError::Lagged(1)),
+                None => Err(RecvError::Closed),
+            },
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Result<Arc<ChangeEvent>, RecvError>> {
+        match self {
+            Self::All(rx) => match rx.try_recv() {
+                Ok(e) => Some(Ok(e)),
+                Err(broadcast::error::TryRecvError::Empty) => None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(broadcast::error::TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+            },
+            Self::Keyed { rx, lagged, .. } => match rx.try_recv() {
+                Ok(e) => Some(Ok(e)),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) if lagged.load(Ordering::Acquire) => {
+                    Some(Err(RecvError::Lagged(1)))
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(RecvError::Closed)),
+            },
+        }
+    }
 }
 
 impl ChangeStream {
@@ -684,10 +885,7 @@ impl ChangeStream {
             return Ok(e);
         }
         loop {
-            let e = self.rx.recv().await.map_err(|e| match e {
-                broadcast::error::RecvError::Lagged(n) => RecvError::Lagged(n),
-                broadcast::error::RecvError::Closed => RecvError::Closed,
-            })?;
+            let e = self.rx.recv().await?;
             if e.seq > self.floor {
                 self.floor = e.seq;
                 return Ok(e);
@@ -701,17 +899,13 @@ impl ChangeStream {
             return Some(Ok(e));
         }
         loop {
-            match self.rx.try_recv() {
+            match self.rx.try_recv()? {
                 Ok(e) if e.seq <= self.floor => continue,
                 Ok(e) => {
                     self.floor = e.seq;
                     return Some(Ok(e));
                 }
-                Err(broadcast::error::TryRecvError::Empty) => return None,
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    return Some(Err(RecvError::Lagged(n)));
-                }
-                Err(broadcast::error::TryRecvError::Closed) => return Some(Err(RecvError::Closed)),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -736,6 +930,7 @@ mod tests {
                 target: Some(i.into()),
                 where_: None,
                 data: None,
+                removed: None,
             });
         }
         assert_eq!(feed.last_seq(), 10);
@@ -775,6 +970,7 @@ mod resume_tests {
                 target: Some(i.into()),
                 where_: None,
                 data: None,
+                removed: None,
             });
         }
     }
@@ -787,7 +983,7 @@ mod resume_tests {
     fn resuming_replays_then_continues_without_gap_or_duplicate() {
         let f = feed(5);
         publish(&f, 3);
-        let (mut s, how) = f.subscribe_after_local(1);
+        let (mut s, how) = f.subscribe_after_local(1, None);
         assert_eq!(how, Resume::Replayed);
         publish(&f, 2);
         assert_eq!(drain(&mut s), [2, 3, 4, 5]);
@@ -797,10 +993,75 @@ mod resume_tests {
     fn ids_past_retention_or_from_another_run_reset() {
         let f = feed(3);
         publish(&f, 10);
-        assert_eq!(f.subscribe_after_local(7).1, Resume::Replayed);
-        assert_eq!(f.subscribe_after_local(6).1, Resume::Reset);
-        assert_eq!(f.subscribe_after_local(99).1, Resume::Reset);
-        let (mut s, _) = f.subscribe_after_local(10);
+        assert_eq!(f.subscribe_after_local(7, None).1, Resume::Replayed);
+        assert_eq!(f.subscribe_after_local(6, None).1, Resume::Reset);
+        assert_eq!(f.subscribe_after_local(99, None).1, Resume::Reset);
+        let (mut s, _) = f.subscribe_after_local(10, None);
         assert!(drain(&mut s).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod keyed_tests {
+    use super::*;
+
+    fn note(owner: &str) -> ChangeNote {
+        ChangeNote {
+            kind: ChangeType::Create,
+            target: Some(Value::String(owner.to_owned())),
+            where_: None,
+            data: None,
+            removed: None,
+        }
+    }
+
+    fn feed(queue: usize) -> ChangeFeed {
+        let f = ChangeFeed::new(ModelName::new("Note"), queue);
+        // The test's events name their owner in `target`.
+        f.route_by(Arc::new(|e: &ChangeEvent| {
+            e.target
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(|s| vec![s.to_owned()])
+                .unwrap_or_default()
+        }));
+        f
+    }
+
+    #[test]
+    fn keyed_subscribers_get_only_their_keys_events_and_unsubscribe_on_drop() {
+        let f = feed(8);
+        let mut a = f.subscribe_for(Some("a".into()));
+        let mut b = f.subscribe_for(Some("b".into()));
+        let mut all = f.subscribe();
+        assert_eq!(f.subscriber_count(), 3);
+        for o in ["a", "b", "a", "c"] {
+            f.publish(note(o));
+        }
+        let seqs = |s: &mut ChangeStream| -> Vec<u64> {
+            std::iter::from_fn(|| s.try_recv().and_then(Result::ok).map(|e| e.seq)).collect()
+        };
+        assert_eq!(seqs(&mut a), [1, 3]);
+        assert_eq!(seqs(&mut b), [2]);
+        assert_eq!(seqs(&mut all), [1, 2, 3, 4]);
+        drop(a);
+        assert_eq!(f.subscriber_count(), 2);
+        assert_eq!(f.lock().keyed.len(), 1);
+    }
+
+    #[test]
+    fn a_keyed_subscriber_that_falls_behind_gets_what_was_queued_then_lagged() {
+        let f = feed(2);
+        let mut a = f.subscribe_for(Some("a".into()));
+        for _ in 0..3 {
+            f.publish(note("a"));
+        }
+        assert_eq!(a.try_recv().unwrap().unwrap().seq, 1);
+        assert_eq!(a.try_recv().unwrap().unwrap().seq, 2);
+        assert_eq!(
+            a.try_recv().map(|r| r.err()),
+            Some(Some(RecvError::Lagged(1)))
+        );
+        assert_eq!(f.subscriber_count(), 0);
     }
 }

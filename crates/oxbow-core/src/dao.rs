@@ -864,8 +864,14 @@ impl Model {
         let w = Value::Object(w);
         self.delete_hook(Operation::BeforeDelete, w.clone(), caller)
             .await?;
+        // The record goes into the event (unshown) when rights checks need its owner.
+        let removed = if self.def.auth.keeps_removed() && self.feed.is_local() {
+            self.connector.find_by_id(&self.def, &id).await?
+        } else {
+            None
+        };
         let count = self.connector.delete_by_id(&self.def, &id).await?;
-        self.publish_note(|| ChangeNote::delete_by_id(&self.def, &id));
+        self.publish_note(|| ChangeNote::delete_by_id(&self.def, &id, removed));
         self.delete_hook(Operation::AfterDelete, w, caller).await?;
         Ok(count)
     }

@@ -158,6 +158,24 @@ pub struct Auth {
     /// Property setters (a User's `password` and `email`), applied to client values before
     /// they are coerced, as juggler applies `Model.setter`.
     pub setter: Option<Arc<dyn Setter>>,
+    /// The app enables auth: these rules are enforced.
+    pub enforced: bool,
+}
+
+impl Auth {
+    /// A `deleteById` change event keeps the record it removed (never shown), so a
+    /// subscriber whose rights depend on the owner can be told of the delete: in apps that
+    /// enable auth, for models whose rules name `$owner`.
+    pub fn keeps_removed(&self) -> bool {
+        self.enforced && self.names_owner()
+    }
+
+    /// Whether a static rule grants or denies something to `$owner`.
+    pub fn names_owner(&self) -> bool {
+        self.acls
+            .iter()
+            .any(|r| r.principal_type == "ROLE" && r.principal_id == crate::acl::OWNER)
+    }
 }
 
 /// `ownerRelations` in model settings.

@@ -878,8 +878,21 @@ impl PostgresConnector {
     async fn delete_one(&self, table: &Table, id: &Value) -> Result<u64> {
         let mut client = self.client().await?;
         let txn = client.transaction().await.map_err(|e| pg_error(&e))?;
+        let removed = if table.def.auth.keeps_removed() {
+            query_rows(
+                &txn,
+                table,
+                Sql::Fixed(&table.by_id_for_update),
+                &[table.id_param(id)],
+            )
+            .await?
+            .into_iter()
+            .next()
+        } else {
+            None
+        };
         let n = exec(&txn, Sql::Fixed(&table.delete), &[table.id_param(id)]).await?;
-        let note = ChangeNote::delete_by_id(&table.def, id).encode();
+        let note = ChangeNote::delete_by_id(&table.def, id, removed).encode();
         log::append(&txn, table.def.name.as_str(), &note).await?;
         self.commit(txn).await?;
         table.stale(Some(id));

@@ -492,12 +492,13 @@ impl Endpoints {
                     .iter()
                     .map(|a| a.strip_prefix("prototype.").unwrap_or(a).to_owned())
                     .collect();
-                ep.acl = oxbow_auth::MethodRules::compile(
-                    model,
-                    ep.property(),
-                    &aliases,
-                    ep.access.as_str(),
-                );
+                // A stream ticket is decided as the stream it opens.
+                let property = match ep.action {
+                    Action::Crud(crate::routes::Op::ChangeStreamTicket) => "createChangeStream",
+                    _ => ep.property(),
+                };
+                ep.acl =
+                    oxbow_auth::MethodRules::compile(model, property, &aliases, ep.access.as_str());
             }
         }
     }

@@ -417,12 +417,19 @@ async fn caller_of(
             |k| query.get(k),
             |h| req.headers().get(h).and_then(|v| v.to_str().ok()),
         );
-        if let Some(id) = id {
-            match auth.resolve(&id).await? {
-                oxbow_auth::TokenState::None => {}
-                oxbow_auth::TokenState::Valid(t) => token = Some(t),
-                oxbow_auth::TokenState::Invalid => return Err(ErrorCode::InvalidToken.err()),
+        let state = match (id, query.get("ticket").and_then(Value::as_str)) {
+            (Some(id), _) => Some(auth.resolve(&id).await?),
+            // A change stream opened with a ticket (`POST …/change-stream/ticket`): the
+            // token it stands for, the ticket used up.
+            (None, Some(ticket)) if req.path().ends_with("/change-stream") => {
+                Some(auth.redeem_ticket(ticket).await?)
             }
+            (None, _) => None,
+        };
+        match state {
+            None | Some(oxbow_auth::TokenState::None) => {}
+            Some(oxbow_auth::TokenState::Valid(t)) => token = Some(t),
+            Some(oxbow_auth::TokenState::Invalid) => return Err(ErrorCode::InvalidToken.err()),
         }
     }
     Ok(Caller::new(oxbow_core::CallerInfo { request_id, token }))
@@ -485,9 +492,17 @@ async fn invoke(api: &RestApi, call: &Call<'_>, body: Body) -> Result<Outcome, R
                 None => object_arg(from_body.as_ref())?.map(Cow::into_owned),
             };
             let target = (*op == Op::RecordChangeStream).then(|| path_id(call.matched));
+            let guard = stream::Guard::of(
+                &call.live.auth,
+                &call.live.registry,
+                call.model,
+                call.caller,
+            )
+            .await?;
             let resp = stream::open(
                 call.model.clone(),
                 call.caller.clone(),
+                guard,
                 target,
                 req,
                 query,
@@ -1239,6 +1254,14 @@ async fn run(call: &Call<'_>, op: Op, body: Body) -> Result<Reply, RestError> {
         Op::DeleteById => {
             let count = model.delete_by_id(&required_id(route)?, caller).await?;
             reply(&serde_json::json!({ "count": count }))?
+        }
+        // A ticket stands for a token: an anonymous caller has none to give.
+        Op::ChangeStreamTicket => {
+            let Some(token) = caller.token() else {
+                return Err(ErrorCode::AuthorizationRequired.err());
+            };
+            let ticket = call.live.auth.issue_ticket(token).await?;
+            reply(&serde_json::json!({ "ticket": ticket, "ttl": oxbow_auth::TICKET_TTL }))?
         }
     })
 }

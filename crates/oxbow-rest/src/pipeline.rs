@@ -337,7 +337,7 @@ impl Effects {
                 tracing::info!(
                     target: "oxbow::access",
                     method = %req.method(),
-                    path = %req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                    path = %redacted(req.uri().path_and_query().map_or("/", |p| p.as_str())),
                     status = res.status().as_u16(),
                     ms = format_args!("{ms:.3}"),
                     remote = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
@@ -348,6 +348,31 @@ impl Effects {
         }
         res
     }
+}
+
+/// The request target as the access log shows it: the values of `access_token` and
+/// `ticket` query parameters (credentials, since EventSource cannot send headers) replaced
+/// by `[redacted]`.
+pub(crate) fn redacted(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.into();
+    };
+    let secret = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or("");
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        matches!(name.as_ref(), "access_token" | "ticket") && pair.contains('=')
+    };
+    if !query.split('&').any(secret) {
+        return target.into();
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
 }
 
 /// The `vary` module: adds `ours` (`, `-separated tokens) to the response's `Vary`, each token
@@ -1089,4 +1114,20 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn the_access_log_hides_tokens_and_tickets() {
+        assert_eq!(redacted("/api/Notes"), "/api/Notes");
+        assert_eq!(redacted("/api/Notes?filter=x"), "/api/Notes?filter=x");
+        assert_eq!(
+            redacted("/api/Notes/change-stream?access_token=abc&x=1&ticket=t&%61ccess_token=z"),
+            "/api/Notes/change-stream?access_token=[redacted]&x=1&ticket=[redacted]&%61ccess_token=[redacted]"
+        );
+        assert_eq!(redacted("/a?access_token"), "/a?access_token");
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! `replaceOnPUT: false` gives `PUT /` and `PUT /:id` to patchOrCreate and patchAttributes,
 //! as LoopBack does. oxbow adds `prototype.createChangeStream` (`/:id/change-stream`), one
-//! record's changes.
+//! record's changes, and in apps that enable auth `createChangeStreamTicket`
+//! (`POST /change-stream/ticket`).
 
 use serde_json::Value;
 
@@ -32,6 +33,9 @@ pub enum Op {
     PatchAttributes,
     ChangeStream,
     RecordChangeStream,
+    /// oxbow's `POST /change-stream/ticket` (apps that enable auth): a single-use ticket
+    /// standing for the caller's token, for clients that cannot send headers.
+    ChangeStreamTicket,
 }
 
 /// The CRUD endpoints of a model, in LoopBack's definition order.
@@ -263,6 +267,21 @@ pub fn endpoints(def: &ModelDefinition) -> Vec<Endpoint> {
                 Vec::new()
             },
             &[E::NotAnObject, E::ObjectNotParsable, E::Model],
+        ),
+        // Decided by the rules of `createChangeStream` (`Endpoints::compile_acls`).
+        ep(
+            Op::ChangeStreamTicket,
+            "createChangeStreamTicket",
+            &[],
+            Read,
+            Vec::new(),
+            vec![Returns::new("ticket", "object", true)],
+            if def.remoting.change_stream && def.auth.enforced {
+                routes(&[("post", "/change-stream/ticket")])
+            } else {
+                Vec::new()
+            },
+            &[E::Model],
         ),
     ]
 }

@@ -9,6 +9,11 @@
 //! are gone; a `retry:` hint; heartbeat comments on idle streams; a subscriber that falls behind
 //! its bounded queue, and every stream at shutdown, gets a final `event: close` with the last
 //! id it received. A subscription lives exactly as long as the response body.
+//!
+//! With auth enabled, each event is also checked against the subscriber's rights to read
+//! its record ([`oxbow_auth::EventRights`]): a subscriber allowed only its own records is
+//! keyed by its user id and sent only their events; a stream whose token is deleted or
+//! expires ends with `event: close` `{"reason":"unauthorized"}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,12 +150,51 @@ fn last_event_id(req: &HttpRequest, query: &Map<String, Value>) -> Option<Option
     Some(raw.trim().parse().ok())
 }
 
+/// What a stream checks its events and its token against.
+pub struct Guard {
+    pub auth: Arc<oxbow_auth::Auth>,
+    pub registry: Arc<oxbow_core::Registry>,
+    rights: oxbow_auth::EventRights,
+    /// Ends the stream when the subscriber's token is deleted.
+    revoked: Option<oxbow_auth::Revoked>,
+    /// When the subscriber's token expires.
+    expires: Option<tokio::time::Instant>,
+}
+
+impl Guard {
+    /// The guard of `caller`'s stream on `model` (`None` when auth is off: nothing to check).
+    pub async fn of(
+        auth: &Arc<oxbow_auth::Auth>,
+        registry: &Arc<oxbow_core::Registry>,
+        model: &Arc<Model>,
+        caller: &oxbow_core::Caller,
+    ) -> Result<Option<Self>, RestError> {
+        if !auth.enabled {
+            return Ok(None);
+        }
+        let rights = oxbow_auth::EventRights::of(auth, registry, model, caller).await?;
+        let token = caller.token();
+        let expires = token.filter(|t| t.ttl >= 0.0).map(|t| {
+            let end_ms = t.created_ms as f64 + t.ttl * 1000.0;
+            let left = (end_ms - chrono::Utc::now().timestamp_millis() as f64).max(0.0);
+            tokio::time::Instant::now() + Duration::from_millis(left.min(1e12) as u64)
+        });
+        Ok(Some(Self {
+            revoked: token.and_then(|t| auth.watch(t)),
+            auth: auth.clone(),
+            registry: registry.clone(),
+            rights,
+            expires,
+        }))
+    }
+}
+
 /// Everything one open stream needs while it runs.
 struct Run {
     model: Arc<Model>,
     /// The subscriber: what a per-event rights check asks about.
-    #[allow(dead_code)]
     caller: oxbow_core::Caller,
+    guard: Option<Guard>,
     changes: ChangeStream,
     selection: Selection,
     framing: Framing,
@@ -208,6 +252,10 @@ impl Run {
             let recv = self.changes.recv();
             let gone = self.shutdown_gone;
             let shutdown = self.shutdown.changed();
+            let (revoked, expires) = match &mut self.guard {
+                Some(g) => (g.revoked.as_mut(), g.expires),
+                None => (None, None),
+            };
             let got = tokio::select! {
                 r = recv => Some(r),
                 r = shutdown, if !gone => {
@@ -216,6 +264,14 @@ impl Run {
                     }
                     None
                 }
+                _ = revoked_or_never(revoked) => {
+                    self.done = true;
+                    return Some(self.close_event("unauthorized"));
+                }
+                _ = sleep_until_or_never(expires) => {
+                    self.done = true;
+                    return Some(self.close_event("unauthorized"));
+                }
                 _ = sleep_or_never(heartbeat) => return Some(Bytes::from_static(b":heartbeat\n\n")),
             };
             match got {
@@ -223,6 +279,16 @@ impl Run {
                 Some(Ok(event)) => {
                     if !self.selection.passes(&self.model, &event) {
                         continue;
+                    }
+                    if let Some(g) = &self.guard {
+                        let allowed = g
+                            .rights
+                            .permits(&g.auth, &g.registry, &self.model, &self.caller, &event)
+                            .await;
+                        // A check that fails (a resolver's error) withholds the event.
+                        if !allowed.unwrap_or(false) {
+                            continue;
+                        }
                     }
                     if self.opts.ids {
                         self.last_sent = event.seq;
@@ -241,6 +307,20 @@ impl Run {
     }
 }
 
+async fn revoked_or_never(r: Option<&mut oxbow_auth::Revoked>) {
+    match r {
+        Some(r) => r.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_or_never(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
@@ -254,6 +334,7 @@ async fn sleep_or_never(d: Option<Duration>) {
 pub async fn open(
     model: Arc<Model>,
     caller: oxbow_core::Caller,
+    guard: Option<Guard>,
     target: Option<Value>,
     req: &HttpRequest,
     query: &Map<String, Value>,
@@ -272,19 +353,21 @@ pub async fn open(
     } else {
         None
     };
+    // A subscriber that may see only its own records' events is sent only those.
+    let key = guard.as_ref().and_then(|g| g.rights.key());
     let (changes, reset, last_sent) = match resume {
         None => (
-            model.changes().subscribe_now().await?,
+            model.changes().subscribe_now_for(key).await?,
             false,
             model.changes().last_seq(),
         ),
         Some(None) => (
-            model.changes().subscribe_now().await?,
+            model.changes().subscribe_now_for(key).await?,
             true,
             model.changes().last_seq(),
         ),
         Some(Some(last)) => {
-            let (s, how) = model.changes().subscribe_after(last).await?;
+            let (s, how) = model.changes().subscribe_after_for(last, key).await?;
             (s, how == Resume::Reset, last)
         }
     };
@@ -313,6 +396,7 @@ pub async fn open(
     let run = Run {
         model,
         caller,
+        guard,
         changes,
         selection: Selection { filter, target },
         framing,

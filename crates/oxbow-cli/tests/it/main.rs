@@ -5,5 +5,6 @@
 mod cli;
 mod common;
 mod crash;
+mod event_rights;
 mod hostile;
 mod instances;
