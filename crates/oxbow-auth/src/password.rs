@@ -1,8 +1,9 @@
 //! A User's password as LoopBack keeps it: checked when set (not empty, at most 72 bytes),
 //! stored as a bcrypt hash in the `$2a$` form LoopBack writes (so users of an existing
 //! LoopBack database still log in, and LoopBack can read ours), compared with bcrypt.
-//! Hashing and comparing cost tens of milliseconds; they run on tokio's blocking threads,
-//! never on a request worker.
+//! Hashing and comparing cost tens of milliseconds; they run on threads of their own at a
+//! lower CPU priority (nice 10), never on a request worker, so logins take the CPU request
+//! workers leave and never stall other requests.
 
 use oxbow_core::{Error, Result, Setter};
 use serde_json::Value;
@@ -41,21 +42,70 @@ pub fn validate(plain: &str) -> Result<()> {
 
 /// A bcrypt hash of `plain` with `cost` rounds, `$2a$` as LoopBack's bcryptjs writes it.
 pub async fn hash(plain: String, cost: u32) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
+    off_workers(move || {
         bcrypt::hash_with_result(plain.as_bytes(), cost)
             .map(|parts| parts.format_for_version(bcrypt::Version::TwoA))
     })
     .await
-    .map_err(|e| Error::internal(format!("password hashing stopped: {e}")))?
+    .ok_or_else(|| Error::internal("password hashing stopped"))?
     .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
 }
 
 /// Whether `plain` matches `hash` (any bcrypt version LoopBack may have written). A value
 /// that is not a bcrypt hash matches nothing.
 pub async fn verify(plain: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || bcrypt::verify(plain.as_bytes(), &hash).unwrap_or(false))
+    off_workers(move || bcrypt::verify(plain.as_bytes(), &hash).unwrap_or(false))
         .await
         .unwrap_or(false)
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// bcrypt's threads, one per core, started on first use.
+static POOL: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+/// Runs `f` on bcrypt's threads (`None` if they are gone).
+async fn off_workers<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    let pool = POOL.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("oxbow-bcrypt-{i}"))
+                .spawn(move || {
+                    // Crossplatform 22 is nice 10: the request workers (nice 0) get the CPU
+                    // first; hashing takes what they leave (and ~10% when they want it all).
+                    if let Ok(p) = 22u8.try_into() {
+                        let _ = thread_priority::set_current_thread_priority(
+                            thread_priority::ThreadPriority::Crossplatform(p),
+                        );
+                    }
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a bcrypt thread: {e}");
+            }
+        }
+        std::sync::Mutex::new(jobs)
+    });
+    pool.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .ok()?;
+    rx.await.ok()
 }
 
 /// The setters of a User-based model: `password` checked and kept for hashing (a value that
